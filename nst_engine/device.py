@@ -1,0 +1,60 @@
+"""Choosing the device and the precision a run computes in."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+
+def pick_device(spec: str = "auto") -> torch.device:
+    """`auto`: CUDA, then Apple MPS, then the CPU; otherwise the named device."""
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ValueError(f"device: unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {spec} asked for, but this machine has no usable CUDA GPU")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device: mps asked for, but Apple's Metal backend is not available here")
+    return device
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether the network runs under bfloat16 autocast."""
+    if precision == "fp32":
+        return False
+    if precision == "bf16":
+        return True
+    return bf16_is_fast(device)
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return _cpu_has_bf16_units()
+    return False
+
+
+@functools.cache
+def _cpu_has_bf16_units() -> bool:
+    # Without AVX-512 BF16 or AMX, bf16 convolutions are emulated and slower than fp32.
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type

@@ -1,0 +1,104 @@
+"""Decoding user images safely and moving them between PIL and tensors."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# The shortest edge VGG-19 can see through its four poolings up to relu5_1.
+MIN_EDGE = 32
+
+
+class ImageError(ValueError):
+    """An image a user gave cannot be used; the message names the file."""
+
+
+def load_image(path: str | os.PathLike, *, max_pixels: int = 80_000_000) -> Image.Image:
+    """Decode any Pillow-readable image to 8-bit RGB, upright, alpha on white.
+
+    Dimensions are checked before any pixel is decoded, so a tiny file that
+    declares a gigapixel image costs nothing.
+    """
+    path = Path(path)
+    name = path.name
+    try:
+        if path.stat().st_size == 0:
+            raise ImageError(f"{name}: the file is empty (0 bytes)")
+        with warnings.catch_warnings():
+            # Pillow's own bomb guard stays on; its warning becomes a refusal.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ImageError(
+                        f"{name}: {width}x{height} is {width * height / 1e6:.0f} megapixels, "
+                        f"more than the limit of {max_pixels / 1e6:.0f}; scale it down first"
+                    )
+                img.seek(0)  # the first frame of an animation
+                img.load()
+                return to_rgb(ImageOps.exif_transpose(img))
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image Pillow can read (is it really a picture?)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(
+            f"{name}: declares more than {max_pixels / 1e6:.0f} megapixels; refused as a possible "
+            "decompression bomb (scale it down first)"
+        ) from None
+    except FileNotFoundError:
+        raise ImageError(f"{name}: file not found") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(f"{name}: the image is damaged or truncated ({e})") from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any mode to RGB: 16-bit scaled (not clipped), transparency composited on white."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode != "F" else max(float(arr.max()), 1.0)
+        if img.mode == "I" and arr.max() <= 255:
+            top = 255.0
+        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("RGB")
+
+
+def fit_long_edge(img: Image.Image, long_edge: int, *, what: str = "image") -> Image.Image:
+    """Resize so the longer side is `long_edge`, keeping the aspect ratio."""
+    width, height = img.size
+    scale = long_edge / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if min(size) < MIN_EDGE:
+        raise ImageError(
+            f"{what}: {width}x{height} is too narrow; at {long_edge} px its short side would be "
+            f"{min(size)} px, below the {MIN_EDGE} px the network needs"
+        )
+    if size == img.size:
+        return img
+    return img.resize(size, Image.Resampling.LANCZOS)
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image to a (1, 3, H, W) float32 tensor in 0..1."""
+    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+
+
+def to_image(tensor: torch.Tensor) -> Image.Image:
+    """(1, 3, H, W) or (3, H, W) tensor in 0..1 to an RGB PIL image (clamped, rounded)."""
+    t = tensor.detach().float()
+    if t.dim() == 4:
+        t = t[0]
+    arr = t.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(np.ascontiguousarray(arr), "RGB")

@@ -1,0 +1,419 @@
+"""The optimization: coarse-to-fine Gatys style transfer with L-BFGS or Adam."""
+
+from __future__ import annotations
+
+import collections
+import functools
+import hashlib
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+from . import __version__
+from .color import match_histograms, preserve_color
+from .device import describe, pick_device, use_bf16
+from .images import fit_long_edge, to_image, to_tensor
+from .losses import LossTerms, StyleTransferLoss, gram
+from .params import Params
+from .vgg import VGG19
+from .weights import Weights, load_weights
+
+# Coarse scales below this long edge teach the network little: skip them.
+MIN_SCALE_EDGE = 128
+
+
+@dataclass(frozen=True)
+class RunState:
+    """Where a run stands: enough to resume it after a stop or a crash.
+
+    L-BFGS's curvature history is not kept; a resumed run rebuilds it in a few
+    iterations. Serialize with `to_dict` and `torch.save`; load with
+    `torch.load(..., weights_only=True)` and `from_dict`.
+    """
+
+    output: int
+    scale: int
+    iteration: int
+    image: torch.Tensor  # (1, 3, H, W) float32 on the CPU, the image being optimized
+    finished: tuple[torch.Tensor, ...] = ()  # uint8 (3, H, W) of outputs already done
+
+    def to_dict(self) -> dict:
+        return {
+            "version": 1,
+            "output": self.output,
+            "scale": self.scale,
+            "iteration": self.iteration,
+            "image": self.image,
+            "finished": list(self.finished),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunState":
+        return cls(
+            output=int(data["output"]),
+            scale=int(data["scale"]),
+            iteration=int(data["iteration"]),
+            image=data["image"].float(),
+            finished=tuple(data["finished"]),
+        )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One iteration's report to the progress callback."""
+
+    output: int  # 0-based index of the variant being made
+    outputs: int
+    scale: int  # 0-based index into the scales actually run
+    scales: int
+    size: tuple[int, int]  # (width, height) at this scale
+    iteration: int  # 1-based, within this scale
+    iterations: int
+    step: int  # 1-based over the whole run
+    total_steps: int
+    losses: dict[str, float]
+    elapsed: float
+    eta: float
+    snapshot: Callable[[], RunState] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Output:
+    seed: int
+    stylized: Image.Image
+    corrected: Image.Image | None
+
+
+@dataclass
+class Result:
+    outputs: list[Output]
+    record: dict
+    history: list[dict[str, float]]  # one entry per iteration: step, total, content, style, tv
+    stopped: bool = False  # should_stop ended it early: outputs hold the partial image
+    state: RunState | None = None  # set when stopped, to resume later
+
+
+ProgressCallback = Callable[[Progress], None]
+StopCheck = Callable[[], bool]
+
+
+def stylize(
+    content: Image.Image,
+    styles: Sequence[Image.Image],
+    *,
+    params: Params = Params(),
+    init_image: Image.Image | None = None,
+    progress: ProgressCallback | None = None,
+    should_stop: StopCheck | None = None,
+    resume: RunState | None = None,
+) -> Result:
+    """Paint `content` in the manner of `styles`.
+
+    `progress` is called after every iteration; `should_stop` is checked after
+    every iteration and, when true, the run ends with `stopped` set, the latest
+    image as a partial output and a `state` to resume from. The network and the
+    style targets stay cached in this process, so repeated calls are warm.
+    """
+    started = time.perf_counter()
+    if not styles:
+        raise ValueError("at least one style image is needed")
+    if params.init not in ("content", "noise") and init_image is None:
+        raise ValueError(f"init={params.init!r} names an image: pass it as init_image")
+    device = pick_device(params.device)
+    bf16 = use_bf16(params.precision, device)
+    weights = _weights(params.weights)
+    net = _network(params.weights, params.pooling, device, params.deepest_layer())
+    content = fit_long_edge(content, params.size, what="content image")
+    plan = _scale_plan(content.size, params.scales)
+    blend = _blend_weights(params.style_blend, len(styles))
+    if params.style_color_match:
+        styles = [match_histograms(style, content) for style in styles]
+
+    run = _Run(params, device, bf16, net, plan, progress, should_stop, started)
+    finished = list(resume.finished) if resume else []
+    first_output = resume.output if resume else 0
+    setup_seconds = time.perf_counter() - started
+    for index in range(first_output, params.outputs):
+        here = resume if (resume and index == resume.output) else None
+        image = run.one_output(index, content, styles, blend, init_image, here, finished)
+        if run.stopped:
+            state = RunState(index, run.stopped_at[0], run.stopped_at[1], image.detach().cpu(), tuple(finished))
+            partial = finished + [_to_uint8(image)]
+            return _result(partial, content, params, run, weights, device, bf16, setup_seconds, state)
+        finished.append(_to_uint8(image))
+    return _result(finished, content, params, run, weights, device, bf16, setup_seconds, None)
+
+
+class _Run:
+    """The state of one call of `stylize`, shared by its outputs and scales."""
+
+    def __init__(self, params, device, bf16, net, plan, progress, should_stop, started):
+        self.params, self.device, self.bf16, self.net, self.plan = params, device, bf16, net, plan
+        self.progress, self.should_stop, self.started = progress, should_stop, started
+        self.history: list[dict[str, float]] = []
+        self.stopped = False
+        self.stopped_at = (0, 0)
+        self.step = 0
+        self.total_steps = params.outputs * len(plan) * params.iterations
+        self.pixel_steps_done = 0.0
+        self.optimize_seconds = 0.0
+        self.seconds_per_iteration: dict[str, float] = {}
+        self.last_losses: dict[str, float] = {}
+
+    def one_output(self, index, content, styles, blend, init_image, resume, finished) -> torch.Tensor:
+        p = self.params
+        generator = torch.Generator().manual_seed(p.seed + index)
+        image: torch.Tensor | None = None
+        first_scale = resume.scale if resume else 0
+        self.step = (index * len(self.plan) + first_scale) * p.iterations + (resume.iteration if resume else 0)
+        for scale_index in range(first_scale, len(self.plan)):
+            size = self.plan[scale_index]
+            content_t = to_tensor(content.resize(size, Image.Resampling.LANCZOS) if size != content.size else content)
+            content_t = self._to_device(content_t)
+            loss_fn = self._loss(content_t, styles, blend, size)
+            start_iteration = 0
+            if resume and scale_index == resume.scale:
+                image = self._to_device(resume.image)
+                start_iteration = resume.iteration
+            elif image is None:
+                image = self._initial(content_t, init_image, size, generator)
+            else:
+                image = F.interpolate(image, size=(size[1], size[0]), mode="bicubic", align_corners=False)
+                image = self._to_device(image.clamp(0, 1))
+            image = self._optimize(image, loss_fn, index, scale_index, start_iteration, lambda: finished)
+            if self.stopped:
+                return image
+        return image.detach().clamp(0, 1)
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(self.device).contiguous(memory_format=torch.channels_last)
+
+    def _initial(self, content_t, init_image, size, generator) -> torch.Tensor:
+        p = self.params
+        if p.init == "noise":
+            noise = torch.rand(content_t.shape, generator=generator)
+            return self._to_device(noise)
+        if p.init == "content":
+            base = content_t
+        else:
+            base = self._to_device(to_tensor(init_image.convert("RGB").resize(size, Image.Resampling.LANCZOS)))
+        noise = torch.randn(base.shape, generator=generator).to(self.device) * p.init_noise
+        return (base + noise).clamp(0, 1).contiguous(memory_format=torch.channels_last)
+
+    def _features(self, image: torch.Tensor, layers) -> dict[str, torch.Tensor]:
+        image = image.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return self.net(image, layers)
+
+    def _loss(self, content_t, styles, blend, size) -> StyleTransferLoss:
+        p = self.params
+        with torch.no_grad():
+            content_features = self._features(content_t, frozenset(p.content_layers))
+            content_targets = {k: content_features[k].float() for k in p.content_layers}
+        style_edge = max(MIN_SCALE_EDGE // 4, round(max(size) * p.style_scale))
+        style_targets = {layer: 0.0 for layer in p.style_layers}
+        for style, weight in zip(styles, blend):
+            grams = self._style_grams(style, style_edge)
+            for layer in p.style_layers:
+                style_targets[layer] = style_targets[layer] + weight * grams[layer]
+        layer_weights = p.style_layer_weights or [1.0] * len(p.style_layers)
+        return StyleTransferLoss(
+            content_targets=content_targets,
+            style_targets=style_targets,
+            style_layer_weights=layer_weights,
+            content_weight=p.content_weight,
+            style_weight=p.style_weight,
+            tv_weight=p.tv_weight,
+        )
+
+    def _style_grams(self, style: Image.Image, edge: int) -> dict[str, torch.Tensor]:
+        p = self.params
+        key = (
+            _image_digest(style), edge, tuple(p.style_layers), p.weights, p.pooling, str(self.device), self.bf16
+        )
+        cached = _STYLE_CACHE.get(key)
+        if cached is not None:
+            _STYLE_CACHE.move_to_end(key)
+            return cached
+        style_t = self._to_device(to_tensor(fit_long_edge(style, edge, what="style image")))
+        with torch.no_grad():
+            features = self._features(style_t, frozenset(p.style_layers))
+            grams = {layer: gram(features[layer]) for layer in p.style_layers}
+        _STYLE_CACHE[key] = grams
+        while len(_STYLE_CACHE) > _STYLE_CACHE_SIZE:
+            _STYLE_CACHE.popitem(last=False)
+        return grams
+
+    def _optimize(self, image, loss_fn, output_index, scale_index, start_iteration, finished) -> torch.Tensor:
+        p = self.params
+        # The optimized image stays plain contiguous (L-BFGS flattens it); the network
+        # sees a channels-last copy, a cheap one of three channels.
+        x = image.detach().clone().contiguous().requires_grad_(True)
+        layers = loss_fn.layers
+        last: list[LossTerms] = []
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            terms = loss_fn(self._features(x, layers), x)
+            terms.total.backward()
+            last[:] = [terms]
+            return terms.total
+
+        if p.optimizer == "lbfgs":
+            # One function evaluation per step() so progress and stopping work per iteration;
+            # negative tolerances keep the iteration count exactly what was asked for.
+            optimizer = torch.optim.LBFGS(
+                [x], lr=1.0, max_iter=1, history_size=50, tolerance_grad=-1.0, tolerance_change=-1.0
+            )
+            scheduler = None
+        else:
+            optimizer = torch.optim.Adam([x], lr=p.learning_rate)
+            scheduler = (
+                torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=25, threshold=1e-3)
+                if p.lr_schedule == "plateau"
+                else None
+            )
+        width, height = self.plan[scale_index]
+        scale_started = time.perf_counter()
+        for iteration in range(start_iteration + 1, p.iterations + 1):
+            if p.optimizer == "lbfgs":
+                optimizer.step(closure)
+            else:
+                closure()
+                optimizer.step()
+            losses = last[0].as_floats()
+            if scheduler is not None:
+                scheduler.step(losses["total"])
+            self.step += 1
+            self.pixel_steps_done += width * height
+            self.last_losses = losses
+            self.history.append({"step": self.step, **losses})
+            if self.progress is not None:
+                self.progress(self._report(output_index, scale_index, iteration, losses, x, finished))
+            if self.should_stop is not None and self.should_stop():
+                self.stopped = True
+                self.stopped_at = (scale_index, iteration)
+                break
+        seconds = time.perf_counter() - scale_started
+        self.optimize_seconds += seconds
+        done = max(1, iteration - start_iteration)
+        self.seconds_per_iteration[f"{width}x{height}"] = round(seconds / done, 4)
+        return x.detach()
+
+    def _report(self, output_index, scale_index, iteration, losses, x, finished) -> Progress:
+        elapsed = time.perf_counter() - self.started
+        remaining_pixel_steps = self._remaining_pixel_steps(output_index, scale_index, iteration)
+        # Seconds per pixel-iteration so far: coarse scales cost less per step than fine ones.
+        rate = elapsed / max(self.pixel_steps_done, 1.0)
+        return Progress(
+            output=output_index,
+            outputs=self.params.outputs,
+            scale=scale_index,
+            scales=len(self.plan),
+            size=self.plan[scale_index],
+            iteration=iteration,
+            iterations=self.params.iterations,
+            step=self.step,
+            total_steps=self.total_steps,
+            losses=losses,
+            elapsed=elapsed,
+            eta=rate * remaining_pixel_steps,
+            snapshot=lambda: RunState(
+                output_index, scale_index, iteration, x.detach().float().cpu().clone(), tuple(finished())
+            ),
+        )
+
+    def _remaining_pixel_steps(self, output_index, scale_index, iteration) -> float:
+        per_output = sum(w * h for w, h in self.plan) * self.params.iterations
+        w, h = self.plan[scale_index]
+        this_scale = (self.params.iterations - iteration) * w * h
+        later_scales = sum(w2 * h2 for w2, h2 in self.plan[scale_index + 1 :]) * self.params.iterations
+        later_outputs = (self.params.outputs - output_index - 1) * per_output
+        return this_scale + later_scales + later_outputs
+
+
+def _result(finished, content, params, run, weights, device, bf16, setup_seconds, state) -> Result:
+    outputs = []
+    for index, pixels in enumerate(finished):
+        stylized = to_image(pixels.float() / 255.0)
+        if params.preserve_color:
+            stylized = preserve_color(stylized, content)
+        corrected = match_histograms(stylized, content) if params.color_correction else None
+        outputs.append(Output(seed=params.seed + index, stylized=stylized, corrected=corrected))
+    total = time.perf_counter() - run.started
+    record = {
+        "engine": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": describe(device),
+        "precision": "bf16-autocast" if bf16 else "fp32",
+        "weights": {"spec": params.weights, "source": weights.source, "sha256": weights.sha256},
+        "params": params.to_dict(),
+        "size": list(content.size),
+        "scales": [list(s) for s in run.plan],
+        "seeds": [o.seed for o in outputs],
+        "iterations_run": run.step,
+        "final_losses": run.last_losses,
+        "timings": {
+            "setup_s": round(setup_seconds, 3),
+            "optimize_s": round(run.optimize_seconds, 3),
+            "total_s": round(total, 3),
+            "seconds_per_iteration": run.seconds_per_iteration,
+        },
+        "stopped": run.stopped,
+    }
+    return Result(outputs=outputs, record=record, history=run.history, stopped=run.stopped, state=state)
+
+
+def _scale_plan(size: tuple[int, int], scales: Sequence[float]) -> list[tuple[int, int]]:
+    width, height = size
+    plan = []
+    for s in scales:
+        w, h = max(1, round(width * s)), max(1, round(height * s))
+        if s == 1.0 or (max(w, h) >= MIN_SCALE_EDGE and min(w, h) >= 32):
+            plan.append((w, h))
+    return plan
+
+
+def _blend_weights(blend: Sequence[float] | None, count: int) -> list[float]:
+    if blend is None:
+        return [1.0 / count] * count
+    if len(blend) != count:
+        raise ValueError(f"style_blend has {len(blend)} weights for {count} style images; give one per style")
+    total = sum(blend)
+    return [w / total for w in blend]
+
+
+def _to_uint8(image: torch.Tensor) -> torch.Tensor:
+    return image.detach()[0].float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
+
+
+def _image_digest(img: Image.Image) -> str:
+    return hashlib.sha1(img.tobytes() + repr(img.size).encode()).hexdigest()
+
+
+_STYLE_CACHE: "collections.OrderedDict[tuple, dict[str, torch.Tensor]]" = collections.OrderedDict()
+_STYLE_CACHE_SIZE = 32
+
+
+@functools.lru_cache(maxsize=2)
+def _weights(spec: str) -> Weights:
+    return load_weights(spec)
+
+
+@functools.lru_cache(maxsize=4)
+def _network(weights: str, pooling: str, device: torch.device, last_layer: str) -> VGG19:
+    net = VGG19(_weights(weights), last_layer=last_layer, pooling=pooling)
+    return net.to(device).to(memory_format=torch.channels_last)
+
+
+def clear_caches() -> None:
+    """Forget the loaded networks and style targets (tests; freeing GPU memory)."""
+    _STYLE_CACHE.clear()
+    _network.cache_clear()
+    _weights.cache_clear()

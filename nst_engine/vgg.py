@@ -1,0 +1,78 @@
+"""VGG-19 with named layers, frozen, cut after the deepest layer a run needs."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .params import LAYER_NAMES
+from .weights import CONV_NAMES, Preprocess, Weights
+
+_CHANNELS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}
+
+
+class VGG19(nn.Module):
+    """The 16 convolutions of VGG-19 (no classifier), evaluated up to `last_layer`.
+
+    Layers are named as in the literature: ``conv4_2`` is the second convolution
+    of block 4 and ``relu4_2`` its rectified output. Pooling between blocks is
+    max (the original) or average (Gatys et al. found it gives smoother images).
+    """
+
+    def __init__(self, weights: Weights, *, last_layer: str = "relu5_4", pooling: str = "max") -> None:
+        super().__init__()
+        self.preprocess_spec = weights.preprocess
+        self.last_layer = last_layer
+        self.pooling = pooling
+        self.convs = nn.ModuleDict()
+        last_conv = last_layer.replace("relu", "conv")
+        for name in CONV_NAMES:
+            block = int(name[4])
+            in_channels = 3 if name == "conv1_1" else _CHANNELS[block if name[-1] != "1" else block - 1]
+            conv = nn.Conv2d(in_channels, _CHANNELS[block], kernel_size=3, padding=1)
+            conv.weight.data.copy_(weights.tensors[f"{name}.weight"])
+            conv.bias.data.copy_(weights.tensors[f"{name}.bias"])
+            self.convs[name] = conv
+            if name == last_conv:
+                break
+        self.requires_grad_(False)
+        self.eval()
+        p = weights.preprocess
+        self.register_buffer("mean", torch.tensor(p.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(p.std).view(1, 3, 1, 1), persistent=False)
+
+    def preprocess(self, rgb: torch.Tensor) -> torch.Tensor:
+        """RGB 0..1 to the network's input (for Caffe: BGR, 0..255, mean removed)."""
+        x = rgb.flip(1) if self.preprocess_spec.bgr else rgb
+        return (x * self.preprocess_spec.scale - self.mean) / self.std
+
+    def deprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """The exact inverse of `preprocess`."""
+        x = (x * self.std + self.mean) / self.preprocess_spec.scale
+        return x.flip(1) if self.preprocess_spec.bgr else x
+
+    def forward(self, rgb: torch.Tensor, layers: set[str] | frozenset[str]) -> dict[str, torch.Tensor]:
+        """Features of `rgb` (RGB 0..1) at the named layers; stops at the deepest one asked."""
+        deepest = max(layers, key=LAYER_NAMES.index)
+        out: dict[str, torch.Tensor] = {}
+        x = self.preprocess(rgb)
+        previous_block = 1
+        for name, conv in self.convs.items():
+            block = int(name[4])
+            if block != previous_block:
+                x = F.max_pool2d(x, 2) if self.pooling == "max" else F.avg_pool2d(x, 2)
+                previous_block = block
+            x = conv(x)
+            if name in layers:
+                out[name] = x
+            relu_name = "relu" + name[4:]
+            x = F.relu(x)
+            if relu_name in layers:
+                out[relu_name] = x
+            if deepest in (name, relu_name):
+                break
+        missing = set(layers) - set(out)
+        if missing:
+            raise ValueError(f"layers {sorted(missing)} are beyond this network's last layer {self.last_layer}")
+        return out

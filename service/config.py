@@ -1,0 +1,143 @@
+"""Reading `config.toml` into one typed object (no torch here: the CLI uses it)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nst_engine.params import Limits, ParamError, Params
+
+DEFAULT_IGNORE = (
+    ".*", "*.part", "*.tmp", "*.crdownload", "~$*", "Thumbs.db", "desktop.ini",
+    "@eaDir", "__MACOSX", "#recycle",
+)
+
+
+class ConfigError(ValueError):
+    """`config.toml` is wrong; the message names the key."""
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    settle_seconds: float = 3.0
+    rescan_seconds: float = 60.0
+    polling: bool = False
+    missing_timeout: float = 600.0
+    ignore: tuple[str, ...] = DEFAULT_IGNORE
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    checkpoint_seconds: float = 30.0
+    max_attempts: int = 3
+    stall_seconds: float = 300.0
+    file_mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    inbox: Path
+    outbox: Path
+    state: Path
+    database: str
+    defaults: Params = field(default_factory=Params)
+    limits: Limits = field(default_factory=Limits)
+    watch: WatchConfig = field(default_factory=WatchConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.state / "checkpoints"
+
+
+def find_config(explicit: str | os.PathLike | None = None) -> Path | None:
+    """--config, else $NST_CONFIG, else ./config.toml if present."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("NST_CONFIG")
+    if env:
+        return Path(env)
+    here = Path("config.toml")
+    return here if here.is_file() else None
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    found = find_config(path)
+    data: dict[str, Any] = {}
+    if found is not None:
+        try:
+            data = tomllib.loads(found.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {found} not found (nst init creates one)") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{found}: not valid TOML: {e}") from None
+    root = found.resolve().parent if found else Path.cwd()
+    return config_from_dict(data, root=root, path=found)
+
+
+def config_from_dict(data: dict[str, Any], *, root: Path, path: Path | None = None) -> Config:
+    known = {"paths", "defaults", "limits", "watch", "worker", "web", "cluster"}
+    for section in data:
+        if section not in known:
+            raise ConfigError(f"config: unknown section [{section}]; known: {', '.join(sorted(known))}")
+    paths = _section(data, "paths", {"inbox", "outbox", "state", "database"})
+    inbox = _path(root, paths.get("inbox", "inbox"))
+    outbox = _path(root, paths.get("outbox", "outbox"))
+    state = _path(root, paths.get("state", "state"))
+    database = paths.get("database") or f"sqlite:///{state / 'jobs.sqlite3'}"
+    if database.startswith("sqlite:///") and not database.startswith("sqlite:////"):
+        # A relative SQLite path is relative to the config file, like every other path.
+        database = f"sqlite:///{_path(root, database[len('sqlite:///'):])}"
+    limits = _build(Limits, _section(data, "limits", _names(Limits)), "limits")
+    try:
+        defaults = Params.from_mapping(data.get("defaults", {}), limits=limits)
+    except ParamError as e:
+        raise ConfigError(f"config [defaults]: {e}") from None
+    watch_values = _section(data, "watch", _names(WatchConfig))
+    if "ignore" in watch_values:
+        watch_values["ignore"] = tuple(watch_values["ignore"])
+    watch = _build(WatchConfig, watch_values, "watch")
+    worker_values = _section(data, "worker", _names(WorkerConfig))
+    if isinstance(worker_values.get("file_mode"), str):
+        try:
+            worker_values["file_mode"] = int(worker_values["file_mode"], 8)
+        except ValueError:
+            raise ConfigError("config [worker] file_mode: an octal mode such as \"0o644\"") from None
+    worker = _build(WorkerConfig, worker_values, "worker")
+    if worker.file_mode & 0o002:
+        raise ConfigError("config [worker] file_mode: outputs must not be world-writable")
+    return Config(path, inbox, outbox, state, database, defaults, limits, watch, worker)
+
+
+def _names(cls: type) -> set[str]:
+    return set(cls.__dataclass_fields__)
+
+
+def _section(data: dict[str, Any], name: str, allowed: set[str]) -> dict[str, Any]:
+    section = data.get(name, {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"config: [{name}] must be a table")
+    for key in section:
+        if key not in allowed:
+            raise ConfigError(f"config [{name}]: unknown key {key!r}; known: {', '.join(sorted(allowed))}")
+    return dict(section)
+
+
+def _build(cls: type, values: dict[str, Any], name: str) -> Any:
+    defaults = cls()
+    for key, value in values.items():
+        expected = type(getattr(defaults, key))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            values[key] = float(value)
+        elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ConfigError(f"config [{name}] {key}: expected {expected.__name__}, got {value!r}")
+    return cls(**values)
+
+
+def _path(root: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (root / p)

