@@ -1,4 +1,4 @@
-"""Decoding user images safely and moving them between PIL and tensors."""
+"""Decoding user images safely and moving them between PIL and tensors (torch imported lazily)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ import os
 import warnings
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    import torch
 
 # The shortest edge VGG-19 can see through its four poolings up to relu5_1.
 MIN_EDGE = 32
@@ -89,14 +93,17 @@ def fit_long_edge(img: Image.Image, long_edge: int, *, what: str = "image") -> I
     return img.resize(size, Image.Resampling.LANCZOS)
 
 
-def to_tensor(img: Image.Image) -> torch.Tensor:
+def to_tensor(img: Image.Image) -> "torch.Tensor":
     """RGB PIL image to a (1, 3, H, W) float32 tensor in 0..1."""
+    import torch  # decoding and checking images does not need torch; the CLI uses them
+
     arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
 
 
-def to_image(tensor: torch.Tensor) -> Image.Image:
+def to_image(tensor: "torch.Tensor") -> Image.Image:
     """(1, 3, H, W) or (3, H, W) tensor in 0..1 to an RGB PIL image (clamped, rounded)."""
+    import torch
     t = tensor.detach().float()
     if t.dim() == 4:
         t = t[0]

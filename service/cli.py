@@ -126,6 +126,438 @@ def stylize(
         click.echo(str(path))
 
 
+def _store(ctx: click.Context, *, create: bool = False):
+    from .store import Store, with_retries
+
+    config = _config(ctx)
+    if config.database.startswith("sqlite:///") and not create:
+        db = Path(config.database[len("sqlite:///"):])
+        if not db.exists():
+            raise UserError(f"no job history yet at {db} (start the service with nst serve)")
+    store = Store(config.database)
+    if create:
+        with_retries(store.migrate)
+    return store
+
+
+def _job(store, ref: str):
+    job = store.find(ref)
+    if job is None:
+        raise UserError(f"no job {ref!r} (nst jobs lists them)")
+    return job
+
+
+def _parse_when(text: str | None, *, end: bool = False):
+    import datetime as dt
+
+    if text is None:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(f"{text!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM") from None
+    if len(text) <= 10 and end:
+        value = value + dt.timedelta(days=1) - dt.timedelta(microseconds=1)
+    if value.tzinfo is None:
+        value = value.astimezone()  # a date people type is local time
+    return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+@main.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+def init(directory: str) -> None:
+    """Create config.toml (commented defaults), inbox/, outbox/ and state/ in DIRECTORY.
+
+    \b
+    Example:
+      nst init /srv/nst && nst --config /srv/nst/config.toml serve
+    """
+    from importlib.resources import files
+
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / "config.toml"
+    if target.exists():
+        raise UserError(f"{target} exists; not overwriting it")
+    template = files("service").joinpath("config.default.toml").read_text(encoding="utf-8")
+    from .files import write_text_atomic
+
+    write_text_atomic(target, template)
+    for sub in ("inbox", "outbox", "state"):
+        (root / sub).mkdir(exist_ok=True)
+    click.echo(f"created {target}, {root / 'inbox'}, {root / 'outbox'}, {root / 'state'}")
+
+
+@main.command()
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Run the watch-folder daemon in the foreground (systemd runs exactly this).
+
+    Stops cleanly on SIGTERM or Ctrl-C: the running job is checkpointed and
+    resumes at the next start.
+
+    \b
+    Example:
+      nst --config /srv/nst/config.toml serve
+    """
+    from .daemon import AlreadyRunning, Daemon, setup_logging
+
+    config = _config(ctx)
+    setup_logging()
+    try:
+        code = Daemon(config).run()
+    except AlreadyRunning as e:
+        raise UserError(str(e)) from None
+    ctx.exit(code)
+
+
+@main.command()
+@click.argument("content", type=click.Path(exists=True, dir_okay=False))
+@click.argument("styles", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--name", help="Job name (default: the content file's name).")
+@click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Any parameter, e.g. --set size=768.")
+@click.pass_context
+def submit(ctx: click.Context, content: str, styles: tuple[str, ...], name: str | None, priority: int,
+           assignments: tuple[str, ...]) -> None:
+    """Queue a job: copy CONTENT and STYLE(s) into the inbox, then write its sidecar.
+
+    The sidecar is written last, under a temporary name and renamed, so the
+    service never sees half a job. Prints the job's name.
+
+    \b
+    Example:
+      nst submit photo.jpg starry.jpg --name harbour --set size=768 --set outputs=3
+    """
+    from .submit import SubmitError, submit_job
+
+    config = _config(ctx)
+    values = overrides_from(assignments)
+    build_params(config, values)  # validate before touching the inbox
+    try:
+        job_name = submit_job(config, Path(content), [Path(s) for s in styles], name=name, values=values,
+                              priority=priority)
+    except SubmitError as e:
+        raise UserError(str(e)) from None
+    click.echo(job_name)
+
+
+@main.command()
+@click.option("--status", type=click.Choice(["queued", "running", "done", "failed", "cancelled"]))
+@click.option("--since", metavar="DATE", help="Submitted on or after (local time), e.g. 2026-11-01.")
+@click.option("--until", metavar="DATE", help="Submitted on or before (local time).")
+@click.option("--name", "name_glob", metavar="GLOB", help="Job names matching, e.g. 'portrait*'.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON array of objects, for scripts.")
+@click.pass_context
+def jobs(ctx: click.Context, status, since, until, name_glob, limit, as_json) -> None:
+    """The job history, newest first.
+
+    \b
+    Example:
+      nst jobs --status failed --since 2026-11-01
+      nst jobs --json | jq '.[].name'
+    """
+    import json
+
+    from .display import duration, local_time, table
+    from .store import JobFilter
+
+    store = _store(ctx)
+    rows = store.list_jobs(JobFilter(status=status, since=_parse_when(since), until=_parse_when(until, end=True),
+                                     name_glob=name_glob, limit=limit))
+    if as_json:
+        click.echo(json.dumps([_brief(j) for j in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no jobs", err=True)
+        return
+    click.echo(table(
+        ["ID", "NAME", "STATUS", "SUBMITTED", "DURATION", "SIZE", "ITERS", "OUTPUTS"],
+        [[j.id, _clip(j.name), j.status, local_time(j.submitted_at), duration(j.duration_s), j.size,
+          j.iterations, len(j.outputs)] for j in rows],
+    ))
+
+
+def _brief(job) -> dict[str, Any]:
+    d = job.to_dict()
+    return {k: d[k] for k in ("id", "name", "status", "priority", "submitted", "started", "finished",
+                              "duration_s", "size", "iterations", "attempts", "error", "outputs", "outbox_dir")}
+
+
+def _clip(text: str, width: int = 32) -> str:
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@main.command()
+@click.argument("job")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def show(ctx: click.Context, job: str, as_json: bool) -> None:
+    """Everything recorded about JOB (an id or a name).
+
+    \b
+    Example:
+      nst show 42
+      nst show harbour --json
+    """
+    import json
+
+    from .display import duration, local_time
+
+    config = _config(ctx)
+    j = _job(_store(ctx), job)
+    d = j.to_dict()
+    if j.outbox_dir:
+        d["outbox_path"] = str(config.outbox / j.outbox_dir)
+        d["output_paths"] = [str(config.outbox / j.outbox_dir / o) for o in j.outputs]
+    if as_json:
+        click.echo(json.dumps(d, indent=2, sort_keys=True))
+        return
+    lines = [
+        f"job {j.id}: {j.name}",
+        f"  status      {j.status}" + (f" (attempt {j.attempts})" if j.attempts > 1 else ""),
+        f"  submitted   {local_time(j.submitted_at)}",
+        f"  started     {local_time(j.started_at)}",
+        f"  finished    {local_time(j.finished_at)}",
+        f"  duration    {duration(j.duration_s)}",
+        f"  host        {j.host or '-'}" + (f" (pid {j.pid})" if j.pid else ""),
+    ]
+    if j.error:
+        lines.append(f"  error       {j.error}")
+    progress = j.progress
+    if j.status == "running" and progress:
+        lines.append(f"  progress    step {progress.get('step')}/{progress.get('total')}, "
+                     f"ETA {duration(progress.get('eta'))}")
+    record = j.record
+    if record.get("final_losses"):
+        lines.append("  losses      " + ", ".join(f"{k} {v:.4g}" for k, v in record["final_losses"].items()))
+    if record.get("timings"):
+        t = record["timings"]
+        lines.append(f"  timings     total {t.get('total_s')} s, optimizing {t.get('optimize_s')} s")
+    if record.get("device"):
+        lines.append(f"  device      {record['device']}, {record.get('precision')}")
+    if record.get("weights"):
+        lines.append(f"  weights     {record['weights'].get('source')} sha256 {record['weights'].get('sha256')}")
+    lines.append("  parameters")
+    lines += [f"    {k} = {json.dumps(v)}" for k, v in sorted(j.params.items())]
+    lines.append("  inputs")
+    lines += [f"    {i.get('role'):8} {i.get('name')}  sha256 {i.get('sha256')}" for i in j.inputs]
+    if j.outbox_dir:
+        lines.append(f"  outbox      {config.outbox / j.outbox_dir}")
+        lines += [f"    {o}" for o in j.outputs]
+    click.echo("\n".join(lines))
+
+
+@main.command()
+@click.argument("job")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
+@click.pass_context
+def logs(ctx: click.Context, job: str, follow: bool) -> None:
+    """Print JOB's log (an id or a name).
+
+    \b
+    Example:
+      nst logs harbour --follow
+    """
+    import time
+
+    config = _config(ctx)
+    store = _store(ctx)
+    j = _job(store, job)
+    position = 0
+    while True:
+        j = store.get(j.id)
+        live = config.state / "jobs" / str(j.id) / "job.log"
+        done = config.outbox / j.outbox_dir / "job.log" if j.outbox_dir else None
+        path = live if live.exists() else done
+        if path is not None and path.exists():
+            with open(path, "rb") as f:
+                f.seek(position if path == live else 0)
+                chunk = f.read()
+            if path == live:
+                position += len(chunk)
+            else:
+                chunk = chunk[position:]
+                position += len(chunk)
+            if chunk:
+                click.echo(chunk.decode("utf-8", "replace"), nl=False)
+        finished = j.status in ("done", "failed", "cancelled")
+        if not follow or (finished and (path is None or path == done)):
+            if path is None and not follow:
+                raise UserError(f"job {j.id} has no log yet ({j.status})")
+            return
+        try:
+            time.sleep(0.5)
+        except KeyboardInterrupt:
+            return
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Print once and exit instead of following the running job.")
+@click.pass_context
+def status(ctx: click.Context, once: bool) -> None:
+    """Is the service alive, what is it doing, what is queued.
+
+    Follows the running job with a live progress bar until it ends (or Ctrl-C).
+
+    \b
+    Example:
+      nst status
+    """
+    import time
+
+    from .display import duration, local_time, progress_line
+    from .store import utcnow
+
+    store = _store(ctx)
+    daemons = store.live_daemons()
+    if not daemons:
+        click.echo("service: not running (no heartbeat in the last 30 s)")
+    for d in daemons:
+        uptime = (utcnow() - d.started_at).total_seconds()
+        click.echo(f"service: running on {d.host}, pid {d.pid}, up {duration(uptime)}, device {d.device}")
+    queue = store.queue()
+    click.echo(f"queue: {len(queue)} job(s)" + (": " + ", ".join(f"{j.id} {_clip(j.name, 20)}" for j in queue[:10])
+                                               if queue else ""))
+    running = store.running()
+    if not running:
+        click.echo("running: nothing")
+        return
+    job = running[0]
+    click.echo(f"running: job {job.id} {job.name} (since {local_time(job.started_at)})")
+    interactive = not once and sys.stdout.isatty()
+    try:
+        while True:
+            job = store.get(job.id)
+            p = job.progress
+            line = progress_line(step=p.get("step", 0), total=p.get("total", 0), scale=p.get("scale", 0),
+                                 scales=p.get("scales", 0), loss=(p.get("losses") or {}).get("total"),
+                                 eta=p.get("eta"))
+            if job.status != "running":
+                click.echo(("\r" if interactive else "") + f"{line}  -> {job.status}")
+                return
+            if not interactive:
+                click.echo(line)
+                return
+            click.echo("\r" + line, nl=False)
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        click.echo("")
+
+
+@main.command()
+@click.argument("job")
+@click.pass_context
+def cancel(ctx: click.Context, job: str) -> None:
+    """Cancel JOB: a queued job at once, a running one at its next iteration
+    (its latest image is kept as a partial result).
+
+    \b
+    Example:
+      nst cancel 42
+    """
+    from .store import JobStatus, StoreError
+
+    store = _store(ctx)
+    j = _job(store, job)
+    try:
+        after = store.request_cancel(j.id)
+    except StoreError as e:
+        raise UserError(str(e)) from None
+    click.echo(f"job {j.id} cancelled" if after == JobStatus.CANCELLED else
+               f"job {j.id} will stop at its next iteration")
+
+
+@main.command()
+@click.argument("job")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Change parameters for the retry.")
+@click.pass_context
+def retry(ctx: click.Context, job: str, assignments: tuple[str, ...]) -> None:
+    """Queue a failed or cancelled JOB again from its archived inputs, as a new job.
+
+    \b
+    Example:
+      nst retry 42 --set size=384
+    """
+    from .submit import SubmitError, resubmit_job
+
+    config = _config(ctx)
+    j = _job(_store(ctx), job)
+    if j.status not in ("failed", "cancelled"):
+        raise UserError(f"job {j.id} is {j.status}; only failed or cancelled jobs can be retried")
+    values = overrides_from(assignments)
+    build_params(config, {**{k: v for k, v in j.params.items()}, **values} if j.params else values)
+    try:
+        name = resubmit_job(config, j, values)
+    except SubmitError as e:
+        raise UserError(str(e)) from None
+    click.echo(name)
+
+
+@main.command()
+@click.pass_context
+def doctor(ctx: click.Context) -> None:
+    """Check the configuration, folders, database, weights, device and observer.
+
+    \b
+    Example:
+      nst doctor
+    """
+    from .doctor import run_checks
+
+    config = _config(ctx)
+    problems = 0
+    for ok, what, detail in run_checks(config):
+        mark = "ok  " if ok else "FAIL"
+        problems += 0 if ok else 1
+        click.echo(f"[{mark}] {what}: {detail}")
+    if problems:
+        raise UserError(f"{problems} problem(s) found")
+
+
+@main.group()
+def service() -> None:
+    """Run nst as a systemd service."""
+
+
+@service.command("install")
+@click.option("--user", is_flag=True, help="A user unit (~/.config/systemd/user) instead of a system one.")
+@click.option("--print", "print_only", is_flag=True, help="Print the unit instead of writing it.")
+@click.pass_context
+def service_install(ctx: click.Context, user: bool, print_only: bool) -> None:
+    """Write the systemd unit for this config (or print it).
+
+    \b
+    Example:
+      nst --config /srv/nst/config.toml service install
+      systemctl daemon-reload && systemctl enable --now nst
+    """
+    import shutil as _shutil
+
+    from .systemd import unit_path, unit_text
+
+    config = _config(ctx)
+    if config.path is None:
+        raise UserError("give --config PATH (or run in a folder with config.toml): the unit needs a config file")
+    exe = _shutil.which("nst") or sys.argv[0]
+    text = unit_text(config, user=user, executable=str(Path(exe).resolve()))
+    if print_only:
+        click.echo(text, nl=False)
+        return
+    target = unit_path(user=user)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        from .files import write_text_atomic
+
+        write_text_atomic(target, text)
+    except PermissionError:
+        raise UserError(f"cannot write {target}: run as root, or use --user") from None
+    scope = "--user " if user else ""
+    click.echo(f"wrote {target}\nnext: systemctl {scope}daemon-reload && systemctl {scope}enable --now nst")
+
+
 def output_paths(output: Path, outputs: Sequence[Any]) -> list[tuple[Path, Any]]:
     """out.png -> out.png, out.corrected.png; with several outputs out-1.png, out-1.corrected.png, ..."""
     stem, suffix = output.stem, output.suffix or ".png"

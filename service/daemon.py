@@ -1,0 +1,296 @@
+"""`nst serve`: the watch-folder daemon.
+
+Threads, each with one job:
+- main: the worker, one stylization at a time (the network stays warm);
+- watchdog's observer: turns file events into hints;
+- intake: settles files and queues jobs, on hints and on a periodic rescan;
+- liveness: heartbeats to the store and to systemd, only while the worker progresses.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from .config import Config
+from .intake import Intake
+from .outbox import Outbox
+from .store import Store, with_retries
+
+log = logging.getLogger("nst.daemon")
+
+HEARTBEAT_S = 5.0
+INTAKE_TICK_S = 0.5
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+def sd_notify(message: str) -> bool:
+    """Tell systemd (Type=notify) how we are; a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+        return True
+    except OSError:
+        return False
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    # journald adds its own timestamps; under systemd a bare "<level> message" reads best.
+    under_journal = bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
+    fmt = "%(levelname)s %(name)s: %(message)s" if under_journal else \
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.run_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self.stopping = threading.Event()
+        self.wake = threading.Event()  # the worker: a job may be waiting
+        self.wake_intake = threading.Event()  # the intake: a file changed
+        self.store = Store(config.database)
+        self.outbox = Outbox(config.outbox, file_mode=config.worker.file_mode)
+        self.intake = Intake(config, self.store, self.outbox)
+        self._lock_file = None
+        self._observer = None
+        self._watched_inode: int | None = None
+        self.worker = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def run(self) -> int:
+        started = time.monotonic()
+        self._acquire_lock()
+        for folder in (self.config.inbox, self.config.outbox, self.config.state, self.config.checkpoints):
+            folder.mkdir(parents=True, exist_ok=True)
+        with_retries(self.store.migrate)
+        self._install_signals()
+
+        from nst_engine.device import describe, pick_device
+
+        from .worker import Worker
+
+        device = describe(pick_device(self.config.defaults.device))
+        self.worker = Worker(self.config, self.store, self.outbox, self.run_id, self.stopping)
+        with_retries(lambda: self.store.register_daemon(self.run_id, device=device))
+        for job_id, status in with_retries(lambda: self.store.requeue_orphans(
+                run_id=self.run_id, max_attempts=self.config.worker.max_attempts)):
+            log.warning("job %d was running when the service stopped: now %s", job_id, status.value)
+        for partial in self.outbox.remove_partials():
+            log.info("removed partial outbox folder %s", partial.name)
+        self.intake.recover()
+        self._start_observer()
+        threads = [
+            threading.Thread(target=self._intake_loop, name="intake", daemon=True),
+            threading.Thread(target=self._liveness_loop, name="liveness", daemon=True),
+        ]
+        for t in threads:
+            t.start()
+        log.info("serving: inbox %s, outbox %s, database %s, device %s, %s observer (%.1f s to start)",
+                 self.config.inbox, self.config.outbox, _safe_url(self.config.database), device,
+                 "polling" if self.config.watch.polling else "native", time.monotonic() - started)
+        sd_notify(f"READY=1\nSTATUS=idle, watching {self.config.inbox}")
+        try:
+            self._work_loop()
+        finally:
+            sd_notify("STOPPING=1")
+            self.stopping.set()
+            self.wake.set()
+            self._stop_observer()
+            for t in threads:
+                t.join(timeout=5)
+            try:
+                self.store.unregister_daemon(self.run_id)
+            except Exception:  # the database may be gone; exiting matters more
+                log.warning("could not mark this daemon stopped in the store")
+            self.store.dispose()
+            log.info("stopped")
+        return 0
+
+    def _work_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                job = self.store.claim_next(run_id=self.run_id)
+            except Exception as e:
+                log.error("cannot reach the job store (%s); retrying", e)
+                self.stopping.wait(2.0)
+                continue
+            if job is None:
+                self.wake.wait(1.0)
+                self.wake.clear()
+                continue
+            sd_notify(f"STATUS=running job {job.id} {job.name}")
+            log.info("starting job %d %r (attempt %d)", job.id, job.name, job.attempts)
+            try:
+                self.worker.run(job)
+            except Exception:
+                # The outbox or store failed under the job (disk full, permissions): the job
+                # goes back to the queue with its inputs, and we go on after a pause.
+                log.exception("job %d could not be finished; it stays queued", job.id)
+                try:
+                    from .store import JobStatus
+
+                    self.store.transition(job.id, JobStatus.QUEUED, run_id=self.run_id)
+                except Exception:
+                    log.exception("could not re-queue job %d", job.id)
+                self.stopping.wait(5.0)
+            sd_notify("STATUS=idle")
+
+    def stop(self, *_args) -> None:
+        if not self.stopping.is_set():
+            log.info("stop requested; finishing the current iteration")
+        self.stopping.set()
+        self.wake.set()
+
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def _acquire_lock(self) -> None:
+        # One daemon per state folder on a host; several hosts share a store through the database.
+        self.config.state.mkdir(parents=True, exist_ok=True)
+        path = self.config.state / "daemon.lock"
+        self._lock_file = open(path, "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_file.seek(0)
+            other = self._lock_file.read().strip() or "?"
+            raise AlreadyRunning(f"another nst serve (pid {other}) is using {self.config.state}") from None
+        self._lock_file.seek(0)
+        self._lock_file.truncate()
+        self._lock_file.write(str(os.getpid()))
+        self._lock_file.flush()
+
+    # -- watching --------------------------------------------------------------------
+
+    def _start_observer(self) -> None:
+        from watchdog.events import FileSystemEventHandler
+
+        if self.config.watch.polling:
+            from watchdog.observers.polling import PollingObserver as ObserverClass
+        else:
+            from watchdog.observers import Observer as ObserverClass
+
+        daemon = self
+
+        class Hints(FileSystemEventHandler):
+            def on_any_event(self, event) -> None:
+                for attr in ("src_path", "dest_path"):
+                    path = getattr(event, attr, None)
+                    if path:
+                        daemon.intake.hint(Path(os.fsdecode(path)))
+                daemon.wake_intake.set()
+
+        inbox = self.config.inbox
+        if not inbox.is_dir():
+            return
+        try:
+            observer = ObserverClass(timeout=1.0) if self.config.watch.polling else ObserverClass()
+            observer.schedule(Hints(), str(inbox), recursive=True)
+            observer.daemon = True
+            observer.start()
+        except OSError as e:
+            log.error("cannot watch %s (%s); relying on rescans", inbox, e)
+            return
+        self._observer = observer
+        self._watched_inode = inbox.stat().st_ino
+
+    def _stop_observer(self) -> None:
+        if self._observer is not None:
+            try:
+                self._observer.stop()
+                self._observer.join(timeout=3)
+            except Exception:
+                pass
+            self._observer = None
+
+    def _check_observer(self) -> None:
+        """The inbox deleted and recreated, or remounted: watch the new one."""
+        inbox = self.config.inbox
+        try:
+            inode = inbox.stat().st_ino if inbox.is_dir() else None
+        except OSError:
+            inode = None
+        alive = self._observer is not None and self._observer.is_alive()
+        if inode is None:
+            if self._observer is not None:
+                self._stop_observer()
+            return
+        if not alive or inode != self._watched_inode:
+            self._stop_observer()
+            self._start_observer()
+            log.info("watching %s again", inbox)
+
+    def _intake_loop(self) -> None:
+        last_scan = 0.0
+        rescan = self.config.watch.rescan_seconds
+        while not self.stopping.is_set():
+            hinted = self.wake_intake.wait(INTAKE_TICK_S)
+            self.wake_intake.clear()
+            now = time.monotonic()
+            # Settling files need looking at again until taken, hinted or not.
+            if not (hinted or now - last_scan >= rescan or len(self.intake.settle)):
+                continue
+            last_scan = now
+            try:
+                self._check_observer()
+                if self.intake.scan():
+                    self.wake.set()
+            except Exception:
+                log.exception("inbox scan failed; trying again shortly")
+                self.stopping.wait(2.0)
+
+    # -- liveness --------------------------------------------------------------------
+
+    def _liveness_loop(self) -> None:
+        interval = _watchdog_interval() or HEARTBEAT_S
+        stall = self.config.worker.stall_seconds
+        last_beat = 0.0
+        while not self.stopping.wait(min(interval, HEARTBEAT_S)):
+            worker = self.worker
+            busy = worker.current_job is not None
+            progressing = not busy or time.monotonic() - worker.last_progress < stall
+            if progressing:
+                sd_notify("WATCHDOG=1")
+            else:
+                log.error("job %s made no progress for %.0f s; withholding the watchdog ping",
+                          worker.current_job, stall)
+            if time.monotonic() - last_beat >= HEARTBEAT_S:
+                last_beat = time.monotonic()
+                try:
+                    self.store.heartbeat(self.run_id, current_job=worker.current_job)
+                except Exception as e:
+                    log.warning("heartbeat failed: %s", e)
+
+
+def _watchdog_interval() -> float | None:
+    usec = os.environ.get("WATCHDOG_USEC")
+    if not usec or os.environ.get("WATCHDOG_PID", str(os.getpid())) != str(os.getpid()):
+        return None
+    return max(0.5, int(usec) / 1e6 / 2)
+
+
+def _safe_url(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

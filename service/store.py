@@ -1,0 +1,520 @@
+"""The job store: every job's history, in SQLAlchemy, and the one place that moves a job's status.
+
+SQLite is the embedded default (WAL, a busy timeout, so the CLI reads while
+the daemon writes). Nothing here is SQLite-specific beyond the connection
+pragmas: another dialect plugs in through the database URL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from sqlalchemy import (
+    Boolean, DateTime, Float, Index, Integer, String, Text, create_engine, event, func, or_, select, update,
+)
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+SCHEMA_VERSION = 1
+
+
+class JobStatus(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+# Every move a job may make; anything else is a bug and raises.
+_TRANSITIONS: dict[JobStatus, set[JobStatus]] = {
+    JobStatus.QUEUED: {JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED},
+    JobStatus.RUNNING: {JobStatus.QUEUED, JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED},
+    JobStatus.DONE: set(),
+    JobStatus.FAILED: {JobStatus.QUEUED},
+    JobStatus.CANCELLED: {JobStatus.QUEUED},
+}
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Meta(Base):
+    __tablename__ = "nst_meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # Identity of the job file (sidecar path and content hash): a job is recorded once.
+    key: Mapped[str] = mapped_column(String(512), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    staged: Mapped[bool] = mapped_column(Boolean, default=False)
+    submitted_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    params_json: Mapped[str] = mapped_column(Text, default="{}")
+    inputs_json: Mapped[str] = mapped_column(Text, default="[]")
+    outputs_json: Mapped[str] = mapped_column(Text, default="[]")
+    record_json: Mapped[str] = mapped_column(Text, default="{}")
+    progress_json: Mapped[str] = mapped_column(Text, default="{}")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    outbox_dir: Mapped[str | None] = mapped_column(Text, nullable=True)
+    size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    iterations: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    __table_args__ = (
+        Index("ix_jobs_claim", "status", "staged", "priority", "submitted_at"),
+        Index("ix_jobs_submitted", "submitted_at"),
+        Index("ix_jobs_name", "name"),
+    )
+
+    @property
+    def state(self) -> JobStatus:
+        return JobStatus(self.status)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return json.loads(self.params_json)
+
+    @property
+    def inputs(self) -> list[dict[str, Any]]:
+        return json.loads(self.inputs_json)
+
+    @property
+    def outputs(self) -> list[str]:
+        return json.loads(self.outputs_json)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return json.loads(self.record_json)
+
+    @property
+    def progress(self) -> dict[str, Any]:
+        return json.loads(self.progress_json)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Stable keys for `--json` and the web API."""
+        def iso(value: dt.datetime | None) -> str | None:
+            return value.replace(tzinfo=dt.timezone.utc).isoformat() if value else None
+
+        return {
+            "id": self.id, "name": self.name, "status": self.status, "priority": self.priority,
+            "submitted": iso(self.submitted_at), "started": iso(self.started_at),
+            "finished": iso(self.finished_at), "duration_s": self.duration_s,
+            "size": self.size, "iterations": self.iterations, "attempts": self.attempts,
+            "host": self.host, "pid": self.pid, "error": self.error, "params": self.params,
+            "inputs": self.inputs, "outputs": self.outputs, "outbox_dir": self.outbox_dir,
+            "progress": self.progress, "record": self.record,
+        }
+
+
+class Daemon(Base):
+    __tablename__ = "daemons"
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    device: Mapped[str] = mapped_column(String(255), default="")
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    current_job: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    stopped: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    status: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    name_glob: str | None = None
+    limit: int | None = 50
+
+
+class Store:
+    """All database access of the service goes through this class."""
+
+    def __init__(self, url: str, *, busy_timeout_s: float = 30.0) -> None:
+        self.url = url
+        connect_args: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            connect_args = {"timeout": busy_timeout_s, "check_same_thread": False}
+        self.engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+        self._write_engine = self.engine
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout_s))
+            # Writes take SQLite's write lock at BEGIN (IMMEDIATE), so a read-then-write
+            # transaction waits its turn instead of failing on upgrade; reads stay deferred
+            # and never block the daemon.
+            self._write_engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+            event.listen(self._write_engine, "connect", _sqlite_pragmas(busy_timeout_s, autocommit_driver=True))
+            event.listen(self._write_engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self._write_session = sessionmaker(self._write_engine, expire_on_commit=False)
+
+    # -- schema -----------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Create the schema on first start; upgrade an older one step by step."""
+        Base.metadata.create_all(self.engine)
+        with self._retrying() as s:
+            row = s.get(Meta, "schema_version")
+            current = int(row.value) if row else 0
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the database has schema version {current}, newer than this release's {SCHEMA_VERSION}"
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                _MIGRATIONS[version](s)
+            if row is None:
+                s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+            else:
+                row.value = str(SCHEMA_VERSION)
+        return SCHEMA_VERSION
+
+    def schema_version(self) -> int:
+        with self._session() as s:
+            row = s.get(Meta, "schema_version")
+            return int(row.value) if row else 0
+
+    # -- intake -----------------------------------------------------------------
+
+    def enqueue(
+        self, *, key: str, name: str, params: dict[str, Any], priority: int = 0,
+        inputs: Sequence[dict[str, Any]] = (), error: str | None = None,
+    ) -> tuple[Job, bool]:
+        """Record a job once per key; a second call returns the first job and False."""
+        existing = self.find_by_key(key)
+        if existing is not None:
+            return existing, False
+        job = Job(
+            key=key, name=name, params_json=json.dumps(params), priority=priority,
+            inputs_json=json.dumps(list(inputs)), size=params.get("size"), iterations=params.get("iterations"),
+            error=error,
+        )
+        try:
+            with self._retrying() as s:
+                s.add(job)
+        except IntegrityError:
+            # Another process (or a duplicate event) recorded it first.
+            found = self.find_by_key(key)
+            if found is None:
+                raise
+            return found, False
+        return job, True
+
+    def find_by_key(self, key: str) -> Job | None:
+        with self._session() as s:
+            return s.scalars(select(Job).where(Job.key == key)).first()
+
+    def list_jobs_unstaged(self) -> list[Job]:
+        with self._session() as s:
+            return list(s.scalars(select(Job).where(Job.status == JobStatus.QUEUED.value, Job.staged.is_(False))))
+
+    def mark_staged(self, job_id: int, inputs: Sequence[dict[str, Any]]) -> None:
+        with self._retrying() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(staged=True, inputs_json=json.dumps(list(inputs))))
+
+    def reserve_outbox_dir(self, job_id: int, run_id: str | None, dirname: str) -> None:
+        """Remember the outbox folder before it is renamed into place, so a crash between
+        the rename and `done` is recognized on restart instead of writing a second folder."""
+        with self._retrying() as s:
+            owner = Job.run_id == run_id if run_id is not None else Job.run_id.is_(None)
+            changed = s.execute(update(Job).where(Job.id == job_id, owner).values(outbox_dir=dirname)).rowcount
+        if not changed:
+            raise StoreError(f"job {job_id} is no longer ours")
+
+    # -- the one place that moves a job's status ---------------------------------
+
+    def transition(
+        self, job_id: int, to: JobStatus, *, run_id: str | None = None, expect: JobStatus | None = None,
+        error: str | None = None, outputs: list[str] | None = None, record: dict[str, Any] | None = None,
+        outbox_dir: str | None = None, progress: dict[str, Any] | None = None,
+    ) -> Job:
+        """Move a job to `to`, checking the move is allowed (and, with `run_id`, that we own it)."""
+        with self._retrying() as s:
+            job = s.get(Job, job_id, with_for_update=True)
+            if job is None:
+                raise StoreError(f"no job {job_id}")
+            current = job.state
+            if expect is not None and current != expect:
+                raise StoreError(f"job {job_id} is {current.value}, not {expect.value}")
+            if to not in _TRANSITIONS[current]:
+                raise StoreError(f"job {job_id} cannot go from {current.value} to {to.value}")
+            if run_id is not None and current == JobStatus.RUNNING and job.run_id != run_id:
+                raise StoreError(f"job {job_id} is no longer ours (claimed by run {job.run_id})")
+            job.status = to.value
+            now = utcnow()
+            if to == JobStatus.RUNNING:
+                job.started_at = job.started_at or now
+            if to.finished:
+                job.finished_at = now
+                if job.started_at:
+                    job.duration_s = (now - job.started_at).total_seconds()
+            if to == JobStatus.QUEUED and current == JobStatus.RUNNING and run_id is not None:
+                # Its own daemon gave it back on shutdown: that start does not count as a crash.
+                job.attempts = max(0, job.attempts - 1)
+            if to == JobStatus.QUEUED:
+                job.run_id = None
+                job.cancel_requested = False
+                job.finished_at = None
+                job.error = None
+            if error is not None:
+                job.error = error
+            if to == JobStatus.DONE:
+                job.error = None
+            if outputs is not None:
+                job.outputs_json = json.dumps(outputs)
+            if record is not None:
+                job.record_json = json.dumps(record, default=str)
+            if outbox_dir is not None:
+                job.outbox_dir = outbox_dir
+            if progress is not None:
+                job.progress_json = json.dumps(progress)
+            return job
+
+    def claim_next(self, *, run_id: str, host: str | None = None, pid: int | None = None) -> Job | None:
+        """Take the best queued job (priority, then age) for this daemon start, or None."""
+        host = host or socket.gethostname()
+        pid = pid or os.getpid()
+        with self._retrying() as s:
+            candidate = s.scalars(
+                select(Job.id)
+                .where(Job.status == JobStatus.QUEUED.value, Job.staged.is_(True))
+                .order_by(Job.priority.desc(), Job.submitted_at, Job.id)
+                .limit(1)
+            ).first()
+            if candidate is None:
+                return None
+            claimed = s.execute(
+                update(Job)
+                .where(Job.id == candidate, Job.status == JobStatus.QUEUED.value)
+                .values(
+                    status=JobStatus.RUNNING.value, run_id=run_id, host=host, pid=pid,
+                    attempts=Job.attempts + 1, started_at=func.coalesce(Job.started_at, utcnow()),
+                )
+            ).rowcount
+            if not claimed:
+                return None
+        return self.get(candidate)
+
+    def update_progress(self, job_id: int, run_id: str, progress: dict[str, Any]) -> bool:
+        """Record progress; False if the job is no longer ours or a cancel was asked."""
+        with self._retrying() as s:
+            s.execute(
+                update(Job).where(Job.id == job_id, Job.run_id == run_id).values(progress_json=json.dumps(progress))
+            )
+            row = s.execute(select(Job.cancel_requested, Job.run_id).where(Job.id == job_id)).first()
+        return row is not None and row.run_id == run_id and not row.cancel_requested
+
+    def cancel_requested(self, job_id: int) -> bool:
+        with self._session() as s:
+            return bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+    def request_cancel(self, job_id: int) -> JobStatus:
+        """Cancel a queued job now; ask a running one to stop. Returns the status after."""
+        with self._retrying() as s:
+            job = s.get(Job, job_id, with_for_update=True)
+            if job is None:
+                raise StoreError(f"no job {job_id}")
+            if job.state == JobStatus.RUNNING:
+                job.cancel_requested = True
+                return JobStatus.RUNNING
+        if job.state == JobStatus.QUEUED:
+            self.transition(job_id, JobStatus.CANCELLED, error="cancelled before it started")
+            return JobStatus.CANCELLED
+        raise StoreError(f"job {job_id} is {job.status}; only queued or running jobs can be cancelled")
+
+    def requeue_orphans(self, *, run_id: str, max_attempts: int) -> list[tuple[int, JobStatus]]:
+        """Jobs left running by an earlier daemon start: queue them again (or fail them
+        once they have crashed the daemon `max_attempts` times)."""
+        moved = []
+        with self._session() as s:
+            orphans = s.scalars(
+                select(Job).where(Job.status == JobStatus.RUNNING.value, or_(Job.run_id != run_id, Job.run_id.is_(None)))
+            ).all()
+        for job in orphans:
+            if job.attempts >= max_attempts:
+                self.transition(
+                    job.id, JobStatus.FAILED,
+                    error=f"the service stopped during this job {job.attempts} times; giving up "
+                          f"(max_attempts = {max_attempts} in config.toml)",
+                )
+                moved.append((job.id, JobStatus.FAILED))
+            else:
+                self.transition(job.id, JobStatus.QUEUED)
+                moved.append((job.id, JobStatus.QUEUED))
+        return moved
+
+    # -- queries ------------------------------------------------------------------
+
+    def get(self, job_id: int) -> Job | None:
+        with self._session() as s:
+            return s.get(Job, job_id)
+
+    def find(self, ref: str) -> Job | None:
+        """A job by id, or by name (the newest of that name)."""
+        if ref.isdigit():
+            job = self.get(int(ref))
+            if job is not None:
+                return job
+        with self._session() as s:
+            return s.scalars(select(Job).where(Job.name == ref).order_by(Job.id.desc())).first()
+
+    def list_jobs(self, f: JobFilter = JobFilter()) -> list[Job]:
+        q = select(Job).order_by(Job.submitted_at.desc(), Job.id.desc())
+        if f.status:
+            q = q.where(Job.status == f.status)
+        if f.since:
+            q = q.where(Job.submitted_at >= f.since)
+        if f.until:
+            q = q.where(Job.submitted_at <= f.until)
+        if f.name_glob:
+            q = q.where(Job.name.like(_glob_to_like(f.name_glob), escape="\\"))
+        if f.limit:
+            q = q.limit(f.limit)
+        with self._session() as s:
+            return list(s.scalars(q))
+
+    def queue(self) -> list[Job]:
+        with self._session() as s:
+            return list(s.scalars(
+                select(Job).where(Job.status == JobStatus.QUEUED.value)
+                .order_by(Job.priority.desc(), Job.submitted_at, Job.id)
+            ))
+
+    def running(self) -> list[Job]:
+        with self._session() as s:
+            return list(s.scalars(select(Job).where(Job.status == JobStatus.RUNNING.value)))
+
+    def counts(self) -> dict[str, int]:
+        with self._session() as s:
+            return {status: n for status, n in s.execute(select(Job.status, func.count()).group_by(Job.status))}
+
+    # -- daemons --------------------------------------------------------------------
+
+    def register_daemon(self, run_id: str, *, device: str) -> None:
+        with self._retrying() as s:
+            s.add(Daemon(run_id=run_id, host=socket.gethostname(), pid=os.getpid(), device=device))
+
+    def heartbeat(self, run_id: str, *, current_job: int | None) -> None:
+        with self._retrying() as s:
+            s.execute(update(Daemon).where(Daemon.run_id == run_id).values(heartbeat_at=utcnow(), current_job=current_job))
+
+    def unregister_daemon(self, run_id: str) -> None:
+        with self._retrying() as s:
+            s.execute(update(Daemon).where(Daemon.run_id == run_id).values(stopped=True, current_job=None))
+
+    def live_daemons(self, *, within_s: float = 30.0) -> list[Daemon]:
+        cutoff = utcnow() - dt.timedelta(seconds=within_s)
+        with self._session() as s:
+            return list(s.scalars(
+                select(Daemon).where(Daemon.stopped.is_(False), Daemon.heartbeat_at >= cutoff)
+                .order_by(Daemon.started_at)
+            ))
+
+    # -- plumbing -------------------------------------------------------------------
+
+    class _Retry:
+        def __init__(self, store: "Store") -> None:
+            self.store = store
+
+        def __enter__(self) -> Session:
+            self.session = self.store._write_session()
+            self.session.begin()
+            return self.session
+
+        def __exit__(self, exc_type, exc, tb) -> None:
+            try:
+                if exc_type is None:
+                    self.session.commit()
+                else:
+                    self.session.rollback()
+            finally:
+                self.session.close()
+
+    def _retrying(self) -> "Store._Retry":
+        # SQLite's busy timeout already waits for a writer lock; one session per write.
+        return Store._Retry(self)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        self._write_engine.dispose()
+
+
+def with_retries(fn, *, attempts: int = 20, delay: float = 0.5):
+    """Run `fn`, retrying while the database is locked or unreachable for a while."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(delay)
+
+
+def _sqlite_pragmas(busy_timeout_s: float, *, autocommit_driver: bool = False):
+    def on_connect(dbapi_connection, _record) -> None:
+        if autocommit_driver:
+            # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE itself.
+            dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return on_connect
+
+
+def _glob_to_like(glob: str) -> str:
+    escaped = glob.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def _migration_1(session: Session) -> None:
+    """Version 1: the tables above, created by create_all."""
+
+
+_MIGRATIONS = {1: _migration_1}
+
+
+def iter_json(jobs: Sequence[Job]) -> Iterator[dict[str, Any]]:
+    for job in jobs:
+        yield job.to_dict()

@@ -1,0 +1,78 @@
+"""Putting a job into the inbox the safe way: images first, the sidecar last, each renamed into place."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from nst_engine.images import ImageError, load_image
+
+from .config import Config
+from .files import write_bytes_atomic
+from .inbox import IMAGE_EXTS, safe_component
+
+
+class SubmitError(ValueError):
+    pass
+
+
+def submit_job(config: Config, content: Path, styles: Sequence[Path], *, name: str | None = None,
+               values: dict[str, Any] | None = None, priority: int = 0) -> str:
+    """Copy the images into the inbox and write `NAME.json` last; return the job's name."""
+    for path in [content, *styles]:
+        try:
+            load_image(path, max_pixels=config.limits.max_image_pixels)
+        except ImageError as e:
+            raise SubmitError(str(e)) from None
+    inbox = config.inbox
+    if not inbox.is_dir():
+        raise SubmitError(f"inbox {inbox} does not exist (nst init creates it)")
+    name = _free_name(inbox, safe_component(name or content.stem))
+    sidecar: dict[str, Any] = dict(values or {})
+    sidecar["content"] = _place(content, inbox, f"{name}.content")
+    placed = [_place(style, inbox, f"{name}.style" if len(styles) == 1 else f"{name}.style-{i}")
+              for i, style in enumerate(styles, start=1)]
+    sidecar["style"] = placed[0] if len(placed) == 1 else placed
+    if priority:
+        sidecar["priority"] = priority
+    write_bytes_atomic(inbox / f"{name}.json", json.dumps(sidecar, indent=2).encode())
+    return name
+
+
+def resubmit_job(config: Config, job: Any, overrides: dict[str, Any]) -> str:
+    """Queue a finished job again from the inputs archived in its outbox folder."""
+    if not job.outbox_dir:
+        raise SubmitError(f"job {job.id} has no outbox folder to take its inputs from")
+    inputs_dir = config.outbox / job.outbox_dir / "inputs"
+    by_role: dict[str, list[Path]] = {}
+    for item in job.inputs:
+        by_role.setdefault(item.get("role", "file"), []).append(inputs_dir / item["name"])
+    content = (by_role.get("content") or [None])[0]
+    styles = by_role.get("style") or []
+    if content is None or not styles or not content.exists() or not all(s.exists() for s in styles):
+        raise SubmitError(f"job {job.id}'s archived inputs in {inputs_dir} lack its content or style image")
+    values = {**job.params, **overrides}
+    if values.get("init") not in (None, "content", "noise"):
+        values.pop("init")  # an init image is not among the archived inputs we re-send
+    return submit_job(config, content, styles, name=job.name, values=values, priority=job.priority)
+
+
+def _free_name(inbox: Path, name: str) -> str:
+    candidate, n = name, 2
+    while any((inbox / f"{candidate}{ext}").exists() for ext in (".json", ".toml")) or \
+            any(inbox.glob(f"{_glob_escape(candidate)}.*")):
+        candidate = f"{name}-{n}"
+        n += 1
+    return candidate
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in text)
+
+
+def _place(source: Path, inbox: Path, stem: str) -> str:
+    suffix = source.suffix.lower() if source.suffix.lower() in IMAGE_EXTS else ".png"
+    target = inbox / f"{stem}{suffix}"
+    write_bytes_atomic(target, source.read_bytes())  # a hidden temporary name, then a rename
+    return target.name

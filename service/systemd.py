@@ -1,0 +1,64 @@
+"""The systemd unit for `nst serve`, written for one config file."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from .config import Config
+
+UNIT_NAME = "nst.service"
+
+
+def unit_text(config: Config, *, user: bool, executable: str | None = None) -> str:
+    exe = executable or str(Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else "nst")
+    config_path = str(config.path.resolve()) if config.path else ""
+    exec_start = f"{shlex.quote(exe)} --config {shlex.quote(config_path)} serve" if config_path else \
+        f"{shlex.quote(exe)} serve"
+    writable = " ".join(shlex.quote(str(p.resolve())) for p in (config.inbox, config.outbox, config.state))
+    lines = [
+        "[Unit]",
+        "Description=nst neural style transfer watch-folder service",
+        "Documentation=file://" + (str(config.path.resolve().parent / "README.md") if config.path else ""),
+        "After=network-online.target local-fs.target remote-fs.target",
+        "Wants=network-online.target",
+        "",
+        "[Service]",
+        "Type=notify",
+        "NotifyAccess=main",
+        f"ExecStart={exec_start}",
+        f"WorkingDirectory={shlex.quote(str(config.path.resolve().parent)) if config.path else '%h'}",
+        "Restart=on-failure",
+        "RestartSec=5",
+        # SIGTERM reaches the daemon only; it checkpoints at the next iteration and exits.
+        "KillMode=mixed",
+        "TimeoutStopSec=60",
+        # Pinged only while the worker makes progress: a hung job restarts the service.
+        f"WatchdogSec={max(30, int(config.worker.stall_seconds))}",
+        "UMask=0022",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        f"ReadWritePaths={writable}",
+        "PrivateTmp=yes",
+        "ProtectKernelTunables=yes",
+        "ProtectKernelModules=yes",
+        "ProtectControlGroups=yes",
+        "RestrictSUIDSGID=yes",
+        "LockPersonality=yes",
+        "RestrictRealtime=yes",
+        "SystemCallArchitectures=native",
+        "",
+        "[Install]",
+        f"WantedBy={'default.target' if user else 'multi-user.target'}",
+        "",
+    ]
+    if not user:
+        lines.insert(lines.index("ProtectSystem=strict"), "ProtectHome=read-only")
+    return "\n".join(lines)
+
+
+def unit_path(*, user: bool) -> Path:
+    if user:
+        return Path.home() / ".config" / "systemd" / "user" / UNIT_NAME
+    return Path("/etc/systemd/system") / UNIT_NAME

@@ -1,0 +1,286 @@
+"""Running one claimed job: inputs from the archive, the engine, the outbox folder, the status."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nst_engine import ImageError, Params, Progress, RunState, WeightsError, load_image, stylize
+from nst_engine.params import ParamError
+
+from . import __version__
+from .config import Config
+from .files import write_bytes_atomic
+from .outbox import JobFolder, Outbox, error_text, loss_plot, preview
+from .store import Job, JobStatus, Store, StoreError
+
+log = logging.getLogger("nst.worker")
+
+PROGRESS_EVERY_S = 1.0
+LOG_EVERY_ITERATIONS = 10
+
+
+class JobLog:
+    """The job's own log file: timestamped lines, flushed as written (`nst logs --follow`)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file = open(path, "a", encoding="utf-8")
+
+    def write(self, message: str) -> None:
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        for line in message.splitlines() or [""]:
+            self._file.write(f"{stamp} {line}\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Worker:
+    """Runs jobs one at a time for one daemon start (`run_id`)."""
+
+    def __init__(self, config: Config, store: Store, outbox: Outbox, run_id: str,
+                 stopping: threading.Event) -> None:
+        self.config = config
+        self.store = store
+        self.outbox = outbox
+        self.run_id = run_id
+        self.stopping = stopping
+        self.current_job: int | None = None
+        self.last_progress = time.monotonic()  # the liveness thread reads this
+
+    def archive(self, job_id: int) -> Path:
+        return self.config.state / "jobs" / str(job_id)
+
+    def checkpoint_path(self, job_id: int) -> Path:
+        return self.config.checkpoints / f"{job_id}.pt"
+
+    def run(self, job: Job) -> JobStatus:
+        """Run a job this daemon has claimed, to whatever end; never raises for a job's fault."""
+        self.current_job = job.id
+        self.last_progress = time.monotonic()
+        joblog = JobLog(self.archive(job.id) / "job.log")
+        try:
+            published = self.outbox.existing(job.outbox_dir, job.id)
+            if published is not None:
+                # A crash after the rename and before `done`: the folder is whole already.
+                recorded = json.loads((published / "job.json").read_text())
+                status = JobStatus(recorded.get("status", "done"))
+                self.store.transition(job.id, status, run_id=self.run_id, outputs=recorded.get("outputs", []),
+                                      record=recorded.get("record"), outbox_dir=published.name,
+                                      error=recorded.get("error"))
+                self._cleanup(job.id)
+                return status
+            return self._run(job, joblog)
+        finally:
+            joblog.close()
+            self.current_job = None
+
+    def _run(self, job: Job, joblog: JobLog) -> JobStatus:
+        started = time.perf_counter()
+        joblog.write(f"job {job.id} {job.name!r} attempt {job.attempts} on {os.uname().nodename}, "
+                     f"nst {__version__}, run {self.run_id}")
+        try:
+            params = Params.from_mapping(job.params, limits=self.config.limits)
+            content, styles, init = self._images(job)
+        except (ImageError, ParamError, ValueError, OSError) as e:
+            return self._fail(job, joblog, str(e), _hint(str(e)))
+        joblog.write("parameters: " + json.dumps(params.to_dict(), sort_keys=True))
+        resume = self._load_checkpoint(job.id, joblog)
+        reporter = _Reporter(self, job, joblog, params)
+        try:
+            result = stylize(content, styles, params=params, init_image=init, progress=reporter,
+                             should_stop=reporter.should_stop, resume=resume)
+        except torch.OutOfMemoryError:
+            return self._fail(job, joblog, f"out of memory at size {params.size}",
+                              "lower size (or outputs), or run on a machine with more GPU memory")
+        except (ImageError, WeightsError, ValueError) as e:
+            return self._fail(job, joblog, str(e), _hint(str(e)))
+        except StoreError as e:
+            joblog.write(f"stopped: {e}")
+            log.error("job %d: %s", job.id, e)
+            return JobStatus.QUEUED
+        except Exception as e:  # an internal bug: the job fails loudly, the daemon lives on
+            joblog.write("internal error:\n" + traceback.format_exc())
+            log.exception("job %d: internal error", job.id)
+            return self._fail(job, joblog, f"internal error: {type(e).__name__}: {e}",
+                              "this is a bug in nst; the traceback is in job.log; please report it")
+
+        if result.stopped and not reporter.cancelled:
+            # Shutting down: keep the place, give the job back to the queue.
+            self._save_checkpoint(job.id, result.state)
+            joblog.write(f"stopping for shutdown at step {result.state.iteration} of scale "
+                         f"{result.state.scale + 1}; checkpoint saved, the job will resume")
+            self.store.transition(job.id, JobStatus.QUEUED, run_id=self.run_id)
+            return JobStatus.QUEUED
+        status = JobStatus.CANCELLED if reporter.cancelled else JobStatus.DONE
+        elapsed = time.perf_counter() - started
+        joblog.write(f"{'cancelled; keeping the latest image as a partial result' if reporter.cancelled else 'finished'}"
+                     f" in {elapsed:.1f} s; final losses {json.dumps(result.record['final_losses'])}")
+        return self._publish(job, joblog, params, content, styles, result, status)
+
+    def _images(self, job: Job):
+        inputs_dir = self.archive(job.id) / "inputs"
+        limit = self.config.limits.max_image_pixels
+        by_role: dict[str, list[Path]] = {}
+        for item in job.inputs:
+            by_role.setdefault(item["role"], []).append(inputs_dir / item["name"])
+        if not by_role.get("content") or not by_role.get("style"):
+            raise ValueError("the job's archived inputs are incomplete (no content or style image)")
+        content = load_image(by_role["content"][0], max_pixels=limit)
+        styles = [load_image(p, max_pixels=limit) for p in by_role["style"]]
+        init = load_image(by_role["init"][0], max_pixels=limit) if by_role.get("init") else None
+        return content, styles, init
+
+    # -- checkpoints ------------------------------------------------------------------
+
+    def _save_checkpoint(self, job_id: int, state: RunState | None) -> None:
+        if state is None:
+            return
+        import io
+
+        path = self.checkpoint_path(job_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        torch.save(state.to_dict(), buf)
+        write_bytes_atomic(path, buf.getvalue(), mode=0o600)
+
+    def _load_checkpoint(self, job_id: int, joblog: JobLog) -> RunState | None:
+        path = self.checkpoint_path(job_id)
+        if not path.is_file():
+            return None
+        try:
+            state = RunState.from_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as e:  # a damaged checkpoint costs progress, never the job
+            joblog.write(f"checkpoint unreadable ({e}); starting over")
+            return None
+        joblog.write(f"resuming from checkpoint: output {state.output + 1}, scale {state.scale + 1}, "
+                     f"iteration {state.iteration}")
+        return state
+
+    # -- endings ----------------------------------------------------------------------
+
+    def _fail(self, job: Job, joblog: JobLog, message: str, hint: str) -> JobStatus:
+        joblog.write(f"failed: {message}")
+        folder = JobFolder(job.id, job.name, inputs_dir=self.archive(job.id) / "inputs")
+        folder.add_text("error.txt", error_text(job.name, message, hint))
+        folder.add_json("job.json", {**self._summary(job), "status": "failed", "error": message})
+        joblog.close()
+        folder.files["job.log"] = (self.archive(job.id) / "job.log").read_bytes()
+        final = self.outbox.publish(folder, lambda d: self.store.reserve_outbox_dir(job.id, self.run_id, d))
+        self.store.transition(job.id, JobStatus.FAILED, run_id=self.run_id, error=message, outbox_dir=final.name)
+        self._cleanup(job.id)
+        log.warning("job %d %r failed: %s", job.id, job.name, message)
+        return JobStatus.FAILED
+
+    def _publish(self, job, joblog, params, content, styles, result, status) -> JobStatus:
+        folder = JobFolder(job.id, job.name, inputs_dir=self.archive(job.id) / "inputs")
+        outputs: list[str] = []
+        tiles = [("content", content)] + [(f"style {i + 1}" if len(styles) > 1 else "style", s)
+                                          for i, s in enumerate(styles)]
+        several = len(result.outputs) > 1
+        for index, out in enumerate(result.outputs, start=1):
+            suffix = f"-{index}" if several else ""
+            partial = "-partial" if status == JobStatus.CANCELLED and index == len(result.outputs) else ""
+            name = f"{_stem(job.name)}.stylized{suffix}{partial}.png"
+            folder.add_image(name, out.stylized)
+            outputs.append(name)
+            tiles.append((f"result{suffix}", out.stylized))
+            if out.corrected is not None:
+                cname = f"{_stem(job.name)}.corrected{suffix}{partial}.png"
+                folder.add_image(cname, out.corrected)
+                outputs.append(cname)
+                tiles.append((f"corrected{suffix}", out.corrected))
+        folder.add_image("preview.png", preview(tiles))
+        if result.history:
+            folder.add_image("loss.png", loss_plot(result.history, title=f"{job.name} (job {job.id})"))
+        record = {**result.record, "service": __version__, "host": os.uname().nodename}
+        summary = {**self._summary(job), "status": status.value, "outputs": outputs, "record": record,
+                   "params": params.to_dict()}
+        folder.add_json("job.json", summary)
+        joblog.write(f"writing outbox folder ({len(outputs)} images)")
+        joblog.close()
+        folder.files["job.log"] = (self.archive(job.id) / "job.log").read_bytes()
+        final = self.outbox.publish(folder, lambda d: self.store.reserve_outbox_dir(job.id, self.run_id, d))
+        self.store.transition(job.id, status, run_id=self.run_id, outputs=outputs, record=record,
+                              outbox_dir=final.name,
+                              error="cancelled by request" if status == JobStatus.CANCELLED else None)
+        self._cleanup(job.id)
+        log.info("job %d %r %s -> %s", job.id, job.name, status.value, final)
+        return status
+
+    def _summary(self, job: Job) -> dict[str, Any]:
+        fresh = self.store.get(job.id) or job
+        return {"id": job.id, "name": job.name, "submitted": fresh.to_dict()["submitted"],
+                "started": fresh.to_dict()["started"], "attempts": fresh.attempts, "inputs": fresh.inputs,
+                "priority": fresh.priority}
+
+    def _cleanup(self, job_id: int) -> None:
+        self.checkpoint_path(job_id).unlink(missing_ok=True)
+        shutil.rmtree(self.archive(job_id), ignore_errors=True)
+
+
+class _Reporter:
+    """The engine's progress callback and stop check for one job."""
+
+    def __init__(self, worker: Worker, job: Job, joblog: JobLog, params: Params) -> None:
+        self.worker, self.job, self.joblog, self.params = worker, job, joblog, params
+        self.cancelled = False
+        self._last_store = 0.0
+        self._last_checkpoint = time.monotonic()
+
+    def __call__(self, p: Progress) -> None:
+        now = time.monotonic()
+        self.worker.last_progress = now
+        if p.iteration % LOG_EVERY_ITERATIONS == 0 or p.iteration == p.iterations:
+            losses = " ".join(f"{k} {v:.4g}" for k, v in p.losses.items())
+            self.joblog.write(f"output {p.output + 1}/{p.outputs} scale {p.scale + 1}/{p.scales} "
+                              f"{p.size[0]}x{p.size[1]} iteration {p.iteration}/{p.iterations}: {losses}")
+        if now - self._last_store >= PROGRESS_EVERY_S or p.step == p.total_steps:
+            self._last_store = now
+            progress = {
+                "step": p.step, "total": p.total_steps, "scale": p.scale + 1, "scales": p.scales,
+                "iteration": p.iteration, "iterations": p.iterations, "output": p.output + 1,
+                "outputs": p.outputs, "losses": p.losses, "elapsed": round(p.elapsed, 2), "eta": round(p.eta, 2),
+                "updated": time.time(),
+            }
+            if not self.worker.store.update_progress(self.job.id, self.worker.run_id, progress):
+                self.cancelled = self.worker.store.cancel_requested(self.job.id)
+        if now - self._last_checkpoint >= self.worker.config.worker.checkpoint_seconds:
+            self._last_checkpoint = now
+            self.worker._save_checkpoint(self.job.id, p.snapshot())
+
+    def should_stop(self) -> bool:
+        return self.cancelled or self.worker.stopping.is_set()
+
+
+def _stem(name: str) -> str:
+    from .inbox import safe_component
+
+    return safe_component(name)
+
+
+def _hint(message: str) -> str:
+    lower = message.lower()
+    if "megapixels" in lower:
+        return "scale the image down, or raise [limits] max_image_pixels in config.toml"
+    if "too narrow" in lower:
+        return "crop the image to a less extreme aspect ratio"
+    if "not an image" in lower or "damaged" in lower or "empty" in lower:
+        return "replace the file with a complete JPEG, PNG, WebP, TIFF or BMP image and submit again"
+    if "out of range" in lower or "unknown" in lower or "expected" in lower:
+        return "correct the parameter in the sidecar and submit again"
+    return "check the inputs and parameters and submit again"
+
