@@ -25,7 +25,7 @@ class WatchConfig:
     settle_seconds: float = 3.0
     rescan_seconds: float = 60.0
     polling: bool = False
-    missing_timeout: float = 600.0
+    missing_timeout: float = 300.0
     ignore: tuple[str, ...] = DEFAULT_IGNORE
 
 

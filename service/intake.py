@@ -159,7 +159,7 @@ class Intake:
         if sidecar.params.init not in ("content", "noise"):
             locate("init", sidecar.params.init)
         if missing:
-            self._wait_or_fail(sidecar_path, f"waiting for {', '.join(missing)}")
+            self._wait_or_fail(sidecar_path, f"still missing: {', '.join(missing)}")
         undecodable = []
         for item in found:
             if not self.settle.settled(item.source):
@@ -177,7 +177,7 @@ class Intake:
         first = self._waiting.setdefault(sidecar_path, self.clock())
         if self.clock() - first < self.config.watch.missing_timeout:
             raise _NotReady()
-        raise SidecarError(f"gave up after {self.config.watch.missing_timeout:.0f} s {why}")
+        raise SidecarError(f"gave up after waiting {self.config.watch.missing_timeout:.0f} s; {why}")
 
     def _decodes(self, path: Path) -> None:
         st = path.stat()
@@ -270,8 +270,8 @@ class Intake:
 
     @staticmethod
     def _hint_for(message: str) -> str:
-        if "waiting for" in message:
-            return ("drop the missing image(s) next to the sidecar, or name them in it "
+        if "still missing" in message:
+            return ("drop the missing image(s) into the inbox before the sidecar, or name them in it "
                     "(content = \"photo.jpg\", style = \"painting.jpg\"), then drop the sidecar again")
         if "inside the inbox" in message or "outside the inbox" in message:
             return "put the images in the inbox (a subfolder such as styles/ is fine) and name them relative to it"

@@ -33,3 +33,19 @@ def pair_files(tmp_path, content_image, style_image) -> tuple[Path, Path]:
     content_image.save(c, quality=92)
     style_image.save(s)
     return c, s
+
+
+@pytest.fixture
+def service_dir(tmp_path):
+    from servicekit import ServiceDir
+
+    made = []
+
+    def make(**kw):
+        d = ServiceDir(tmp_path, **kw)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.close()

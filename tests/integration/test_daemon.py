@@ -1,0 +1,145 @@
+"""The daemon as a real subprocess on a real folder, watchdog observer and SQLite file."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+from PIL import Image
+
+EXPECTED = {"job.json", "job.log", "preview.png", "loss.png", "inputs"}
+
+
+def test_a_dropped_pair_comes_out_whole(service_dir):
+    svc = service_dir().start()
+    svc.drop("harbour", {"outputs": 2})
+    job = svc.wait_job("harbour")
+    assert job.status == "done", job.error
+    folder = svc.outbox / "harbour"
+    names = {p.name for p in folder.iterdir()}
+    assert EXPECTED <= names
+    assert {"harbour.stylized-1.png", "harbour.corrected-1.png", "harbour.stylized-2.png",
+            "harbour.corrected-2.png"} <= names
+    assert sorted(p.name for p in (folder / "inputs").iterdir()) == [
+        "harbour.content.png", "harbour.style.png", "harbour.toml"]
+    assert [p.name for p in svc.inbox.iterdir()] == []  # the job's files moved out of the inbox
+    record = json.loads((folder / "job.json").read_text())
+    assert record["id"] == job.id and record["status"] == "done"
+    assert record["record"]["weights"]["sha256"].startswith("c34748d2")
+    assert Image.open(folder / "harbour.stylized-1.png").size == (64, 48)
+    assert "iteration 4/4" in (folder / "job.log").read_text()
+    assert not [p for p in svc.outbox.iterdir() if p.name.startswith(".")]
+
+
+def test_shared_library_images_are_copied_and_json_sidecars_work(service_dir):
+    svc = service_dir().start()
+    from servicekit import small_pair
+
+    content, style = small_pair()
+    (svc.inbox / "styles").mkdir()
+    style.save(svc.inbox / "styles" / "starry.png")
+    content.save(svc.inbox / "photo.jpg")
+    svc.drop("lib", {"content": "photo.jpg", "style": "styles/starry.png"}, content=False, style=False,
+             suffix=".json")
+    assert svc.wait_job("lib").status == "done"
+    assert (svc.inbox / "styles" / "starry.png").exists()  # shared: copied, not moved
+    assert (svc.inbox / "photo.jpg").exists()  # not NAME.*: copied too
+    assert sorted(p.name for p in (svc.outbox / "lib" / "inputs").iterdir()) == ["lib.json", "photo.jpg",
+                                                                                 "starry.png"]
+
+
+def test_a_slowly_written_file_is_taken_only_when_complete(service_dir):
+    svc = service_dir(watch={"settle_seconds": 1.0}).start()
+    from servicekit import small_pair
+
+    content, style = small_pair()
+    style.save(svc.inbox / "slow.style.png")
+    (svc.inbox / "slow.toml").write_text("")
+    content.save(svc.root / "full.png")
+    data = (svc.root / "full.png").read_bytes()
+    target = svc.inbox / "slow.content.png"
+    with open(target, "wb") as f:  # written in place, in chunks, with pauses under the settle time
+        for i in range(0, len(data), len(data) // 5 + 1):
+            f.write(data[i:i + len(data) // 5 + 1])
+            f.flush()
+            time.sleep(0.6)
+    completed = time.time()
+    job = svc.wait_job("slow")
+    assert job.status == "done", job.error
+    assert job.submitted_at.replace(tzinfo=__import__("datetime").timezone.utc).timestamp() >= completed - 0.05
+
+
+def test_files_dropped_while_down_are_processed_at_start(service_dir):
+    svc = service_dir()
+    svc.drop("early", {})
+    svc.start()
+    assert svc.wait_job("early").status == "done"
+
+
+def test_polling_observer(service_dir):
+    svc = service_dir(watch={"polling": True, "rescan_seconds": 3600.0}).start()
+    svc.drop("polled", {})
+    assert svc.wait_job("polled", timeout=30).status == "done"
+
+
+def test_sigterm_mid_job_checkpoints_and_resumes(service_dir):
+    svc = service_dir(defaults={"size": 128, "iterations": 400}).start()
+    svc.drop("long", {})
+    svc.wait_for(lambda: (j := svc.job("long")) is not None and j.progress.get("step", 0) >= 20,
+                 what="the job to make progress")
+    took = svc.stop(signal.SIGTERM)
+    assert took < 10
+    job = svc.job("long")
+    assert job.status == "queued" and job.attempts == 0
+    assert (svc.config.checkpoints / f"{job.id}.pt").exists()
+    svc.start()
+    done = svc.wait_job("long", timeout=120)
+    assert done.status == "done"
+    assert "resuming from checkpoint" in (svc.outbox / "long" / "job.log").read_text()
+
+
+def test_kill_9_mid_job_resumes_and_completes_once(service_dir):
+    svc = service_dir(defaults={"size": 128, "iterations": 300}).start()
+    svc.drop("crash", {})
+    svc.drop("after", {"iterations": 2})
+    svc.wait_for(lambda: (j := svc.job("crash")) is not None and j.progress.get("step", 0) >= 40,
+                 what="progress past a checkpoint")
+    svc.kill()
+    assert svc.job("crash").status == "running"
+    svc.start()
+    assert svc.wait_job("crash", timeout=120).status == "done"
+    assert svc.wait_job("after").status == "done"
+    log = (svc.outbox / "crash" / "job.log").read_text()
+    assert "resuming from checkpoint" in log and "attempt 2" in log
+    assert sorted(p.name for p in svc.outbox.iterdir()) == ["after", "crash"]
+    assert [j.name for j in svc.jobs()].count("crash") == 1
+
+
+@pytest.mark.parametrize("case", ["corrupt", "invalid", "unknown", "escape", "missing"])
+def test_bad_jobs_fail_clearly_and_the_next_good_job_runs(service_dir, case):
+    svc = service_dir().start()
+    if case == "corrupt":
+        (svc.inbox / "bad.content.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+        svc.drop("bad", {}, content=False)
+        expect = "bad.content.png: not an image"
+    elif case == "invalid":
+        svc.drop("bad", "size = = 3")
+        expect = "not valid TOML"
+    elif case == "unknown":
+        svc.drop("bad", {"stlye_weight": 3})
+        expect = "did you mean 'style_weight'"
+    elif case == "escape":
+        svc.drop("bad", {"content": "../secret.png"}, content=False)
+        expect = "inside the inbox"
+    else:
+        svc.drop("bad", {}, style=False)
+        expect = "still missing: bad.style.jpg"
+    bad = svc.wait_job("bad", timeout=30)
+    assert bad.status == "failed" and expect in bad.error
+    error = (svc.outbox / "bad" / "error.txt").read_text()
+    assert expect in error and "How to fix it" in error
+    assert (svc.outbox / "bad" / "inputs" / "bad.toml").exists()
+    svc.drop("good", {})
+    assert svc.wait_job("good").status == "done"
+    assert "Traceback" not in svc.log_text()

@@ -1,0 +1,143 @@
+"""Running the real daemon as a subprocess on a temporary folder, for integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from PIL import Image
+
+from service.config import load_config
+from service.store import JobFilter, Store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def small_pair(edge: int = 96) -> tuple[Image.Image, Image.Image]:
+    content = Image.open(ROOT / "samples" / "tubingen.jpg").convert("RGB")
+    style = Image.open(ROOT / "samples" / "starry_night.jpg").convert("RGB")
+    content.thumbnail((edge, edge))
+    style.thumbnail((edge, edge))
+    return content, style
+
+
+class ServiceDir:
+    """A config, inbox, outbox and state in a temporary folder, and the daemon on it."""
+
+    def __init__(self, root: Path, *, defaults: dict | None = None, watch: dict | None = None,
+                 worker: dict | None = None, extra: str = "") -> None:
+        self.root = root
+        self.config_path = root / "config.toml"
+        sections = {
+            "defaults": {"size": 64, "iterations": 4, "scales": [1.0], **(defaults or {})},
+            "watch": {"settle_seconds": 0.3, "rescan_seconds": 2.0, "missing_timeout": 3.0, **(watch or {})},
+            "worker": {"checkpoint_seconds": 0.5, **(worker or {})},
+        }
+        self.config_path.write_text("".join(
+            f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+            for name, values in sections.items()) + extra)
+        for sub in ("inbox", "outbox", "state"):
+            (root / sub).mkdir(exist_ok=True)
+        self.config = load_config(self.config_path)
+        self.inbox, self.outbox = self.config.inbox, self.config.outbox
+        self.proc: subprocess.Popen | None = None
+        self.logs: list[Path] = []
+
+    # -- the daemon ------------------------------------------------------------------
+
+    def start(self) -> "ServiceDir":
+        log = self.root / f"daemon-{len(self.logs)}.log"
+        self.logs.append(log)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("NOTIFY_SOCKET", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "--config", str(self.config_path), "serve"],
+            stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+        )
+        self.wait_for(lambda: "serving:" in self.log_text(), timeout=60, what="the daemon to start")
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> float:
+        """Send `sig` and wait for the exit; return how long it took."""
+        assert self.proc is not None
+        started = time.monotonic()
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=timeout)
+        took = time.monotonic() - started
+        self.proc = None
+        return took
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
+
+    # -- jobs ------------------------------------------------------------------------
+
+    def drop(self, name: str, sidecar: dict | str | None = None, *, content: Image.Image | None = None,
+             style: Image.Image | None = None, suffix: str = ".toml") -> None:
+        """Drop a pair and its sidecar the safe way: images first, the sidecar last, by rename."""
+        c, s = small_pair()
+        if content is not False:
+            self._write(self.inbox / f"{name}.content.png", content or c)
+        if style is not False:
+            self._write(self.inbox / f"{name}.style.png", style or s)
+        if isinstance(sidecar, dict):
+            text = json.dumps(sidecar) if suffix == ".json" else "\n".join(
+                f"{k} = {json.dumps(v)}" for k, v in sidecar.items())
+        else:
+            text = sidecar or ""
+        tmp = self.inbox / f".{name}{suffix}.tmp"
+        tmp.write_text(text)
+        tmp.rename(self.inbox / f"{name}{suffix}")
+
+    @staticmethod
+    def _write(path: Path, img: Image.Image) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        img.save(tmp, format="PNG")
+        tmp.rename(path)
+
+    def store(self) -> Store:
+        return Store(self.config.database)
+
+    def jobs(self):
+        if not Path(self.config.database.split("///", 1)[1]).exists():
+            return []
+        store = self.store()
+        try:
+            return store.list_jobs(JobFilter(limit=None))
+        finally:
+            store.dispose()
+
+    def job(self, name: str):
+        matches = [j for j in self.jobs() if j.name == name]
+        return matches[0] if matches else None
+
+    def wait_job(self, name: str, status: str | tuple[str, ...] = ("done", "failed", "cancelled"),
+                 timeout: float = 90.0):
+        wanted = (status,) if isinstance(status, str) else status
+        self.wait_for(lambda: (j := self.job(name)) is not None and j.status in wanted, timeout=timeout,
+                      what=f"job {name} to be {'/'.join(wanted)}")
+        return self.job(name)
+
+    def wait_for(self, condition: Callable[[], bool], *, timeout: float = 60.0, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited ({self.proc.returncode}) waiting for {what}:\n{self.log_text()}")
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.log_text()[-4000:]}")
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
