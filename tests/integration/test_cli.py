@@ -1,0 +1,214 @@
+"""Every `nst` command through click's CliRunner, against a real SQLite store."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from service.cli import main
+from service.store import JobStatus, Store
+
+
+@pytest.fixture
+def env(tmp_path):
+    root = tmp_path / "site"
+    r = CliRunner().invoke(main, ["init", str(root)])
+    assert r.exit_code == 0, r.output
+    cfg = root / "config.toml"
+    store = Store(f"sqlite:///{root / 'state' / 'jobs.sqlite3'}")
+    store.migrate()
+
+    def run(*args):
+        return CliRunner().invoke(main, ["--config", str(cfg), *args])
+
+    yield root, store, run
+    store.dispose()
+
+
+def fill(store, n=3):
+    ids = []
+    for i in range(n):
+        job, _ = store.enqueue(key=f"k{i}", name=f"portrait-{i}" if i % 2 == 0 else f"land-{i}",
+                               params={"size": 256, "iterations": 10})
+        store.mark_staged(job.id, [{"role": "content", "name": "c.png", "sha256": "ab"}])
+        ids.append(job.id)
+    return ids
+
+
+def test_init_refuses_to_overwrite(env):
+    root, _, run = env
+    assert (root / "inbox").is_dir() and (root / "outbox").is_dir() and (root / "state").is_dir()
+    r = CliRunner().invoke(main, ["init", str(root)])
+    assert r.exit_code == 1 and "exists; not overwriting" in r.stderr
+
+
+def test_jobs_table_json_and_filters(env):
+    _, store, run = env
+    ids = fill(store)
+    store.claim_next(run_id="r")
+    store.transition(ids[0], JobStatus.DONE, run_id="r", outputs=["a.png", "b.png"])
+    r = run("jobs")
+    assert r.exit_code == 0
+    lines = r.output.splitlines()
+    assert lines[0].split() == ["ID", "NAME", "STATUS", "SUBMITTED", "DURATION", "SIZE", "ITERS", "OUTPUTS"]
+    assert [l.split()[0] for l in lines[1:]] == [str(i) for i in reversed(ids)]  # newest first
+    data = json.loads(run("jobs", "--json").output)
+    assert [d["id"] for d in data] == list(reversed(ids))
+    assert set(data[0]) == {"id", "name", "status", "priority", "submitted", "started", "finished", "duration_s",
+                            "size", "iterations", "attempts", "error", "outputs", "outbox_dir"}
+    assert [d["name"] for d in json.loads(run("jobs", "--json", "--status", "done").output)] == ["portrait-0"]
+    assert len(json.loads(run("jobs", "--json", "--name", "portrait*").output)) == 2
+    assert len(json.loads(run("jobs", "--json", "--limit", "1").output)) == 1
+    assert json.loads(run("jobs", "--json", "--since", "2999-01-01").output) == []
+    assert len(json.loads(run("jobs", "--json", "--until", "2999-01-01").output)) == 3
+    bad = run("jobs", "--since", "yesterday-ish")
+    assert bad.exit_code == 1 and "not a date" in bad.stderr
+    assert run("jobs", "--status", "nope").exit_code == 2
+
+
+def test_show_by_id_and_name(env):
+    _, store, run = env
+    ids = fill(store, 1)
+    r = run("show", str(ids[0]))
+    assert r.exit_code == 0 and "job 1: portrait-0" in r.output and "size = 256" in r.output
+    d = json.loads(run("show", "portrait-0", "--json").output)
+    assert d["id"] == ids[0] and d["inputs"][0]["sha256"] == "ab"
+    missing = run("show", "nope")
+    assert missing.exit_code == 1 and missing.stderr.strip() == "nst: no job 'nope' (nst jobs lists them)"
+
+
+def test_cancel_and_retry(env):
+    root, store, run = env
+    ids = fill(store, 2)
+    assert "cancelled" in run("cancel", str(ids[0])).output
+    assert store.get(ids[0]).status == "cancelled"
+    r = run("cancel", str(ids[0]))
+    assert r.exit_code == 1 and "only queued or running" in r.stderr
+    store.claim_next(run_id="r")
+    assert "next iteration" in run("cancel", str(ids[1])).output
+    r = run("retry", str(ids[1]))
+    assert r.exit_code == 1 and "only failed or cancelled" in r.stderr
+    r = run("retry", str(ids[0]))
+    assert r.exit_code == 1 and "no outbox folder" in r.stderr
+
+
+def test_retry_requeues_from_the_archived_inputs(env, content_image, style_image):
+    root, store, run = env
+    job, _ = store.enqueue(key="x", name="again", params={"size": 64, "iterations": 3})
+    inputs = root / "outbox" / "again" / "inputs"
+    inputs.mkdir(parents=True)
+    content_image.save(inputs / "again.content.png")
+    style_image.save(inputs / "again.style.png")
+    store.mark_staged(job.id, [{"role": "content", "name": "again.content.png"},
+                               {"role": "style", "name": "again.style.png"}])
+    store.reserve_outbox_dir(job.id, None, "again")
+    store.transition(job.id, JobStatus.FAILED, error="x")
+    r = run("retry", "again", "--set", "size=96")
+    assert r.exit_code == 0, r.output
+    assert r.output.strip() == "again"
+    sidecar = json.loads((root / "inbox" / "again.json").read_text())
+    assert sidecar["size"] == 96 and sidecar["iterations"] == 3
+    assert (root / "inbox" / sidecar["content"]).exists()
+
+
+def test_submit_writes_images_then_sidecar(env, pair_files):
+    root, _, run = env
+    content, style = pair_files
+    r = run("submit", str(content), str(style), str(style), "--name", "two styles", "--set", "size=200",
+            "--priority", "4")
+    assert r.exit_code == 0, r.output
+    assert r.output.strip() == "two styles"
+    sidecar = json.loads((root / "inbox" / "two styles.json").read_text())
+    assert sidecar["style"] == ["two styles.style-1.png", "two styles.style-2.png"]
+    assert sidecar["size"] == 200 and sidecar["priority"] == 4
+    assert not [p for p in (root / "inbox").iterdir() if p.name.startswith(".")]
+    again = run("submit", str(content), str(style), "--name", "two styles")
+    assert again.output.strip() == "two styles-2"
+    bad = run("submit", str(content), str(style), "--set", "size=99999")
+    assert bad.exit_code == 1 and "size" in bad.stderr
+    assert not (root / "inbox" / "photo.json").exists()
+
+
+def test_logs_of_a_finished_job(env):
+    root, store, run = env
+    ids = fill(store, 1)
+    folder = root / "outbox" / "portrait-0"
+    folder.mkdir()
+    (folder / "job.log").write_text("line one\nline two\n")
+    store.reserve_outbox_dir(ids[0], None, "portrait-0")
+    store.transition(ids[0], JobStatus.CANCELLED)
+    r = run("logs", "portrait-0")
+    assert r.exit_code == 0 and r.output == "line one\nline two\n"
+    assert run("logs", "portrait-0", "--follow").output == "line one\nline two\n"
+
+
+def test_status_without_a_daemon(env):
+    _, store, run = env
+    fill(store, 2)
+    r = run("status", "--once")
+    assert r.exit_code == 0
+    assert "service: not running" in r.output and "queue: 2 job(s)" in r.output
+
+
+def test_history_commands_without_a_database_say_so(tmp_path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("")
+    r = CliRunner().invoke(main, ["--config", str(cfg), "jobs"])
+    assert r.exit_code == 1 and "no job history yet" in r.stderr
+
+
+def test_bad_config_is_one_line(tmp_path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[defaults]\nsize = 'x'\n")
+    r = CliRunner().invoke(main, ["--config", str(cfg), "jobs"])
+    assert r.exit_code == 1 and r.stderr.startswith("nst: config [defaults]: size") and "Traceback" not in r.output
+
+
+def test_doctor(env):
+    _, _, run = env
+    r = run("doctor")
+    assert r.exit_code == 0, r.output
+    for check in ("config", "inbox", "outbox", "state", "database", "weights", "device", "precision", "observer"):
+        assert f"] {check}:" in r.output
+
+
+def test_service_install_prints_a_hardened_unit(env, tmp_path, monkeypatch):
+    root, _, run = env
+    r = run("service", "install", "--print")
+    assert r.exit_code == 0
+    unit = r.output
+    for line in ("Type=notify", "Restart=on-failure", "KillMode=mixed", "NoNewPrivileges=yes",
+                 "ProtectSystem=strict", "WatchdogSec=300", "TimeoutStopSec=60"):
+        assert line in unit.splitlines()
+    rw = next(l for l in unit.splitlines() if l.startswith("ReadWritePaths="))
+    for sub in ("inbox", "outbox", "state"):
+        assert str(root / sub) in rw
+    assert f"--config {root / 'config.toml'} serve" in unit
+    monkeypatch.setenv("HOME", str(tmp_path))
+    user_unit = run("service", "install", "--user", "--print").output
+    assert "WantedBy=default.target" in user_unit and "ProtectHome=read-only" not in user_unit
+    r = run("service", "install", "--user")
+    assert r.exit_code == 0 and (tmp_path / ".config/systemd/user/nst.service").read_text() == user_unit
+
+
+def test_every_command_has_help_with_an_example():
+    for name, command in main.commands.items():
+        subcommands = getattr(command, "commands", {name: command})
+        for sub in subcommands.values():
+            if getattr(sub, "commands", None):
+                continue
+            assert "Example" in (sub.help or ""), f"{name} {sub.name} lacks an example"
+
+
+def test_history_commands_do_not_import_torch(env):
+    root, store, _ = env
+    fill(store, 1)
+    code = ("import sys; from click.testing import CliRunner; from service.cli import main; "
+            f"r = CliRunner().invoke(main, ['--config', {str(root / 'config.toml')!r}, 'jobs', '--json']); "
+            "assert r.exit_code == 0, r.output; "
+            f"r = CliRunner().invoke(main, ['--config', {str(root / 'config.toml')!r}, 'show', '1']); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
