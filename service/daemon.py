@@ -241,7 +241,7 @@ class Daemon:
             log.info("watching %s again", inbox)
 
     def _intake_loop(self) -> None:
-        last_scan = 0.0
+        last_scan = float("-inf")  # the start-up scan: whatever was dropped while we were down
         rescan = self.config.watch.rescan_seconds
         while not self.stopping.is_set():
             hinted = self.wake_intake.wait(INTAKE_TICK_S)

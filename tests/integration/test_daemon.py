@@ -78,7 +78,9 @@ def test_files_dropped_while_down_are_processed_at_start(service_dir):
 
 
 def test_polling_observer(service_dir):
+    # No periodic rescan for an hour: after the start-up scan only the poller can see the drop.
     svc = service_dir(watch={"polling": True, "rescan_seconds": 3600.0}).start()
+    time.sleep(1.5)  # the poller's first snapshot
     svc.drop("polled", {})
     assert svc.wait_job("polled", timeout=30).status == "done"
 
