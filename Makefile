@@ -15,9 +15,14 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: venv
+	@# On the very first run, queue the bundled sample pair so there is something to look at.
+	@test -e state/jobs.sqlite3 || test -e inbox/demo.json || \
+		$(VENV)/bin/nst --config config.toml submit samples/tubingen.jpg samples/starry_night.jpg --name demo
+	@echo "web page: http://127.0.0.1:8750/   (results in ./outbox, history: .venv/bin/nst jobs)"
 	$(VENV)/bin/nst --config config.toml serve
 
 test: venv
+	bash scripts/test-deps.sh
 	$(PY) -m pytest
 
 test-fast: venv

@@ -164,6 +164,7 @@ class _Run:
         self.optimize_seconds = 0.0
         self.seconds_per_iteration: dict[str, float] = {}
         self.last_losses: dict[str, float] = {}
+        self._rate_origin: tuple[float, float] | None = None
 
     def one_output(self, index, content, styles, blend, init_image, resume, finished) -> torch.Tensor:
         p = self.params
@@ -308,8 +309,7 @@ class _Run:
     def _report(self, output_index, scale_index, iteration, losses, x, finished) -> Progress:
         elapsed = time.perf_counter() - self.started
         remaining_pixel_steps = self._remaining_pixel_steps(output_index, scale_index, iteration)
-        # Seconds per pixel-iteration so far: coarse scales cost less per step than fine ones.
-        rate = elapsed / max(self.pixel_steps_done, 1.0)
+        rate = self._seconds_per_pixel_step(elapsed)
         return Progress(
             output=output_index,
             outputs=self.params.outputs,
@@ -327,6 +327,18 @@ class _Run:
                 output_index, scale_index, iteration, x.detach().float().cpu().clone(), tuple(finished())
             ),
         )
+
+    def _seconds_per_pixel_step(self, elapsed: float) -> float:
+        """Measured from the end of the first iteration, which pays for warm-up and setup;
+        per pixel because a coarse scale's step costs less than a fine one's."""
+        now = time.perf_counter()
+        if self._rate_origin is None:
+            self._rate_origin = (now, self.pixel_steps_done)
+            return elapsed / max(self.pixel_steps_done, 1.0)
+        t0, done0 = self._rate_origin
+        if self.pixel_steps_done <= done0:
+            return elapsed / max(self.pixel_steps_done, 1.0)
+        return (now - t0) / (self.pixel_steps_done - done0)
 
     def _remaining_pixel_steps(self, output_index, scale_index, iteration) -> float:
         per_output = sum(w * h for w, h in self.plan) * self.params.iterations

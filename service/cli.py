@@ -497,6 +497,33 @@ def retry(ctx: click.Context, job: str, assignments: tuple[str, ...]) -> None:
 
 
 @main.command()
+@click.option("--host", help="Address to listen on (default [web] host, 127.0.0.1).")
+@click.option("--port", type=int, help="Port (default [web] port, 8750).")
+@click.pass_context
+def web(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Serve the web page: upload, live progress, logs, previews, downloads.
+
+    It writes uploads into the inbox like nst submit; the daemon runs the jobs.
+
+    \b
+    Example:
+      nst web --port 8750     # then open http://127.0.0.1:8750/
+    """
+    from .web import serve as make_server
+
+    config = _config(ctx)
+    try:
+        server = make_server(config, host=host, port=port)
+    except OSError as e:
+        raise UserError(f"cannot listen on {host or config.web.host}:{port or config.web.port}: {e}") from None
+    click.echo(f"serving http://{server.host}:{server.port}/ (Ctrl-C stops)", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
 @click.pass_context
 def doctor(ctx: click.Context) -> None:
     """Check the configuration, folders, database, weights, device and observer.

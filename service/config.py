@@ -38,6 +38,15 @@ class WorkerConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    enabled: bool = False  # also serve the web page from inside `nst serve`
+    host: str = "127.0.0.1"
+    port: int = 8750
+    max_upload_mb: float = 50.0
+    password: str = ""  # a shared secret; empty means no login (fine on localhost only)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     inbox: Path
@@ -48,6 +57,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     watch: WatchConfig = field(default_factory=WatchConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
     @property
     def checkpoints(self) -> Path:
@@ -110,7 +120,8 @@ def config_from_dict(data: dict[str, Any], *, root: Path, path: Path | None = No
     worker = _build(WorkerConfig, worker_values, "worker")
     if worker.file_mode & 0o002:
         raise ConfigError("config [worker] file_mode: outputs must not be world-writable")
-    return Config(path, inbox, outbox, state, database, defaults, limits, watch, worker)
+    web = _build(WebConfig, _section(data, "web", _names(WebConfig)), "web")
+    return Config(path, inbox, outbox, state, database, defaults, limits, watch, worker, web)
 
 
 def _names(cls: type) -> set[str]:

@@ -98,6 +98,7 @@ class Daemon:
             log.info("removed partial outbox folder %s", partial.name)
         self.intake.recover()
         self._start_observer()
+        web_server = self._start_web()
         threads = [
             threading.Thread(target=self._intake_loop, name="intake", daemon=True),
             threading.Thread(target=self._liveness_loop, name="liveness", daemon=True),
@@ -115,6 +116,8 @@ class Daemon:
             self.stopping.set()
             self.wake.set()
             self._stop_observer()
+            if web_server is not None:
+                web_server.shutdown()
             for t in threads:
                 t.join(timeout=5)
             try:
@@ -153,6 +156,21 @@ class Daemon:
                     log.exception("could not re-queue job %d", job.id)
                 self.stopping.wait(5.0)
             sd_notify("STATUS=idle")
+
+    def _start_web(self):
+        if not self.config.web.enabled:
+            return None
+        from .web import serve
+
+        try:
+            server = serve(self.config)
+        except OSError as e:
+            log.error("web page not served: cannot listen on %s:%d (%s)", self.config.web.host,
+                      self.config.web.port, e)
+            return None
+        threading.Thread(target=server.serve_forever, name="web", daemon=True).start()
+        log.info("web page at http://%s:%d/", server.host, server.port)
+        return server
 
     def stop(self, *_args) -> None:
         if not self.stopping.is_set():

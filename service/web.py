@@ -1,0 +1,316 @@
+"""The web page: a second door into the same inbox and job history.
+
+The page never runs a job: an upload is written into the inbox exactly as
+`nst submit` writes it, and the daemon does the rest. No torch is imported.
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+import json
+import os
+import secrets
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from flask import (
+    Flask, abort, flash, jsonify, redirect, render_template, request, send_file, session, url_for,
+)
+from flask_bootstrap import Bootstrap5
+from flask_wtf.csrf import CSRFError, CSRFProtect
+
+from nst_engine.images import ImageError, load_image
+from nst_engine.params import ParamError, Params
+
+from .config import Config
+from .store import JobFilter, JobStatus, Store, StoreError
+from .submit import SubmitError, resubmit_job, submit_job
+
+# The form's fields, in order: (key, label, input type).
+FORM_FIELDS = (
+    ("size", "Size (long edge, px)", "number"),
+    ("iterations", "Iterations per scale", "number"),
+    ("style_weight", "Style weight", "number"),
+    ("content_weight", "Content weight", "number"),
+    ("optimizer", "Optimizer", "select"),
+    ("outputs", "Number of outputs", "range"),
+    ("preserve_color", "Preserve the photograph's colours", "checkbox"),
+    ("color_correction", "Also write a colour-corrected copy", "checkbox"),
+)
+STATUSES = [s.value for s in JobStatus]
+
+
+def create_app(config: Config, *, store: Store | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=_secret_key(config),
+        MAX_CONTENT_LENGTH=int(config.web.max_upload_mb * 1024 * 1024),
+        BOOTSTRAP_SERVE_LOCAL=True,  # Bootstrap from the package: no CDN, works offline
+        WTF_CSRF_TIME_LIMIT=None,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+    )
+    Bootstrap5(app)
+    CSRFProtect(app)
+    store = store or Store(config.database)
+    store.migrate()
+    app.extensions["nst"] = {"config": config, "store": store}
+
+    @app.before_request
+    def require_login():
+        if not config.web.password or request.endpoint in ("login", "static", "bootstrap.static"):
+            return None
+        if session.get("authenticated"):
+            return None
+        if request.path.startswith("/api/"):
+            return jsonify(error="log in first"), 401
+        return redirect(url_for("login", next=request.path))
+
+    @app.errorhandler(413)
+    def too_large(_e):
+        message = f"upload too large: the limit is {config.web.max_upload_mb:g} MB ([web] max_upload_mb)"
+        if request.path.startswith("/api/"):
+            return jsonify(error=message), 413
+        flash(message, "danger")
+        return render_index(status=413)
+
+    @app.errorhandler(CSRFError)
+    def csrf_failed(e):
+        return render_template("message.html", title="Form expired", message=e.description), 400
+
+    def render_index(*, values: dict[str, Any] | None = None, status: int = 200):
+        jobs = store.list_jobs(JobFilter(status=request.args.get("status") or None, limit=100))
+        return render_template(
+            "index.html", jobs=jobs, statuses=STATUSES, current=request.args.get("status", ""),
+            fields=FORM_FIELDS, values=values or config.defaults.to_dict(), limits=config.limits,
+        ), status
+
+    @app.get("/")
+    def index():
+        return render_index()
+
+    @app.route("/login", methods=["GET", "POST"])
+    def login():
+        if request.method == "POST":
+            given = request.form.get("password", "")
+            if config.web.password and hmac.compare_digest(given.encode(), config.web.password.encode()):
+                session["authenticated"] = True
+                target = request.args.get("next", "/")
+                return redirect(target if target.startswith("/") and not target.startswith("//") else "/")
+            flash("wrong password", "danger")
+        return render_template("login.html")
+
+    @app.post("/submit")
+    def submit():
+        values = _form_values(request.form)
+        try:
+            Params.from_mapping(values, base=config.defaults, limits=config.limits)
+        except ParamError as e:
+            flash(f"not submitted: {e}", "danger")
+            return render_index(values={**config.defaults.to_dict(), **values}, status=400)
+        content = request.files.get("content")
+        styles = [f for f in request.files.getlist("style") if f and f.filename]
+        if not content or not content.filename or not styles:
+            flash("not submitted: choose a content image and at least one style image", "danger")
+            return render_index(values={**config.defaults.to_dict(), **values}, status=400)
+        with tempfile.TemporaryDirectory(dir=config.state) as tmp:
+            try:
+                # The server names the files; the user's names only suggest the job name.
+                content_path = _save_upload(content, Path(tmp) / "content", config)
+                style_paths = [_save_upload(f, Path(tmp) / f"style-{i}", config) for i, f in enumerate(styles)]
+                name = submit_job(config, content_path, style_paths, name=_suggest_name(content.filename),
+                                  values=values)
+            except (ImageError, SubmitError) as e:
+                flash(f"not submitted: {e}", "danger")
+                return render_index(values={**config.defaults.to_dict(), **values}, status=400)
+        flash(f"queued as {name!r}; it appears below as soon as the service takes it", "success")
+        return redirect(url_for("index"))
+
+    @app.get("/jobs/<int:job_id>")
+    def job_page(job_id: int):
+        job = _job_or_404(store, job_id)
+        files = _outbox_files(config, job)
+        return render_template("job.html", job=job, files=files, params=json.dumps(job.params, indent=2))
+
+    @app.get("/jobs/<int:job_id>/files/<path:name>")
+    def job_file(job_id: int, name: str):
+        job = _job_or_404(store, job_id)
+        files = _outbox_files(config, job)
+        if name not in files:  # only files the folder really holds; never a path from the request
+            abort(404)
+        return send_file(files[name], as_attachment=request.args.get("download") == "1",
+                         download_name=Path(name).name)
+
+    @app.get("/jobs/<int:job_id>/zip")
+    def job_zip(job_id: int):
+        job = _job_or_404(store, job_id)
+        files = _outbox_files(config, job)
+        if not files:
+            abort(404)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name, path in sorted(files.items()):
+                zf.write(path, f"{job.outbox_dir}/{name}")
+        buf.seek(0)
+        return send_file(buf, mimetype="application/zip", as_attachment=True,
+                         download_name=f"{job.outbox_dir}.zip")
+
+    @app.post("/jobs/<int:job_id>/cancel")
+    def cancel(job_id: int):
+        try:
+            after = store.request_cancel(job_id)
+            flash("cancelled" if after == JobStatus.CANCELLED else "stopping at the next iteration", "info")
+        except StoreError as e:
+            flash(str(e), "danger")
+        return redirect(url_for("job_page", job_id=job_id))
+
+    @app.post("/jobs/<int:job_id>/retry")
+    def retry(job_id: int):
+        job = _job_or_404(store, job_id)
+        if job.status not in ("failed", "cancelled"):
+            flash(f"job {job_id} is {job.status}; only failed or cancelled jobs can be retried", "danger")
+        else:
+            try:
+                name = resubmit_job(config, job, {})
+                flash(f"queued again as {name!r}", "success")
+            except (SubmitError, ImageError) as e:
+                flash(str(e), "danger")
+        return redirect(url_for("index"))
+
+    @app.get("/api/jobs")
+    def api_jobs():
+        try:
+            limit = min(500, max(1, int(request.args.get("limit", 50))))
+        except ValueError:
+            return jsonify(error="limit must be a number"), 400
+        status = request.args.get("status") or None
+        if status and status not in STATUSES:
+            return jsonify(error=f"status must be one of {', '.join(STATUSES)}"), 400
+        jobs = store.list_jobs(JobFilter(status=status, limit=limit, name_glob=request.args.get("name") or None))
+        return jsonify([_api_job(j) for j in jobs])
+
+    @app.get("/api/jobs/<int:job_id>")
+    def api_job(job_id: int):
+        job = _job_or_404(store, job_id)
+        return jsonify({**job.to_dict(), **_api_job(job), "files": sorted(_outbox_files(config, job))})
+
+    @app.get("/api/jobs/<int:job_id>/log")
+    def api_log(job_id: int):
+        job = _job_or_404(store, job_id)
+        try:
+            offset = max(0, int(request.args.get("offset", 0)))
+        except ValueError:
+            return jsonify(error="offset must be a number"), 400
+        live = config.state / "jobs" / str(job.id) / "job.log"
+        final = config.outbox / job.outbox_dir / "job.log" if job.outbox_dir else None
+        path = live if live.exists() else final
+        text = b""
+        if path is not None and path.exists():
+            with open(path, "rb") as f:
+                f.seek(offset)
+                text = f.read(256 * 1024)
+        return jsonify(text=text.decode("utf-8", "replace"), offset=offset + len(text),
+                       finished=JobStatus(job.status).finished)
+
+    return app
+
+
+def _api_job(job) -> dict[str, Any]:
+    p = job.progress
+    fraction = 1.0 if job.status == "done" else (p.get("step", 0) / p["total"]) if p.get("total") else 0.0
+    return {
+        "id": job.id, "name": job.name, "status": job.status, "submitted": job.to_dict()["submitted"],
+        "duration_s": job.duration_s, "size": job.size, "iterations": job.iterations, "error": job.error,
+        "progress": {"fraction": round(fraction, 4), "step": p.get("step"), "total": p.get("total"),
+                     "eta": p.get("eta"), "loss": (p.get("losses") or {}).get("total")},
+        "outputs": job.outputs, "url": f"/jobs/{job.id}",
+    }
+
+
+def _job_or_404(store: Store, job_id: int):
+    job = store.get(job_id)
+    if job is None:
+        abort(404)
+    return job
+
+
+def _outbox_files(config: Config, job) -> dict[str, Path]:
+    """Relative name -> path of every regular file in the job's outbox folder."""
+    if not job.outbox_dir:
+        return {}
+    root = (config.outbox / job.outbox_dir).resolve()
+    if root.parent != config.outbox.resolve() or not root.is_dir():
+        return {}
+    files = {}
+    for dirpath, _dirs, names in os.walk(root):
+        for n in names:
+            path = Path(dirpath) / n
+            if path.is_file() and not path.is_symlink():
+                files[str(path.relative_to(root))] = path
+    return files
+
+
+def _form_values(form) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, _label, kind in FORM_FIELDS:
+        if kind == "checkbox":
+            values[key] = form.get(key) == "on"
+            continue
+        raw = form.get(key, "").strip()
+        if raw == "":
+            continue
+        if kind in ("number", "range"):
+            try:
+                number = float(raw)
+            except ValueError:
+                values[key] = raw  # the parameters type reports it with the field's name
+                continue
+            values[key] = int(number) if number.is_integer() and key in ("size", "iterations", "outputs") else number
+        else:
+            values[key] = raw
+    return values
+
+
+def _save_upload(storage, base: Path, config: Config) -> Path:
+    suffix = Path(storage.filename or "").suffix.lower()
+    path = base.with_suffix(suffix if suffix in (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+                            else ".img")
+    storage.save(path)
+    shown = Path(storage.filename or "upload").name[:80]
+    try:
+        load_image(path, max_pixels=config.limits.max_image_pixels)  # the type is checked by decoding
+    except ImageError as e:
+        raise ImageError(str(e).replace(path.name, shown, 1)) from None
+    if path.suffix == ".img":
+        fixed = path.with_suffix(".png")
+        load_image(path, max_pixels=config.limits.max_image_pixels).save(fixed)
+        path = fixed
+    return path
+
+
+def _suggest_name(filename: str | None) -> str:
+    stem = Path(filename or "upload").stem
+    return "".join(c if c.isalnum() or c in "-_ " else "_" for c in stem)[:60] or "upload"
+
+
+def _secret_key(config: Config) -> bytes:
+    """A per-installation session key, kept in the state folder (mode 0600)."""
+    config.state.mkdir(parents=True, exist_ok=True)
+    path = config.state / "web-secret"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
+def serve(config: Config, *, host: str | None = None, port: int | None = None):
+    """A threaded WSGI server for the page; returns it so a caller can shut it down."""
+    from werkzeug.serving import make_server
+
+    app = create_app(config)
+    return make_server(host or config.web.host, port or config.web.port, app, threaded=True)
+
