@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from nst_engine.params import Limits, ParamError, Params
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 SIDECAR_EXTS = (".toml", ".json")
 MAX_SIDECAR_BYTES = 64 * 1024
 # Sidecar keys that say where the images are and how urgent the job is; every other

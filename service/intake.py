@@ -144,8 +144,9 @@ class Intake:
             if relative is None:
                 path = default_image(inbox, sidecar.name, role)
                 if path is None:
-                    missing.append(f"{sidecar.name}.{role}.jpg (or .png, .webp, .tif, .bmp)")
+                    missing.append(f"{sidecar.name}.{role}.jpg (or .jpeg, .png, .webp, .bmp, .tif, .tiff, .gif)")
                     return
+                resolve_in_inbox(inbox, path.name)  # a symlink out of the inbox is refused here too
             else:
                 path = resolve_in_inbox(inbox, relative)
                 if not path.is_file():

@@ -1,0 +1,486 @@
+"""`make bench`: our engine and service against the reference, pastiche, side by side.
+
+Every comparison runs both sides in this one run, alternating, several times,
+and reports medians, on the same image pair, size, iteration count and device.
+pastiche is driven through its own command line (`python -m pastiche`).
+
+Writes bench/results/<date>-<host>.json and the comparison images beside it,
+and appends a summary to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+CONTENT = ROOT / "samples" / "tubingen.jpg"
+STYLE = ROOT / "samples" / "starry_night.jpg"
+PY = sys.executable
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions and sizes (a smoke run)")
+    ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: speed quality memory flops service")
+    args = ap.parse_args()
+
+    import torch
+
+    from nst_engine.device import describe, pick_device
+
+    device = pick_device("auto")
+    reps = 1 if args.quick else 3
+    sizes = [256, 512] if args.quick else [256, 512, 1024]
+    stamp = dt.datetime.now().strftime("%Y-%m-%d")
+    host = socket.gethostname()
+    out_dir = ROOT / "bench" / "results" / f"{stamp}-{host}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict = {
+        "date": dt.datetime.now().isoformat(timespec="seconds"), "host": host, "device": describe(device),
+        "torch": torch.__version__, "cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
+        "repetitions": reps,
+    }
+    print(f"# nst benchmark on {host}: {describe(device)}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {reps} repetition(s)\n")
+
+    if "speed" not in args.skip:
+        results["seconds_per_iteration"] = bench_speed(sizes, reps, device)
+    if "flops" not in args.skip:
+        results["throughput"] = bench_flops(results.get("seconds_per_iteration", {}), device)
+    if "memory" not in args.skip:
+        results["memory"] = bench_memory(sizes, device)
+    if "quality" not in args.skip:
+        results["time_to_quality"] = bench_quality(out_dir, device, quick=args.quick)
+    if "service" not in args.skip:
+        results["service"] = bench_service(reps)
+
+    path = ROOT / "bench" / "results" / f"{stamp}-{host}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    append_summary(results, path)
+    print(f"\nwrote {path.relative_to(ROOT)} and appended docs/benchmarks.md")
+    return 0
+
+
+# -- 1. seconds per iteration -----------------------------------------------------------
+
+def run_pastiche(size: int, steps: int, output: Path, device) -> float:
+    cmd = [PY, "-m", "pastiche", "--content", str(CONTENT), "--styles", str(STYLE), "--output", str(output),
+           "--size", str(size), "--num-steps", str(steps), "--device", device.type, "--seed", "0", "--no-verbose"]
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def run_ours(size: int, steps: int, device, **overrides) -> tuple[float, object]:
+    from nst_engine import Params, load_image, stylize
+
+    params = Params(size=size, iterations=steps, scales=(1.0,), **overrides)
+    content, style = load_image(CONTENT), load_image(STYLE)
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    result = stylize(content, [style], params=params)
+    return time.perf_counter() - started, result
+
+
+def bench_speed(sizes, reps, device) -> dict:
+    """Per-iteration time as the difference of a long and a short run, so start-up cancels out."""
+    print("## 1. seconds per L-BFGS iteration (difference of a 4- and a 14-step run; median)")
+    print(f"{'size':>6} {'pastiche':>10} {'ours fp32':>10} {'ours auto':>10} {'ratio auto':>11} {'ratio fp32':>11}")
+    table = {}
+    short, long_ = 4, 14
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "p.png"
+        run_ours(128, 2, device)  # warm the network once: the service keeps it warm too
+        for size in sizes:
+            ref, fp32, auto = [], [], []
+            for _ in range(reps):  # alternating: pastiche, ours fp32, ours auto
+                ref.append((run_pastiche(size, long_, out, device) - run_pastiche(size, short, out, device))
+                           / (long_ - short))
+                fp32.append((run_ours(size, long_, device, precision="fp32")[0] -
+                             run_ours(size, short, device, precision="fp32")[0]) / (long_ - short))
+                auto.append((run_ours(size, long_, device)[0] - run_ours(size, short, device)[0]) / (long_ - short))
+            row = {"pastiche": statistics.median(ref), "ours_fp32": statistics.median(fp32),
+                   "ours_auto": statistics.median(auto)}
+            row["ratio_auto"] = row["pastiche"] / row["ours_auto"]
+            row["ratio_fp32"] = row["pastiche"] / row["ours_fp32"]
+            table[str(size)] = row
+            print(f"{size:>6} {row['pastiche']:>10.3f} {row['ours_fp32']:>10.3f} {row['ours_auto']:>10.3f} "
+                  f"{row['ratio_auto']:>10.2f}x {row['ratio_fp32']:>10.2f}x", flush=True)
+    return table
+
+
+# -- 4. throughput ------------------------------------------------------------------------
+
+def vgg_flops(width: int, height: int, last: str = "relu5_1") -> float:
+    """Forward FLOPs of the convolutions up to `last` (2 per multiply-add)."""
+    from nst_engine.weights import CONV_NAMES
+
+    channels = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}
+    total, w, h, block = 0.0, width, height, 1
+    for name in CONV_NAMES:
+        b = int(name[4])
+        if b != block:
+            w, h, block = w // 2, h // 2, b
+        cin = 3 if name == "conv1_1" else channels[b if name[-1] != "1" else b - 1]
+        total += 2.0 * cin * channels[b] * 9 * w * h
+        if name == last.replace("relu", "conv"):
+            break
+    return total
+
+
+def conv_peak(device, bf16: bool) -> float:
+    """FLOP/s of a large 3x3 convolution, forward and input-gradient, as our network runs it."""
+    import torch
+
+    x = torch.randn(1, 256, 128, 128, device=device).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1).to(device).to(memory_format=torch.channels_last)
+    conv.requires_grad_(False)
+    flops = 2 * 2.0 * 256 * 256 * 9 * 128 * 128  # forward + input gradient
+    times = []
+    for i in range(8):
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            y = conv(x)
+        y.float().sum().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    return flops / statistics.median(times)
+
+
+def bench_flops(speed: dict, device) -> dict:
+    from nst_engine.device import use_bf16
+
+    print("\n## 4. achieved throughput (network FLOPs per iteration / time per iteration)")
+    bf16 = use_bf16("auto", device)
+    peak = conv_peak(device, bf16)
+    peak32 = conv_peak(device, False)
+    table = {"peak_gflops_auto": peak / 1e9, "peak_gflops_fp32": peak32 / 1e9, "sizes": {}}
+    print(f"peak of a large conv, same precision: auto {peak / 1e9:.1f} GFLOP/s, fp32 {peak32 / 1e9:.1f} GFLOP/s")
+    for size, row in speed.items():
+        w, h = int(size), round(int(size) * 768 / 1024)
+        flops = 2 * vgg_flops(w, h)  # forward + input gradient; no weight gradients
+        achieved = flops / row["ours_auto"]
+        achieved32 = flops / row["ours_fp32"]
+        table["sizes"][size] = {"gflop_per_iteration": flops / 1e9, "achieved_gflops_auto": achieved / 1e9,
+                                "percent_of_peak_auto": 100 * achieved / peak,
+                                "percent_of_peak_fp32": 100 * achieved32 / peak32}
+        print(f"{size:>6}: {flops / 1e9:.1f} GFLOP/iteration, {achieved / 1e9:.1f} GFLOP/s = "
+              f"{100 * achieved / peak:.0f}% of peak (fp32: {100 * achieved32 / peak32:.0f}%)")
+    return table
+
+
+# -- 3. memory --------------------------------------------------------------------------
+
+def peak_rss_mib(cmd: list[str]) -> float:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise RuntimeError(f"{cmd} failed ({status})")
+    return usage.ru_maxrss / 1024  # Linux reports KiB
+
+
+def bench_memory(sizes, device) -> dict:
+    print("\n## 3. peak memory (RSS of a whole process on the CPU; 3 iterations)")
+    table = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in sizes:
+            ours = peak_rss_mib([PY, "-m", "service.cli", "stylize", str(CONTENT), str(STYLE), "-o",
+                                 f"{tmp}/o.png", "--size", str(size), "--iterations", "3", "--set", "scales=[1.0]",
+                                 "--quiet"])
+            ref = peak_rss_mib([PY, "-m", "pastiche", "--content", str(CONTENT), "--styles", str(STYLE), "--output",
+                                f"{tmp}/p.png", "--size", str(size), "--num-steps", "3", "--device", "cpu",
+                                "--no-verbose"])
+            table[str(size)] = {"ours_mib": ours, "pastiche_mib": ref, "pixels": size * round(size * 0.75)}
+            print(f"{size:>6}: ours {ours:7.0f} MiB   pastiche {ref:7.0f} MiB", flush=True)
+    sizes_sorted = sorted(table.items(), key=lambda kv: kv[1]["pixels"])
+    if len(sizes_sorted) >= 2:
+        (_, a), (_, b) = sizes_sorted[-2], sizes_sorted[-1]
+        per_pixel = (b["ours_mib"] - a["ours_mib"]) / (b["pixels"] - a["pixels"])  # MiB per pixel
+        per_pixel_small = None
+        if len(sizes_sorted) >= 3:
+            (_, z) = sizes_sorted[0]
+            per_pixel_small = (a["ours_mib"] - z["ours_mib"]) / (a["pixels"] - z["pixels"])
+        # On a GPU only the activations grow; the weights (80 MB in fp32) and the CUDA context (~500 MB) do not.
+        budget = 8 * 1024 - 600
+        max_pixels = budget / per_pixel if per_pixel > 0 else float("inf")
+        long_edge = int((max_pixels / 0.75) ** 0.5)
+        table["growth_mib_per_megapixel"] = per_pixel * 1e6
+        table["growth_small_mib_per_megapixel"] = per_pixel_small * 1e6 if per_pixel_small else None
+        table["largest_long_edge_in_8_gib"] = long_edge
+        linear = per_pixel_small is None or per_pixel <= per_pixel_small * 1.25
+        table["grows_at_most_linearly"] = linear
+        print(f"growth {per_pixel * 1e6:.0f} MiB per megapixel"
+              + (f" (between the smaller sizes {per_pixel_small * 1e6:.0f})" if per_pixel_small else "")
+              + f"; largest 4:3 image in 8 GiB of GPU memory ~ {long_edge} px long edge (estimated)")
+    return table
+
+
+# -- 2. time to quality ------------------------------------------------------------------
+
+def evaluator():
+    """One fixed score for any image: Gram style distance over relu1_1..relu5_1 plus content
+    distance at relu4_2, float32, same weights for both sides, at the output size. Relative
+    (each layer divided by its target's energy) and weighted 1 : 50 content : style."""
+    import torch
+
+    from nst_engine import Params, load_image
+    from nst_engine.images import fit_long_edge, to_tensor
+    from nst_engine.losses import StyleTransferLoss, gram
+    from nst_engine.vgg import VGG19
+    from nst_engine.weights import load_weights
+
+    net = VGG19(load_weights("caffe"), last_layer="relu5_1")
+    layers = Params().style_layers
+    content_img, style_img = load_image(CONTENT), load_image(STYLE)
+
+    def score(img) -> dict:
+        c = to_tensor(fit_long_edge(content_img, max(img.size)).resize(img.size))
+        s = to_tensor(fit_long_edge(style_img, max(img.size)))
+        with torch.no_grad():
+            fc = net(c, {"relu4_2"})
+            fs = net(s, set(layers))
+            fo = net(to_tensor(img), set(layers) | {"relu4_2"})
+            loss = StyleTransferLoss(content_targets={"relu4_2": fc["relu4_2"]},
+                                     style_targets={k: gram(fs[k]) for k in layers},
+                                     style_layer_weights=[1.0] * len(layers), content_weight=1.0,
+                                     style_weight=50.0, tv_weight=0.0)
+            terms = loss(fo, to_tensor(img))
+        return {"score": float(terms.total), "content": float(terms.content), "style": float(terms.style)}
+
+    return score
+
+
+def bench_quality(out_dir: Path, device, *, quick: bool) -> dict:
+    from PIL import Image
+
+    from nst_engine import Params, load_image, stylize
+
+    print("\n## 2. time to quality at 512 px (fixed evaluator; lower is better)")
+    score = evaluator()
+    steps = 60 if quick else 300
+    ref_png = out_dir / f"pastiche-{steps}.png"
+    ref_time = run_pastiche(512, steps, ref_png, device)
+    ref = score(Image.open(ref_png).convert("RGB"))
+    print(f"pastiche, {steps} L-BFGS steps: {ref_time:6.1f} s, score {ref['score']:.4f} "
+          f"(content {ref['content']:.3f}, style {ref['style']:.4f})", flush=True)
+    content, style = load_image(CONTENT), load_image(STYLE)
+    tried = []
+    reached = None
+    for iterations in ([10, 20, 40] if quick else [10, 20, 30, 40, 60, 80, 100, 150]):
+        params = Params(size=512, iterations=iterations)
+        started = time.perf_counter()
+        result = stylize(content, [style], params=params)
+        seconds = time.perf_counter() - started
+        img = result.outputs[0].stylized
+        s = score(img)
+        img.save(out_dir / f"ours-{iterations}.png")
+        tried.append({"iterations_per_scale": iterations, "seconds": seconds, **s})
+        print(f"ours, defaults with {iterations:3d} iterations per scale: {seconds:6.1f} s, score {s['score']:.4f} "
+              f"(content {s['content']:.3f}, style {s['style']:.4f})", flush=True)
+        if s["score"] <= ref["score"]:
+            reached = tried[-1]
+            break
+    table = {"pastiche": {"steps": steps, "seconds": ref_time, **ref}, "ours": tried}
+    if reached:
+        table["ratio"] = ref_time / reached["seconds"]
+        print(f"ours reaches pastiche's score in {reached['seconds']:.1f} s: {table['ratio']:.1f}x faster")
+        comparison(out_dir, ref_png, out_dir / f"ours-{reached['iterations_per_scale']}.png")
+    else:
+        table["ratio"] = None
+        print("ours did not reach pastiche's score in the iterations tried")
+    return table
+
+
+def comparison(out_dir: Path, ref: Path, ours: Path) -> None:
+    from PIL import Image, ImageDraw
+
+    a, b = Image.open(ref).convert("RGB"), Image.open(ours).convert("RGB")
+    canvas = Image.new("RGB", (a.width + b.width + 30, max(a.height, b.height) + 24), "white")
+    canvas.paste(a, (10, 20))
+    canvas.paste(b, (a.width + 20, 20))
+    d = ImageDraw.Draw(canvas)
+    d.text((10, 4), f"pastiche ({ref.stem})", fill="black")
+    d.text((a.width + 20, 4), f"ours ({ours.stem})", fill="black")
+    canvas.save(out_dir / "comparison.png")
+
+
+# -- 5. service ----------------------------------------------------------------------------
+
+def bench_service(reps: int) -> dict:
+    print("\n## 5. service")
+    table = {}
+    table["nst_help_s"] = median_cmd([PY, "-m", "service.cli", "--help"], reps=5)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        cfg = root / "config.toml"
+        cfg.write_text('[defaults]\nsize = 128\niterations = 10\nscales = [1.0]\n'
+                       '[watch]\nsettle_seconds = 0.5\nrescan_seconds = 5.0\n')
+        for sub in ("inbox", "outbox", "state"):
+            (root / sub).mkdir()
+        fill_store(root / "state" / "jobs.sqlite3", 10_000)
+        table["nst_jobs_10000_rows_s"] = median_cmd([PY, "-m", "service.cli", "--config", str(cfg), "jobs"], reps=5)
+        table["nst_jobs_json_10000_rows_s"] = median_cmd(
+            [PY, "-m", "service.cli", "--config", str(cfg), "jobs", "--json", "--limit", "1000"], reps=5)
+    print(f"nst --help: {table['nst_help_s']:.2f} s; nst jobs on 10,000 rows: {table['nst_jobs_10000_rows_s']:.2f} s "
+          f"(--json --limit 1000: {table['nst_jobs_json_10000_rows_s']:.2f} s)")
+    table.update(bench_daemon_throughput())
+    return table
+
+
+def median_cmd(cmd, *, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        started = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def fill_store(path: Path, n: int) -> None:
+    from service.store import Job, JobStatus, Store
+
+    store = Store(f"sqlite:///{path}")
+    store.migrate()
+    with store._retrying() as s:  # one bulk transaction through the real models
+        now = dt.datetime.utcnow()
+        for i in range(n):
+            s.add(Job(key=f"bench-{i}", name=f"job-{i:05d}", status=JobStatus.DONE.value, staged=True,
+                      submitted_at=now - dt.timedelta(minutes=i), started_at=now, finished_at=now,
+                      duration_s=12.5, size=512, iterations=150, outputs_json='["a.png", "b.png"]'))
+    store.dispose()
+
+
+def bench_daemon_throughput(n: int = 20) -> dict:
+    """20 small jobs through one warm daemon against 20 separate `nst stylize` processes."""
+    from PIL import Image
+
+    from service.store import JobFilter, Store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        cfg = root / "config.toml"
+        cfg.write_text('[defaults]\nsize = 128\niterations = 10\nscales = [1.0]\n'
+                       '[watch]\nsettle_seconds = 0.5\nrescan_seconds = 5.0\n')
+        for sub in ("inbox", "outbox", "state"):
+            (root / sub).mkdir()
+        content = Image.open(CONTENT).convert("RGB")
+        content.thumbnail((256, 256))
+        style = Image.open(STYLE).convert("RGB")
+        style.thumbnail((256, 256))
+        content.save(root / "c.png")
+        style.save(root / "s.png")
+        (root / "inbox" / "styles").mkdir()
+        style.save(root / "inbox" / "styles" / "s.png")
+
+        # Separate processes, as a user without the service would run them.
+        started = time.perf_counter()
+        for i in range(n):
+            subprocess.run([PY, "-m", "service.cli", "--config", str(cfg), "stylize", str(root / "c.png"),
+                            str(root / "s.png"), "-o", str(root / f"cli-{i}.png"), "--quiet"], check=True,
+                           capture_output=True, cwd=ROOT)
+        cli_seconds = time.perf_counter() - started
+
+        proc = subprocess.Popen([PY, "-m", "service.cli", "--config", str(cfg), "serve"], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        store = Store(f"sqlite:///{root / 'state' / 'jobs.sqlite3'}")
+        try:
+            _wait(lambda: (root / "state" / "jobs.sqlite3").exists(), 60)
+            time.sleep(1.0)
+            # Latency: one sidecar, from its rename into the inbox to the job's start.
+            content.save(root / "inbox" / "first.content.png")
+            (root / "inbox" / ".first.toml").write_text('style = "styles/s.png"\n')
+            dropped = time.time()
+            os.rename(root / "inbox" / ".first.toml", root / "inbox" / "first.toml")
+            _wait(lambda: any(j.started_at for j in store.list_jobs(JobFilter(limit=None))), 60)
+            job = store.list_jobs(JobFilter(limit=None))[0]
+            latency = job.started_at.replace(tzinfo=dt.timezone.utc).timestamp() - dropped
+            _wait(lambda: store.list_jobs(JobFilter(limit=None))[0].status == "done", 60)
+
+            started = time.perf_counter()
+            for i in range(n):
+                content.save(root / "inbox" / f".j{i}.png")
+                os.rename(root / "inbox" / f".j{i}.png", root / "inbox" / f"j{i}.content.png")
+                (root / "inbox" / f"j{i}.toml").write_text('style = "styles/s.png"\n')
+            _wait(lambda: sum(j.status == "done" for j in store.list_jobs(JobFilter(limit=None))) == n + 1, 600)
+            daemon_seconds = time.perf_counter() - started
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+            store.dispose()
+    result = {"arrival_to_start_s": latency, "arrival_to_start_settle_s": 0.5,
+              "daemon_jobs_per_minute": 60 * n / daemon_seconds, "cli_jobs_per_minute": 60 * n / cli_seconds}
+    result["throughput_ratio"] = result["daemon_jobs_per_minute"] / result["cli_jobs_per_minute"]
+    print(f"sidecar arrival to job start: {latency:.2f} s (settle time 0.5 s)")
+    print(f"20 small jobs (128 px, 10 iterations): daemon {result['daemon_jobs_per_minute']:.1f} jobs/min, "
+          f"separate nst stylize {result['cli_jobs_per_minute']:.1f} jobs/min: "
+          f"{result['throughput_ratio']:.1f}x")
+    return result
+
+
+def _wait(condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise TimeoutError("benchmark step timed out")
+
+
+# -- summary --------------------------------------------------------------------------------
+
+def append_summary(results: dict, path: Path) -> None:
+    lines = [f"\n## {results['date']} on {results['host']} ({results['device']}, torch {results['torch']})\n"]
+    speed = results.get("seconds_per_iteration")
+    if speed:
+        lines.append("| size | pastiche s/it | ours fp32 s/it | ours auto s/it | speed-up (auto) |")
+        lines.append("| --- | --- | --- | --- | --- |")
+        for size, row in speed.items():
+            lines.append(f"| {size} | {row['pastiche']:.3f} | {row['ours_fp32']:.3f} | {row['ours_auto']:.3f} | "
+                         f"{row['ratio_auto']:.2f}x |")
+    q = results.get("time_to_quality")
+    if q:
+        lines.append(f"\nTime to pastiche's {q['pastiche']['steps']}-step quality at 512 px: pastiche "
+                     f"{q['pastiche']['seconds']:.1f} s; ours "
+                     + (f"{q['ratio']:.1f}x faster" if q.get("ratio") else "did not reach it") + ".")
+    t = results.get("throughput")
+    if t and t.get("sizes"):
+        best = max(t["sizes"].items(), key=lambda kv: int(kv[0]))
+        lines.append(f"Throughput at {best[0]} px: {best[1]['percent_of_peak_auto']:.0f}% of the measured conv peak.")
+    m = results.get("memory")
+    if m and m.get("largest_long_edge_in_8_gib"):
+        lines.append(f"Memory growth {m['growth_mib_per_megapixel']:.0f} MiB/megapixel; largest image in 8 GiB "
+                     f"~{m['largest_long_edge_in_8_gib']} px.")
+    s = results.get("service")
+    if s:
+        lines.append(f"Service: arrival to start {s['arrival_to_start_s']:.2f} s; {s['daemon_jobs_per_minute']:.1f} "
+                     f"jobs/min through the daemon vs {s['cli_jobs_per_minute']:.1f} with separate processes; "
+                     f"`nst jobs` on 10,000 rows {s['nst_jobs_10000_rows_s']:.2f} s; `nst --help` "
+                     f"{s['nst_help_s']:.2f} s.")
+    lines.append(f"\nFull figures: `{path.relative_to(ROOT)}`.\n")
+    doc = ROOT / "docs" / "benchmarks.md"
+    if not doc.exists():
+        doc.write_text("# Benchmarks\n\nAppended by `make bench` (bench/bench.py); newest last.\n")
+    with open(doc, "a") as f:
+        f.write("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
