@@ -32,10 +32,16 @@ import torch
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:
-    """Gram matrix normalized by channels times positions: (B, C, H, W) -> (B, C, C)."""
+    """Gram matrix normalized by channels times positions: (B, C, H, W) -> (B, C, C), float32."""
     b, c, h, w = features.shape
-    f = features.reshape(b, c, h * w).float()
-    return torch.bmm(f, f.transpose(1, 2)).div_(c * h * w)
+    if not features.is_contiguous() and features.is_contiguous(memory_format=torch.channels_last):
+        # Channels-last features are already a (positions x channels) matrix: no reordering copy.
+        x = features.permute(0, 2, 3, 1).reshape(b, h * w, c).float()
+        product = torch.bmm(x.transpose(1, 2), x)
+    else:
+        f = features.reshape(b, c, h * w).float()
+        product = torch.bmm(f, f.transpose(1, 2))
+    return product.div_(c * h * w)
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -57,3 +57,9 @@ def test_total_is_the_weighted_sum_and_layers_are_normalized():
     assert abs(terms.style.item() - 0.25) < 1e-5
     expected = 2.0 * terms.content + 3.0 * terms.style + 4.0 * terms.tv
     assert torch.allclose(terms.total, expected)
+
+
+def test_gram_is_the_same_for_either_memory_layout():
+    torch.manual_seed(2)
+    f = torch.rand(1, 6, 5, 4)
+    assert torch.allclose(gram(f), gram(f.contiguous(memory_format=torch.channels_last)), atol=1e-6)
