@@ -134,7 +134,7 @@ def _store(ctx: click.Context, *, create: bool = False):
         db = Path(config.database[len("sqlite:///"):])
         if not db.exists():
             raise UserError(f"no job history yet at {db} (start the service with nst serve)")
-    store = Store(config.database)
+    store = Store(config.database, outage_s=5.0)  # a person waits a little, not a minute
     if create:
         with_retries(store.migrate)
     return store
@@ -369,7 +369,7 @@ def logs(ctx: click.Context, job: str, follow: bool) -> None:
     position = 0
     while True:
         j = store.get(j.id)
-        live = config.state / "jobs" / str(j.id) / "job.log"
+        live = config.archive(j.id) / "job.log"
         done = config.outbox / j.outbox_dir / "job.log" if j.outbox_dir else None
         path = live if live.exists() else done
         if path is not None and path.exists():

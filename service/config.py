@@ -47,6 +47,15 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    roles: tuple[str, ...] = ("watch", "work")  # "watch": queue jobs from the inbox; "work": run them
+    heartbeat_seconds: float = 5.0  # how often a worker renews its claim on the running job
+    takeover_seconds: float = 30.0  # a job whose worker was silent this long is taken over
+    max_size: int = 0  # the largest `size` this worker takes (0: [limits] max_size)
+    tags: tuple[str, ...] = ()  # a job with tags = [...] runs only on workers that have them all
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     inbox: Path
@@ -58,10 +67,20 @@ class Config:
     watch: WatchConfig = field(default_factory=WatchConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    shared: Path | None = None  # job archive and checkpoints; on shared storage for several hosts
+
+    @property
+    def shared_dir(self) -> Path:
+        return self.shared or self.state
 
     @property
     def checkpoints(self) -> Path:
-        return self.state / "checkpoints"
+        return self.shared_dir / "checkpoints"
+
+    def archive(self, job_id: int) -> Path:
+        """Where a queued or running job keeps its inputs and its live log."""
+        return self.shared_dir / "jobs" / str(job_id)
 
 
 def find_config(explicit: str | os.PathLike | None = None) -> Path | None:
@@ -94,10 +113,11 @@ def config_from_dict(data: dict[str, Any], *, root: Path, path: Path | None = No
     for section in data:
         if section not in known:
             raise ConfigError(f"config: unknown section [{section}]; known: {', '.join(sorted(known))}")
-    paths = _section(data, "paths", {"inbox", "outbox", "state", "database"})
+    paths = _section(data, "paths", {"inbox", "outbox", "state", "shared", "database"})
     inbox = _path(root, paths.get("inbox", "inbox"))
     outbox = _path(root, paths.get("outbox", "outbox"))
     state = _path(root, paths.get("state", "state"))
+    shared = _path(root, paths["shared"]) if paths.get("shared") else None
     database = paths.get("database") or f"sqlite:///{state / 'jobs.sqlite3'}"
     if database.startswith("sqlite:///") and not database.startswith("sqlite:////"):
         # A relative SQLite path is relative to the config file, like every other path.
@@ -121,7 +141,16 @@ def config_from_dict(data: dict[str, Any], *, root: Path, path: Path | None = No
     if worker.file_mode & 0o002:
         raise ConfigError("config [worker] file_mode: outputs must not be world-writable")
     web = _build(WebConfig, _section(data, "web", _names(WebConfig)), "web")
-    return Config(path, inbox, outbox, state, database, defaults, limits, watch, worker, web)
+    cluster_values = _section(data, "cluster", _names(ClusterConfig))
+    for key in ("roles", "tags"):
+        if key in cluster_values:
+            if not isinstance(cluster_values[key], list) or not all(isinstance(v, str) for v in cluster_values[key]):
+                raise ConfigError(f"config [cluster] {key}: a list of strings")
+            cluster_values[key] = tuple(cluster_values[key])
+    cluster = _build(ClusterConfig, cluster_values, "cluster")
+    if not cluster.roles or set(cluster.roles) - {"watch", "work"}:
+        raise ConfigError('config [cluster] roles: ["watch"], ["work"] or ["watch", "work"]')
+    return Config(path, inbox, outbox, state, database, defaults, limits, watch, worker, web, cluster, shared)
 
 
 def _names(cls: type) -> set[str]:

@@ -88,29 +88,37 @@ class Daemon:
 
         from .worker import Worker
 
-        device = describe(pick_device(self.config.defaults.device))
+        device_obj = pick_device(self.config.defaults.device)
+        device = describe(device_obj)
+        self.has_gpu = device_obj.type in ("cuda", "mps")
+        roles = self.config.cluster.roles
         self.worker = Worker(self.config, self.store, self.outbox, self.run_id, self.stopping)
-        with_retries(lambda: self.store.register_daemon(self.run_id, device=device))
-        for job_id, status in with_retries(lambda: self.store.requeue_orphans(
-                run_id=self.run_id, max_attempts=self.config.worker.max_attempts)):
-            log.warning("job %d was running when the service stopped: now %s", job_id, status.value)
-        for partial in self.outbox.remove_partials():
-            log.info("removed partial outbox folder %s", partial.name)
-        self.intake.recover()
-        self._start_observer()
+        home = str(self.config.state.resolve())
+        with_retries(lambda: self.store.register_daemon(self.run_id, device=device, roles=roles, home=home))
+        for job_id in with_retries(lambda: self.store.requeue_orphans(
+                run_id=self.run_id, host=socket.gethostname(), home=home)):
+            log.warning("job %d was running when this service stopped: queued again, it resumes", job_id)
+        if "watch" in roles:
+            for partial in self.outbox.remove_partials(older_than_s=0 if roles == ("watch", "work") else 3600):
+                log.info("removed partial outbox folder %s", partial.name)
+            self.intake.recover()
+            self._start_observer()
         web_server = self._start_web()
-        threads = [
-            threading.Thread(target=self._intake_loop, name="intake", daemon=True),
-            threading.Thread(target=self._liveness_loop, name="liveness", daemon=True),
-        ]
+        threads = [threading.Thread(target=self._liveness_loop, name="liveness", daemon=True)]
+        if "watch" in roles:
+            threads.append(threading.Thread(target=self._intake_loop, name="intake", daemon=True))
         for t in threads:
             t.start()
-        log.info("serving: inbox %s, outbox %s, database %s, device %s, %s observer (%.1f s to start)",
+        log.info("serving: inbox %s, outbox %s, database %s, device %s, %s observer, roles %s (%.1f s to start)",
                  self.config.inbox, self.config.outbox, _safe_url(self.config.database), device,
-                 "polling" if self.config.watch.polling else "native", time.monotonic() - started)
+                 "polling" if self.config.watch.polling else "native", "+".join(roles),
+                 time.monotonic() - started)
         sd_notify(f"READY=1\nSTATUS=idle, watching {self.config.inbox}")
         try:
-            self._work_loop()
+            if "work" in roles:
+                self._work_loop()
+            else:
+                self.stopping.wait()
         finally:
             sd_notify("STOPPING=1")
             self.stopping.set()
@@ -130,8 +138,12 @@ class Daemon:
 
     def _work_loop(self) -> None:
         while not self.stopping.is_set():
+            cluster = self.config.cluster
             try:
-                job = self.store.claim_next(run_id=self.run_id)
+                job = self.store.claim_next(
+                    run_id=self.run_id, max_size=cluster.max_size or self.config.limits.max_size,
+                    has_gpu=self.has_gpu, tags=cluster.tags, takeover_s=cluster.takeover_seconds,
+                )
             except Exception as e:
                 log.error("cannot reach the job store (%s); retrying", e)
                 self.stopping.wait(2.0)
@@ -280,11 +292,22 @@ class Daemon:
     # -- liveness --------------------------------------------------------------------
 
     def _liveness_loop(self) -> None:
-        interval = _watchdog_interval() or HEARTBEAT_S
+        """Runs beside the computation, which cannot block it: renews the claim on the running
+        job, the daemon's heartbeat, and the systemd watchdog while the worker progresses."""
+        beat = self.config.cluster.heartbeat_seconds
+        interval = min(_watchdog_interval() or beat, beat)
         stall = self.config.worker.stall_seconds
         last_beat = 0.0
-        while not self.stopping.wait(min(interval, HEARTBEAT_S)):
+        while not self.stopping.wait(interval):
             worker = self.worker
+            job_id = worker.current_job
+            if job_id is not None:
+                try:
+                    if not self.store.heartbeat_job(job_id, self.run_id):
+                        log.error("job %d was taken over by another worker; abandoning it", job_id)
+                        worker.lost_claim = True
+                except Exception as e:
+                    log.warning("could not renew the claim on job %d: %s", job_id, e)
             busy = worker.current_job is not None
             progressing = not busy or time.monotonic() - worker.last_progress < stall
             if progressing:
@@ -292,7 +315,7 @@ class Daemon:
             else:
                 log.error("job %s made no progress for %.0f s; withholding the watchdog ping",
                           worker.current_job, stall)
-            if time.monotonic() - last_beat >= HEARTBEAT_S:
+            if time.monotonic() - last_beat >= beat:
                 last_beat = time.monotonic()
                 try:
                     self.store.heartbeat(self.run_id, current_job=worker.current_job)

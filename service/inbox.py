@@ -23,7 +23,7 @@ SIDECAR_EXTS = (".toml", ".json")
 MAX_SIDECAR_BYTES = 64 * 1024
 # Sidecar keys that say where the images are and how urgent the job is; every other
 # key is an engine parameter.
-JOB_KEYS = ("content", "style", "priority")
+JOB_KEYS = ("content", "style", "priority", "requires_gpu", "tags")
 
 
 class SidecarError(ValueError):
@@ -37,6 +37,8 @@ class Sidecar:
     styles: tuple[str, ...] | None  # inbox-relative paths, or None for NAME.style.EXT
     priority: int
     params: Params
+    requires_gpu: bool = False
+    tags: tuple[str, ...] = ()
 
 
 def is_ignored(relative: PurePosixPath | str, patterns: Iterable[str]) -> bool:
@@ -65,6 +67,12 @@ def parse_sidecar(data: bytes, *, name: str, suffix: str, base: Params, limits: 
     content = values.pop("content", None)
     style = values.pop("style", None)
     priority = values.pop("priority", 0)
+    requires_gpu = values.pop("requires_gpu", False)
+    tags = values.pop("tags", [])
+    if not isinstance(requires_gpu, bool):
+        raise SidecarError(f"{name}{suffix}: requires_gpu must be true or false")
+    if not isinstance(tags, list) or len(tags) > 16 or not all(isinstance(t, str) and 0 < len(t) <= 64 for t in tags):
+        raise SidecarError(f"{name}{suffix}: tags must be a list of short strings, e.g. tags = [\"a100\"]")
     if content is not None and not _is_path_text(content):
         raise SidecarError(f"{name}{suffix}: content must be a file name such as \"photo.jpg\"")
     if style is not None:
@@ -79,7 +87,7 @@ def parse_sidecar(data: bytes, *, name: str, suffix: str, base: Params, limits: 
         params = Params.from_mapping(values, base=base, limits=limits)
     except ParamError as e:
         raise SidecarError(f"{name}{suffix}: {e}") from None
-    return Sidecar(name, content, tuple(style) if style else None, priority, params)
+    return Sidecar(name, content, tuple(style) if style else None, priority, params, requires_gpu, tuple(tags))
 
 
 def _decode(text: str, filename: str, suffix: str) -> dict[str, Any]:

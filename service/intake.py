@@ -25,9 +25,12 @@ from .inbox import (
     listdir, parse_sidecar, resolve_in_inbox, sha256_bytes, sha256_file,
 )
 from .outbox import JobFolder, Outbox, error_text
-from .store import JobStatus, Store
+from .store import JobStatus, Store, utcnow
 
 log = logging.getLogger("nst.intake")
+
+# A job recorded but not staged for this long was left by a watcher that died mid-way.
+STAGING_GRACE_S = 30.0
 
 
 @dataclass
@@ -56,7 +59,7 @@ class Intake:
 
     @property
     def archive(self) -> Path:
-        return self.config.state / "jobs"
+        return self.config.shared_dir / "jobs"
 
     def hint(self, path: Path) -> None:
         self.settle.hint(path)
@@ -114,11 +117,14 @@ class Intake:
             return False
         job, created = self.store.enqueue(
             key=key, name=name, params=sidecar.params.to_dict(), priority=sidecar.priority,
+            requires_gpu=sidecar.requires_gpu, tags=sidecar.tags,
         )
         if job.state != JobStatus.QUEUED or job.staged:
             # Already taken by an earlier scan or another watcher: only its leftovers remain.
             self._finish_leftover(job.id, sidecar_path)
             return False
+        if not created and (utcnow() - job.submitted_at).total_seconds() < STAGING_GRACE_S:
+            return False  # another watcher recorded it a moment ago and is staging it
         staged = self._stage(job.id, inputs)
         self.store.mark_staged(job.id, staged)
         self._waiting.pop(sidecar_path, None)

@@ -104,13 +104,17 @@ class Outbox:
             for f in filenames:
                 os.chmod(os.path.join(dirpath, f), self.file_mode)
 
-    def remove_partials(self) -> list[Path]:
-        """Hidden partial folders left by a crash: nothing refers to them."""
+    def remove_partials(self, *, older_than_s: float = 0) -> list[Path]:
+        """Hidden partial folders left by a crash: nothing refers to them. With other daemons
+        sharing the outbox, only old ones (a live daemon's partial folder is seconds old)."""
+        import time
+
         removed = []
         if not self.root.is_dir():
             return removed
         for entry in self.root.iterdir():
-            if entry.name.startswith(".") and entry.name.endswith(PARTIAL_SUFFIX) and entry.is_dir():
+            if entry.name.startswith(".") and entry.name.endswith(PARTIAL_SUFFIX) and entry.is_dir() \
+                    and time.time() - entry.stat().st_mtime >= older_than_s:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry)
         return removed

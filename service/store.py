@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from sqlalchemy import (
-    Boolean, DateTime, Float, Index, Integer, String, Text, create_engine, event, func, or_, select, update,
+    and_, Boolean, DateTime, Float, Index, Integer, String, Text, create_engine, event, func, or_, select, update,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class JobStatus(str, enum.Enum):
@@ -94,6 +94,10 @@ class Job(Base):
     size: Mapped[int | None] = mapped_column(Integer, nullable=True)
     iterations: Mapped[int | None] = mapped_column(Integer, nullable=True)
     duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Schema 2: claims that expire, and jobs that only some workers may run.
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    requires_gpu: Mapped[bool] = mapped_column(Boolean, default=False)
+    tags_json: Mapped[str] = mapped_column(Text, default="[]")
 
     __table_args__ = (
         Index("ix_jobs_claim", "status", "staged", "priority", "submitted_at"),
@@ -152,6 +156,9 @@ class Daemon(Base):
     heartbeat_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     current_job: Mapped[int | None] = mapped_column(Integer, nullable=True)
     stopped: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Schema 2
+    roles: Mapped[str] = mapped_column(String(64), default="watch,work")
+    home: Mapped[str] = mapped_column(Text, default="")  # the state folder whose lock this daemon holds
 
 
 @dataclass(frozen=True)
@@ -166,8 +173,9 @@ class JobFilter:
 class Store:
     """All database access of the service goes through this class."""
 
-    def __init__(self, url: str, *, busy_timeout_s: float = 30.0) -> None:
+    def __init__(self, url: str, *, busy_timeout_s: float = 30.0, outage_s: float = 60.0) -> None:
         self.url = url
+        self.outage_s = outage_s
         connect_args: dict[str, Any] = {}
         if url.startswith("sqlite"):
             path = url.split("///", 1)[-1]
@@ -190,11 +198,15 @@ class Store:
     # -- schema -----------------------------------------------------------------
 
     def migrate(self) -> int:
-        """Create the schema on first start; upgrade an older one step by step."""
-        Base.metadata.create_all(self.engine)
+        """Create the schema on first start; upgrade an older one step by step (same on every dialect)."""
+        from sqlalchemy import inspect
+
+        fresh = not inspect(self.engine).has_table("jobs")
+        if fresh:
+            Base.metadata.create_all(self.engine)
         with self._retrying() as s:
-            row = s.get(Meta, "schema_version")
-            current = int(row.value) if row else 0
+            row = s.get(Meta, "schema_version") if not fresh else None
+            current = SCHEMA_VERSION if fresh else (int(row.value) if row else 1)
             if current > SCHEMA_VERSION:
                 raise StoreError(
                     f"the database has schema version {current}, newer than this release's {SCHEMA_VERSION}"
@@ -202,9 +214,10 @@ class Store:
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 _MIGRATIONS[version](s)
             if row is None:
-                s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+                s.merge(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
             else:
                 row.value = str(SCHEMA_VERSION)
+        Base.metadata.create_all(self.engine)  # tables a migration did not need to touch
         return SCHEMA_VERSION
 
     def schema_version(self) -> int:
@@ -216,7 +229,8 @@ class Store:
 
     def enqueue(
         self, *, key: str, name: str, params: dict[str, Any], priority: int = 0,
-        inputs: Sequence[dict[str, Any]] = (), error: str | None = None,
+        inputs: Sequence[dict[str, Any]] = (), error: str | None = None, requires_gpu: bool = False,
+        tags: Sequence[str] = (),
     ) -> tuple[Job, bool]:
         """Record a job once per key; a second call returns the first job and False."""
         existing = self.find_by_key(key)
@@ -225,7 +239,7 @@ class Store:
         job = Job(
             key=key, name=name, params_json=json.dumps(params), priority=priority,
             inputs_json=json.dumps(list(inputs)), size=params.get("size"), iterations=params.get("iterations"),
-            error=error,
+            error=error, requires_gpu=requires_gpu, tags_json=json.dumps(sorted(tags)),
         )
         try:
             with self._retrying() as s:
@@ -247,8 +261,9 @@ class Store:
             return list(s.scalars(select(Job).where(Job.status == JobStatus.QUEUED.value, Job.staged.is_(False))))
 
     def mark_staged(self, job_id: int, inputs: Sequence[dict[str, Any]]) -> None:
-        with self._retrying() as s:
-            s.execute(update(Job).where(Job.id == job_id).values(staged=True, inputs_json=json.dumps(list(inputs))))
+        with self._retrying() as s:  # the first watcher to finish staging wins; later calls change nothing
+            s.execute(update(Job).where(Job.id == job_id, Job.staged.is_(False))
+                      .values(staged=True, inputs_json=json.dumps(list(inputs))))
 
     def reserve_outbox_dir(self, job_id: int, run_id: str | None, dirname: str) -> None:
         """Remember the outbox folder before it is renamed into place, so a crash between
@@ -308,30 +323,51 @@ class Store:
                 job.progress_json = json.dumps(progress)
             return job
 
-    def claim_next(self, *, run_id: str, host: str | None = None, pid: int | None = None) -> Job | None:
-        """Take the best queued job (priority, then age) for this daemon start, or None."""
+    def claim_next(
+        self, *, run_id: str, host: str | None = None, pid: int | None = None, max_size: int | None = None,
+        has_gpu: bool = False, tags: Sequence[str] = (), takeover_s: float | None = None,
+    ) -> Job | None:
+        """Take the best job this worker can run, in one transaction: a queued one (priority,
+        then age) or one whose worker stopped renewing its claim for `takeover_s`.
+
+        On PostgreSQL the candidate row is locked with FOR UPDATE SKIP LOCKED, so concurrent
+        workers never wait on each other nor take the same job; SQLite serializes writers.
+        """
         host = host or socket.gethostname()
         pid = pid or os.getpid()
+        now = utcnow()
         with self._retrying() as s:
-            candidate = s.scalars(
-                select(Job.id)
-                .where(Job.status == JobStatus.QUEUED.value, Job.staged.is_(True))
-                .order_by(Job.priority.desc(), Job.submitted_at, Job.id)
-                .limit(1)
-            ).first()
-            if candidate is None:
-                return None
-            claimed = s.execute(
-                update(Job)
-                .where(Job.id == candidate, Job.status == JobStatus.QUEUED.value)
-                .values(
-                    status=JobStatus.RUNNING.value, run_id=run_id, host=host, pid=pid,
-                    attempts=Job.attempts + 1, started_at=func.coalesce(Job.started_at, utcnow()),
-                )
-            ).rowcount
-            if not claimed:
-                return None
-        return self.get(candidate)
+            takeable = and_(Job.status == JobStatus.QUEUED.value, Job.staged.is_(True))
+            if takeover_s is not None:
+                stale = now - dt.timedelta(seconds=takeover_s)
+                takeable = or_(takeable, and_(Job.status == JobStatus.RUNNING.value,
+                                              func.coalesce(Job.heartbeat_at, Job.started_at) < stale))
+            q = select(Job).where(takeable)
+            if max_size:
+                q = q.where(or_(Job.size.is_(None), Job.size <= max_size))
+            if not has_gpu:
+                q = q.where(Job.requires_gpu.is_(False))
+            q = q.order_by(Job.priority.desc(), Job.submitted_at, Job.id).limit(20)
+            for job in s.scalars(q.with_for_update(skip_locked=True)):
+                if not set(json.loads(job.tags_json or "[]")) <= set(tags):
+                    continue
+                job.status = JobStatus.RUNNING.value
+                job.run_id, job.host, job.pid = run_id, host, pid
+                job.attempts += 1
+                job.started_at = job.started_at or now
+                job.heartbeat_at = now
+                job.cancel_requested = job.cancel_requested and job.attempts > 1
+                s.flush()
+                return job
+        return None
+
+    def heartbeat_job(self, job_id: int, run_id: str) -> bool:
+        """Renew our claim; False means the job is no longer ours (taken over): stop it."""
+        with self._retrying() as s:
+            return bool(s.execute(
+                update(Job).where(Job.id == job_id, Job.run_id == run_id, Job.status == JobStatus.RUNNING.value)
+                .values(heartbeat_at=utcnow())
+            ).rowcount)
 
     def update_progress(self, job_id: int, run_id: str, progress: dict[str, Any]) -> bool:
         """Record progress; False if the job is no longer ours or a cancel was asked."""
@@ -360,26 +396,18 @@ class Store:
             return JobStatus.CANCELLED
         raise StoreError(f"job {job_id} is {job.status}; only queued or running jobs can be cancelled")
 
-    def requeue_orphans(self, *, run_id: str, max_attempts: int) -> list[tuple[int, JobStatus]]:
-        """Jobs left running by an earlier daemon start: queue them again (or fail them
-        once they have crashed the daemon `max_attempts` times)."""
-        moved = []
-        with self._session() as s:
-            orphans = s.scalars(
-                select(Job).where(Job.status == JobStatus.RUNNING.value, or_(Job.run_id != run_id, Job.run_id.is_(None)))
-            ).all()
-        for job in orphans:
-            if job.attempts >= max_attempts:
-                self.transition(
-                    job.id, JobStatus.FAILED,
-                    error=f"the service stopped during this job {job.attempts} times; giving up "
-                          f"(max_attempts = {max_attempts} in config.toml)",
-                )
-                moved.append((job.id, JobStatus.FAILED))
-            else:
-                self.transition(job.id, JobStatus.QUEUED)
-                moved.append((job.id, JobStatus.QUEUED))
-        return moved
+    def requeue_orphans(self, *, run_id: str, host: str, home: str) -> list[int]:
+        """Jobs left running by an earlier start of *this* daemon (same host and the same
+        state folder, whose lock we now hold, so that start is dead): queue them again at once.
+        Jobs of other daemons are left to the heartbeat takeover."""
+        with self._retrying() as s:
+            dead = select(Daemon.run_id).where(Daemon.host == host, Daemon.home == home, Daemon.run_id != run_id)
+            orphans = list(s.scalars(select(Job.id).where(Job.status == JobStatus.RUNNING.value,
+                                                          Job.run_id.in_(dead))))
+            s.execute(update(Daemon).where(Daemon.run_id.in_(dead)).values(stopped=True, current_job=None))
+        for job_id in orphans:
+            self.transition(job_id, JobStatus.QUEUED)
+        return orphans
 
     # -- queries ------------------------------------------------------------------
 
@@ -428,9 +456,11 @@ class Store:
 
     # -- daemons --------------------------------------------------------------------
 
-    def register_daemon(self, run_id: str, *, device: str) -> None:
+    def register_daemon(self, run_id: str, *, device: str, roles: Sequence[str] = ("watch", "work"),
+                        home: str = "") -> None:
         with self._retrying() as s:
-            s.add(Daemon(run_id=run_id, host=socket.gethostname(), pid=os.getpid(), device=device))
+            s.add(Daemon(run_id=run_id, host=socket.gethostname(), pid=os.getpid(), device=device,
+                         roles=",".join(roles), home=home))
 
     def heartbeat(self, run_id: str, *, current_job: int | None) -> None:
         with self._retrying() as s:
@@ -477,6 +507,36 @@ class Store:
         self._write_engine.dispose()
 
 
+def _survives_outages(method):
+    """Retry a store call while the database is briefly unreachable or locked (a restarting
+    PostgreSQL, a long SQLite writer): the daemon waits and goes on instead of failing a job."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        deadline = time.monotonic() + self.outage_s
+        delay = 0.2
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except (OperationalError, DBAPIError) as e:
+                if isinstance(e, IntegrityError) or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    return wrapper
+
+
+for _name in (
+    "enqueue", "find_by_key", "list_jobs_unstaged", "mark_staged", "reserve_outbox_dir", "transition",
+    "claim_next", "heartbeat_job", "update_progress", "cancel_requested", "request_cancel", "requeue_orphans",
+    "get", "find", "list_jobs", "queue", "running", "counts", "register_daemon", "heartbeat",
+    "unregister_daemon", "live_daemons",
+):
+    setattr(Store, _name, _survives_outages(getattr(Store, _name)))
+
+
 def with_retries(fn, *, attempts: int = 20, delay: float = 0.5):
     """Run `fn`, retrying while the database is locked or unreachable for a while."""
     for attempt in range(attempts):
@@ -508,11 +568,21 @@ def _glob_to_like(glob: str) -> str:
     return escaped.replace("*", "%").replace("?", "_")
 
 
-def _migration_1(session: Session) -> None:
-    """Version 1: the tables above, created by create_all."""
+def _migration_2(session: Session) -> None:
+    """Version 2: job claims with heartbeats and worker capabilities (scale-out)."""
+    from sqlalchemy import text
+
+    for statement in (
+        "ALTER TABLE jobs ADD COLUMN heartbeat_at TIMESTAMP",
+        "ALTER TABLE jobs ADD COLUMN requires_gpu BOOLEAN NOT NULL DEFAULT FALSE",
+        "ALTER TABLE jobs ADD COLUMN tags_json TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE daemons ADD COLUMN roles VARCHAR(64) NOT NULL DEFAULT 'watch,work'",
+        "ALTER TABLE daemons ADD COLUMN home TEXT NOT NULL DEFAULT ''",
+    ):
+        session.execute(text(statement))
 
 
-_MIGRATIONS = {1: _migration_1}
+_MIGRATIONS = {2: _migration_2}
 
 
 def iter_json(jobs: Sequence[Job]) -> Iterator[dict[str, Any]]:

@@ -16,7 +16,8 @@ def unit_text(config: Config, *, user: bool, executable: str | None = None) -> s
     config_path = str(config.path.resolve()) if config.path else ""
     exec_start = f"{shlex.quote(exe)} --config {shlex.quote(config_path)} serve" if config_path else \
         f"{shlex.quote(exe)} serve"
-    writable = " ".join(shlex.quote(str(p.resolve())) for p in (config.inbox, config.outbox, config.state))
+    writable = " ".join(shlex.quote(str(p.resolve())) for p in (config.inbox, config.outbox, config.state)
+                        + ((config.shared,) if config.shared else ()))
     lines = [
         "[Unit]",
         "Description=nst neural style transfer watch-folder service",

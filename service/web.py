@@ -204,7 +204,7 @@ def create_app(config: Config, *, store: Store | None = None) -> Flask:
             offset = max(0, int(request.args.get("offset", 0)))
         except ValueError:
             return jsonify(error="offset must be a number"), 400
-        live = config.state / "jobs" / str(job.id) / "job.log"
+        live = config.archive(job.id) / "job.log"
         final = config.outbox / job.outbox_dir / "job.log" if job.outbox_dir else None
         path = live if live.exists() else final
         text = b""

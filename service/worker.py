@@ -60,9 +60,10 @@ class Worker:
         self.stopping = stopping
         self.current_job: int | None = None
         self.last_progress = time.monotonic()  # the liveness thread reads this
+        self.lost_claim = False  # set by the liveness thread when another worker took our job
 
     def archive(self, job_id: int) -> Path:
-        return self.config.state / "jobs" / str(job_id)
+        return self.config.archive(job_id)
 
     def checkpoint_path(self, job_id: int) -> Path:
         return self.config.checkpoints / f"{job_id}.pt"
@@ -70,6 +71,7 @@ class Worker:
     def run(self, job: Job) -> JobStatus:
         """Run a job this daemon has claimed, to whatever end; never raises for a job's fault."""
         self.current_job = job.id
+        self.lost_claim = False
         self.last_progress = time.monotonic()
         joblog = JobLog(self.archive(job.id) / "job.log")
         try:
@@ -83,6 +85,11 @@ class Worker:
                                       error=recorded.get("error"))
                 self._cleanup(job.id)
                 return status
+            max_attempts = self.config.worker.max_attempts
+            if job.attempts > max_attempts:
+                return self._fail(job, joblog, f"the service stopped during this job {job.attempts - 1} times; "
+                                  f"giving up (max_attempts = {max_attempts} in config.toml)",
+                                  "the job may be too large for this machine: lower size, or raise max_attempts")
             return self._run(job, joblog)
         finally:
             joblog.close()
@@ -118,6 +125,9 @@ class Worker:
             return self._fail(job, joblog, f"internal error: {type(e).__name__}: {e}",
                               "this is a bug in nst; the traceback is in job.log; please report it")
 
+        if self.lost_claim:
+            joblog.write("another worker took this job over; leaving it to that worker")
+            return JobStatus.RUNNING
         if result.stopped and not reporter.cancelled:
             # Shutting down: keep the place, give the job back to the queue.
             self._save_checkpoint(job.id, result.state)
@@ -256,14 +266,17 @@ class _Reporter:
                 "outputs": p.outputs, "losses": p.losses, "elapsed": round(p.elapsed, 2), "eta": round(p.eta, 2),
                 "updated": time.time(),
             }
-            if not self.worker.store.update_progress(self.job.id, self.worker.run_id, progress):
-                self.cancelled = self.worker.store.cancel_requested(self.job.id)
+            try:
+                if not self.worker.store.update_progress(self.job.id, self.worker.run_id, progress):
+                    self.cancelled = self.worker.store.cancel_requested(self.job.id)
+            except Exception as e:  # the database away for longer than the store waits: go on computing
+                log.warning("job %d: progress not recorded (%s)", self.job.id, e)
         if now - self._last_checkpoint >= self.worker.config.worker.checkpoint_seconds:
             self._last_checkpoint = now
             self.worker._save_checkpoint(self.job.id, p.snapshot())
 
     def should_stop(self) -> bool:
-        return self.cancelled or self.worker.stopping.is_set()
+        return self.cancelled or self.worker.stopping.is_set() or self.worker.lost_claim
 
 
 def _stem(name: str) -> str:

@@ -49,3 +49,20 @@ def service_dir(tmp_path):
     yield make
     for d in made:
         d.close()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    from pgserver import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """The whole store suite runs on both databases."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+    return request.getfixturevalue("postgres").new_database()

@@ -6,12 +6,12 @@ import threading
 
 import pytest
 
-from service.store import JobFilter, JobStatus, Store, StoreError
+from service.store import SCHEMA_VERSION, JobFilter, JobStatus, Store, StoreError
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+def store(database_url):
+    s = Store(database_url)
     s.migrate()
     yield s
     s.dispose()
@@ -24,8 +24,29 @@ def add(store, key="a", name="job", **kw):
 
 
 def test_schema_is_versioned_and_migrate_is_idempotent(store):
-    assert store.schema_version() == 1
-    assert store.migrate() == 1
+    assert store.schema_version() == SCHEMA_VERSION == 2
+    assert store.migrate() == 2
+
+
+def test_a_version_1_database_is_upgraded(database_url):
+    from sqlalchemy import text
+
+    old = Store(database_url)
+    old.migrate()
+    add(old, "v1-job", "kept")
+    with old._retrying() as s:  # turn it back into release 1's schema
+        for column in ("heartbeat_at", "requires_gpu", "tags_json"):
+            s.execute(text(f"ALTER TABLE jobs DROP COLUMN {column}"))
+        for column in ("roles", "home"):
+            s.execute(text(f"ALTER TABLE daemons DROP COLUMN {column}"))
+        s.execute(text("UPDATE nst_meta SET value = '1' WHERE key = 'schema_version'"))
+    old.dispose()
+    upgraded = Store(database_url)
+    assert upgraded.migrate() == 2 and upgraded.schema_version() == 2
+    job = upgraded.find("kept")
+    assert job.requires_gpu is False and job.tags_json == "[]"
+    assert upgraded.claim_next(run_id="r").name == "kept"
+    upgraded.dispose()
 
 
 def test_enqueue_is_idempotent_per_key(store):
@@ -35,8 +56,8 @@ def test_enqueue_is_idempotent_per_key(store):
     assert len(store.list_jobs()) == 1
 
 
-def test_concurrent_enqueue_of_one_key_records_one_job(tmp_path):
-    url = f"sqlite:///{tmp_path / 'race.sqlite3'}"
+def test_concurrent_enqueue_of_one_key_records_one_job(database_url):
+    url = database_url
     Store(url).migrate()
     results = []
 
@@ -44,6 +65,7 @@ def test_concurrent_enqueue_of_one_key_records_one_job(tmp_path):
         s = Store(url)
         for i in range(20):
             results.append(s.enqueue(key=f"k{i}", name="x", params={})[1])
+        s.dispose()
 
     threads = [threading.Thread(target=racer) for _ in range(4)]
     [t.start() for t in threads]
@@ -73,14 +95,73 @@ def test_transitions_are_checked(store):
         store.transition(job.id, JobStatus.QUEUED)
 
 
-def test_orphans_of_an_earlier_run_are_requeued_then_failed(store):
+def test_orphans_of_this_daemons_earlier_start_are_requeued_others_are_not(store):
+    mine, theirs = add(store, "1", "mine"), add(store, "2", "theirs")
+    store.register_daemon("old-start", device="cpu", home="/srv/a")
+    store.register_daemon("other-daemon", device="cpu", home="/srv/b")
+    store.claim_next(run_id="old-start")
+    store.claim_next(run_id="other-daemon")
+    store.register_daemon("new-start", device="cpu", home="/srv/a")
+    # Same host, same state folder (whose lock the new start holds): the old start is dead.
+    import socket
+
+    assert store.requeue_orphans(run_id="new-start", host=socket.gethostname(), home="/srv/a") == [mine.id]
+    assert store.get(mine.id).status == "queued" and store.get(mine.id).attempts == 1
+    assert store.get(theirs.id).status == "running"  # never adopted by host name alone
+
+
+def test_a_silent_workers_job_is_taken_over_and_its_late_writes_refused(store):
     job = add(store)
-    for attempt in range(1, 4):
-        store.claim_next(run_id=f"run{attempt}")
-        moved = store.requeue_orphans(run_id=f"run{attempt + 1}", max_attempts=3)
-        expected = JobStatus.QUEUED if attempt < 3 else JobStatus.FAILED
-        assert moved == [(job.id, expected)]
-    assert "3 times" in store.get(job.id).error
+    assert store.claim_next(run_id="a", takeover_s=30).id == job.id
+    assert store.claim_next(run_id="b", takeover_s=30) is None  # a is alive
+    assert store.heartbeat_job(job.id, "a")
+    with store._retrying() as s:  # a stops heartbeating: its last beat is a minute old
+        from sqlalchemy import update as sql_update
+
+        from service.store import Job, utcnow
+        s.execute(sql_update(Job).where(Job.id == job.id).values(
+            heartbeat_at=utcnow() - dt.timedelta(seconds=60)))
+    taken = store.claim_next(run_id="b", takeover_s=30)
+    assert taken.id == job.id and taken.run_id == "b" and taken.attempts == 2
+    assert not store.heartbeat_job(job.id, "a")  # a learns it lost the job
+    assert store.update_progress(job.id, "a", {"step": 99}) is False
+    with pytest.raises(StoreError, match="no longer ours"):
+        store.transition(job.id, JobStatus.DONE, run_id="a")
+    with pytest.raises(StoreError, match="no longer ours"):
+        store.reserve_outbox_dir(job.id, "a", "x")
+    assert store.get(job.id).progress == {}
+
+
+def test_workers_claim_only_what_they_can_run(store):
+    big, _ = store.enqueue(key="big", name="big", params={"size": 2048})
+    gpu, _ = store.enqueue(key="gpu", name="gpu", params={"size": 256}, requires_gpu=True)
+    tagged, _ = store.enqueue(key="tag", name="tagged", params={"size": 256}, tags=["a100"])
+    for j in (big, gpu, tagged):
+        store.mark_staged(j.id, [])
+    assert store.claim_next(run_id="small-cpu", max_size=1024) is None
+    assert store.claim_next(run_id="gpu", max_size=1024, has_gpu=True).name == "gpu"
+    assert store.claim_next(run_id="gpu", max_size=1024, has_gpu=True, tags=["a100", "x"]).name == "tagged"
+    assert store.claim_next(run_id="large", max_size=4096).name == "big"
+
+
+def test_concurrent_claims_never_share_a_job(database_url):
+    setup = Store(database_url)
+    setup.migrate()
+    for i in range(30):
+        add(setup, f"c{i}", f"c{i}")
+    claimed = []
+
+    def worker(n):
+        s = Store(database_url)
+        while (job := s.claim_next(run_id=f"w{n}")) is not None:
+            claimed.append(job.id)
+        s.dispose()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert sorted(claimed) == sorted(set(claimed)) and len(claimed) == 30
+    setup.dispose()
 
 
 def test_graceful_requeue_does_not_count_as_an_attempt(store):
@@ -113,7 +194,9 @@ def test_filters_and_find(store):
     assert store.list_jobs(JobFilter(name_glob="100%")) == []
 
 
-def test_a_reader_holding_a_transaction_does_not_block_writes(store, tmp_path):
+def test_a_reader_holding_a_transaction_does_not_block_writes(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+    store.migrate()
     add(store, "1")
     reader = sqlite3.connect(tmp_path / "jobs.sqlite3")
     reader.execute("BEGIN")
