@@ -412,12 +412,14 @@ def status(ctx: click.Context, once: bool) -> None:
     from .store import utcnow
 
     store = _store(ctx)
-    daemons = store.live_daemons()
+    daemons = store.live_daemons(within_s=max(30.0, 3 * _config(ctx).cluster.heartbeat_seconds))
     if not daemons:
         click.echo("service: not running (no heartbeat in the last 30 s)")
     for d in daemons:
         uptime = (utcnow() - d.started_at).total_seconds()
-        click.echo(f"service: running on {d.host}, pid {d.pid}, up {duration(uptime)}, device {d.device}")
+        doing = f", running job {d.current_job}" if d.current_job else ""
+        click.echo(f"service: running on {d.host}, pid {d.pid}, up {duration(uptime)}, device {d.device}, "
+                   f"roles {d.roles.replace(',', '+')}{doing}")
     queue = store.queue()
     click.echo(f"queue: {len(queue)} job(s)" + (": " + ", ".join(f"{j.id} {_clip(j.name, 20)}" for j in queue[:10])
                                                if queue else ""))
@@ -445,6 +447,96 @@ def status(ctx: click.Context, once: bool) -> None:
             time.sleep(1.0)
     except KeyboardInterrupt:
         click.echo("")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def workers(ctx: click.Context, as_json: bool) -> None:
+    """The daemons sharing this job store: host, pid, device, roles, current job, last heartbeat.
+
+    A daemon is listed while it heartbeats (every [cluster] heartbeat_seconds);
+    one silent for longer than three heartbeats is shown as lost.
+
+    \b
+    Example:
+      nst workers
+    """
+    import json
+
+    from .display import duration, local_time, table
+    from .store import utcnow
+
+    config = _config(ctx)
+    store = _store(ctx)
+    limit = max(30.0, 3 * config.cluster.heartbeat_seconds)
+    rows = []
+    for d in store.all_daemons():
+        silent = (utcnow() - d.heartbeat_at).total_seconds()
+        rows.append({"host": d.host, "pid": d.pid, "device": d.device, "roles": d.roles.split(","),
+                     "current_job": d.current_job, "started": local_time(d.started_at),
+                     "last_heartbeat_s": round(silent, 1), "alive": silent <= limit, "run_id": d.run_id})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no workers", err=True)
+        return
+    click.echo(table(["HOST", "PID", "DEVICE", "ROLES", "JOB", "HEARTBEAT", "STATE"],
+                     [[r["host"], r["pid"], r["device"], "+".join(r["roles"]), r["current_job"],
+                       f"{duration(r['last_heartbeat_s'])} ago", "alive" if r["alive"] else "lost"] for r in rows]))
+
+
+@main.group()
+def db() -> None:
+    """The job store: migrations and moving a history between databases."""
+
+
+@db.command("migrate")
+@click.pass_context
+def db_migrate(ctx: click.Context) -> None:
+    """Create or upgrade the schema of the configured database (nst serve does this too).
+
+    \b
+    Example:
+      nst --config cluster.toml db migrate
+    """
+    from .store import SCHEMA_VERSION
+
+    store = _store(ctx, create=True)
+    click.echo(f"{_safe(store.url)}: schema version {store.schema_version()} (this release: {SCHEMA_VERSION})")
+
+
+@db.command("copy")
+@click.option("--from", "source", required=True, metavar="URL",
+              help="The database to copy from, e.g. sqlite:////srv/nst/state/jobs.sqlite3")
+@click.pass_context
+def db_copy(ctx: click.Context, source: str) -> None:
+    """Copy the job history from another database into the configured one (keeping job ids).
+
+    Stop the daemons first. Jobs already present (same job file) are skipped,
+    so running it twice is harmless.
+
+    \b
+    Example:
+      nst --config cluster.toml db copy --from sqlite:////srv/nst/state/jobs.sqlite3
+    """
+    from .store import Store
+
+    target = _store(ctx, create=True)
+    try:
+        origin = Store(source, outage_s=5.0)
+        origin.migrate()
+        copied = target.copy_from(origin)
+    except Exception as e:
+        raise UserError(f"cannot copy from {_safe(source)}: {e}") from None
+    click.echo(f"copied {copied} job(s) into {_safe(target.url)}")
+
+
+def _safe(url: str) -> str:
+    from .daemon import _safe_url
+
+    return _safe_url(url)
 
 
 @main.command()

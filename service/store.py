@@ -478,6 +478,30 @@ class Store:
                 .order_by(Daemon.started_at)
             ))
 
+    def copy_from(self, other: "Store") -> int:
+        """Copy every job of `other` (e.g. an old SQLite history) into this store, keeping ids.
+        Jobs whose key is already here are skipped; returns how many were copied."""
+        from sqlalchemy import text
+
+        columns = [c.key for c in Job.__table__.columns]
+        copied = 0
+        with other._session() as src, self._retrying() as dst:
+            present = set(dst.scalars(select(Job.key)))
+            for job in src.scalars(select(Job).order_by(Job.id)):
+                if job.key in present:
+                    continue
+                dst.add(Job(**{c: getattr(job, c) for c in columns}))
+                copied += 1
+        if self.engine.dialect.name == "postgresql":
+            with self._retrying() as dst:  # the id sequence continues after the copied ids
+                dst.execute(text("SELECT setval(pg_get_serial_sequence('jobs', 'id'), "
+                                 "COALESCE((SELECT MAX(id) FROM jobs), 1))"))
+        return copied
+
+    def all_daemons(self) -> list[Daemon]:
+        with self._session() as s:
+            return list(s.scalars(select(Daemon).where(Daemon.stopped.is_(False)).order_by(Daemon.started_at)))
+
     # -- plumbing -------------------------------------------------------------------
 
     class _Retry:
@@ -532,7 +556,7 @@ for _name in (
     "enqueue", "find_by_key", "list_jobs_unstaged", "mark_staged", "reserve_outbox_dir", "transition",
     "claim_next", "heartbeat_job", "update_progress", "cancel_requested", "request_cancel", "requeue_orphans",
     "get", "find", "list_jobs", "queue", "running", "counts", "register_daemon", "heartbeat",
-    "unregister_daemon", "live_daemons",
+    "unregister_daemon", "live_daemons", "all_daemons",
 ):
     setattr(Store, _name, _survives_outages(getattr(Store, _name)))
 

@@ -31,20 +31,25 @@ class ServiceDir:
     """A config, inbox, outbox and state in a temporary folder, and the daemon on it."""
 
     def __init__(self, root: Path, *, defaults: dict | None = None, watch: dict | None = None,
-                 worker: dict | None = None, extra: str = "") -> None:
+                 worker: dict | None = None, extra: str = "", node: str = "", paths: dict | None = None,
+                 cluster: dict | None = None) -> None:
         self.root = root
-        self.config_path = root / "config.toml"
+        self.config_path = root / f"config{'-' + node if node else ''}.toml"
         sections = {
             "defaults": {"size": 64, "iterations": 4, "scales": [1.0], **(defaults or {})},
             "watch": {"settle_seconds": 0.3, "rescan_seconds": 2.0, "missing_timeout": 3.0, **(watch or {})},
             "worker": {"checkpoint_seconds": 0.5, **(worker or {})},
         }
+        if paths:
+            sections["paths"] = paths
+        if cluster:
+            sections["cluster"] = cluster
         self.config_path.write_text("".join(
             f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
             for name, values in sections.items()) + extra)
-        for sub in ("inbox", "outbox", "state"):
-            (root / sub).mkdir(exist_ok=True)
         self.config = load_config(self.config_path)
+        for folder in (self.config.inbox, self.config.outbox, self.config.state, self.config.shared_dir):
+            folder.mkdir(parents=True, exist_ok=True)
         self.inbox, self.outbox = self.config.inbox, self.config.outbox
         self.proc: subprocess.Popen | None = None
         self.logs: list[Path] = []
@@ -52,7 +57,7 @@ class ServiceDir:
     # -- the daemon ------------------------------------------------------------------
 
     def start(self) -> "ServiceDir":
-        log = self.root / f"daemon-{len(self.logs)}.log"
+        log = self.root / f"daemon-{self.config_path.stem}-{len(self.logs)}.log"
         self.logs.append(log)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("NOTIFY_SOCKET", None)
@@ -108,7 +113,8 @@ class ServiceDir:
         return Store(self.config.database)
 
     def jobs(self):
-        if not Path(self.config.database.split("///", 1)[1]).exists():
+        url = self.config.database
+        if url.startswith("sqlite:///") and not Path(url.split("///", 1)[1]).exists():
             return []
         store = self.store()
         try:

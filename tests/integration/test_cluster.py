@@ -1,0 +1,105 @@
+"""Several daemons on one PostgreSQL job store and one shared inbox and outbox."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from servicekit import ROOT, ServiceDir, small_pair
+
+
+@pytest.fixture
+def cluster(tmp_path, postgres):
+    url = postgres.new_database()
+    nodes: list[ServiceDir] = []
+
+    def make(count=3, *, roles=None, defaults=None, cluster_extra=None):
+        for i in range(count):
+            node = ServiceDir(
+                tmp_path, node=f"n{i}", defaults=defaults,
+                watch={"polling": True, "settle_seconds": 0.3, "rescan_seconds": 2.0},
+                paths={"inbox": "inbox", "outbox": "outbox", "state": f"state-n{i}", "shared": "shared",
+                       "database": url},
+                cluster={"heartbeat_seconds": 0.5, "takeover_seconds": 4.0,
+                         **({"roles": roles[i]} if roles else {}), **(cluster_extra or {})},
+            )
+            nodes.append(node)
+        return nodes
+
+    yield make
+    for node in nodes:
+        node.close()
+
+
+def drop_many(node: ServiceDir, n: int, prefix: str = "j"):
+    content, style = small_pair(64)
+    (node.inbox / "styles").mkdir(exist_ok=True)
+    style.save(node.inbox / "styles" / "s.png")
+    for i in range(n):
+        content.save(node.inbox / f".{prefix}{i}.png")
+        (node.inbox / f".{prefix}{i}.png").rename(node.inbox / f"{prefix}{i}.content.png")
+        (node.inbox / f".{prefix}{i}.toml").write_text('style = "styles/s.png"\n')
+        (node.inbox / f".{prefix}{i}.toml").rename(node.inbox / f"{prefix}{i}.toml")
+
+
+def test_three_daemons_share_the_work_exactly_once(cluster):
+    nodes = cluster(3, defaults={"size": 64, "iterations": 5})
+    for node in nodes:
+        node.start()
+    drop_many(nodes[0], 30)
+    nodes[0].wait_for(lambda: sum(j.status == "done" for j in nodes[0].jobs()) == 30, timeout=240,
+                      what="30 jobs done")
+    jobs = nodes[0].jobs()
+    assert sorted(j.name for j in jobs) == sorted(f"j{i}" for i in range(30))  # each recorded once
+    assert all(j.attempts == 1 for j in jobs)
+    assert len({j.pid for j in jobs}) >= 2  # spread across the workers
+    assert sorted(p.name for p in nodes[0].outbox.iterdir()) == sorted(f"j{i}" for i in range(30))
+    workers = json.loads(subprocess.run(
+        [sys.executable, "-m", "service.cli", "--config", str(nodes[0].config_path), "workers", "--json"],
+        capture_output=True, text=True, cwd=ROOT, check=True).stdout)
+    assert len([w for w in workers if w["alive"]]) == 3
+
+
+def test_a_killed_workers_job_is_taken_over_and_completes_once(cluster):
+    a, b = cluster(2, defaults={"size": 128, "iterations": 150})
+    a.start()
+    a.drop("big", {})
+    a.wait_for(lambda: (j := a.job("big")) is not None and j.progress.get("step", 0) >= 30,
+               what="a to run the job past a checkpoint")
+    b.start()
+    killed_at = time.monotonic()
+    a.kill()
+    b.wait_for(lambda: (j := b.job("big")) is not None and j.attempts == 2, timeout=60,
+               what="b to take the job over")
+    waited = time.monotonic() - killed_at
+    assert waited < 4.0 + 3.0  # the takeover time plus a claim poll or two
+    job = b.wait_job("big", timeout=180)
+    assert job.status == "done" and job.pid == b.proc.pid
+    log = (b.outbox / "big" / "job.log").read_text()
+    assert "resuming from checkpoint" in log
+    assert [p.name for p in b.outbox.iterdir()] == ["big"]
+
+
+def test_two_watchers_racing_record_each_job_once(cluster):
+    w1, w2, worker = cluster(3, roles=[["watch"], ["watch"], ["work"]])
+    for node in (w1, w2, worker):
+        node.start()
+    drop_many(w1, 12, prefix="r")
+    w1.wait_for(lambda: sum(j.status == "done" for j in w1.jobs()) == 12, timeout=120, what="12 jobs done")
+    assert sorted(j.name for j in w1.jobs()) == sorted(f"r{i}" for i in range(12))
+    assert not list(w1.inbox.glob("r*"))
+
+
+def test_daemons_survive_a_database_restart(cluster, postgres):
+    a, b = cluster(2, defaults={"size": 64, "iterations": 20})
+    a.start()
+    b.start()
+    drop_many(a, 6, prefix="p")
+    a.wait_for(lambda: any(j.status == "running" for j in a.jobs()), what="a running job")
+    postgres.restart()
+    a.wait_for(lambda: sum(j.status == "done" for j in a.jobs()) == 6, timeout=180, what="6 jobs done")
+    assert a.proc.poll() is None and b.proc.poll() is None
+    assert sorted(p.name for p in a.outbox.iterdir()) == sorted(f"p{i}" for i in range(6))
