@@ -31,17 +31,33 @@ from typing import Mapping, Sequence
 import torch
 
 
+class _GramProduct(torch.autograd.Function):
+    """X^T X with a one-product backward: d(X^T X) = X (dG + dG^T).
+
+    Autograd's own backward of bmm(X^T, X) computes two products and adds them;
+    at relu1_1 of a 1024 px image X has 64 columns and 800,000 rows, so this
+    halves the most expensive part of the style loss.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return torch.bmm(x.transpose(1, 2), x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return torch.bmm(x, grad + grad.transpose(1, 2))
+
+
 def gram(features: torch.Tensor) -> torch.Tensor:
     """Gram matrix normalized by channels times positions: (B, C, H, W) -> (B, C, C), float32."""
     b, c, h, w = features.shape
-    if not features.is_contiguous() and features.is_contiguous(memory_format=torch.channels_last):
-        # Channels-last features are already a (positions x channels) matrix: no reordering copy.
-        x = features.permute(0, 2, 3, 1).reshape(b, h * w, c).float()
-        product = torch.bmm(x.transpose(1, 2), x)
-    else:
-        f = features.reshape(b, c, h * w).float()
-        product = torch.bmm(f, f.transpose(1, 2))
-    return product.div_(c * h * w)
+    # As a (positions x channels) matrix: free for channels-last features, one copy otherwise.
+    x = features.permute(0, 2, 3, 1).reshape(b, h * w, c)
+    if x.dtype in (torch.bfloat16, torch.float16):
+        x = x.float()
+    return _GramProduct.apply(x) / (c * h * w)
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -67,7 +67,9 @@ class VGG19(nn.Module):
             if name in layers:
                 out[name] = x
             relu_name = "relu" + name[4:]
-            x = F.relu(x)
+            # In place unless the caller wants the convolution's own output: saves a full-size
+            # buffer per layer, and autograd needs only the rectified result.
+            x = F.relu(x, inplace=name not in layers)
             if relu_name in layers:
                 out[relu_name] = x
             if deepest in (name, relu_name):

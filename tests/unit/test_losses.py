@@ -63,3 +63,8 @@ def test_gram_is_the_same_for_either_memory_layout():
     torch.manual_seed(2)
     f = torch.rand(1, 6, 5, 4)
     assert torch.allclose(gram(f), gram(f.contiguous(memory_format=torch.channels_last)), atol=1e-6)
+
+
+def test_gram_gradient_is_exact():
+    f = torch.randn(1, 3, 4, 5, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(gram, (f,))
