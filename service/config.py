@@ -35,6 +35,7 @@ class WorkerConfig:
     max_attempts: int = 3
     stall_seconds: float = 300.0
     file_mode: int = 0o644
+    retry_seconds: float = 30.0  # a job whose outbox folder could not be written waits this long
 
 
 @dataclass(frozen=True)

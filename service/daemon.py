@@ -137,7 +137,19 @@ class Daemon:
         return 0
 
     def _work_loop(self) -> None:
+        blocked_reported = None
         while not self.stopping.is_set():
+            blocked = self.outbox.writable()
+            if blocked:
+                if blocked != blocked_reported:
+                    log.error("the outbox cannot be written (%s); jobs wait until it can", blocked)
+                    sd_notify(f"STATUS=waiting: outbox not writable ({blocked})")
+                    blocked_reported = blocked
+                self.stopping.wait(min(5.0, self.config.worker.retry_seconds))
+                continue
+            if blocked_reported:
+                log.warning("the outbox is writable again; going on")
+                blocked_reported = None
             cluster = self.config.cluster
             try:
                 job = self.store.claim_next(
@@ -156,17 +168,19 @@ class Daemon:
             log.info("starting job %d %r (attempt %d)", job.id, job.name, job.attempts)
             try:
                 self.worker.run(job)
-            except Exception:
+            except Exception as e:
                 # The outbox or store failed under the job (disk full, permissions): the job
-                # goes back to the queue with its inputs, and we go on after a pause.
-                log.exception("job %d could not be finished; it stays queued", job.id)
+                # goes back to the queue with its inputs, and runs again after a pause.
+                log.error("job %d could not be finished (%s); it waits %g s and runs again", job.id, e,
+                          self.config.worker.retry_seconds)
                 try:
                     from .store import JobStatus
 
-                    self.store.transition(job.id, JobStatus.QUEUED, run_id=self.run_id)
+                    self.store.transition(job.id, JobStatus.QUEUED, run_id=self.run_id,
+                                          error=f"waiting to run again: could not write its results ({e})")
                 except Exception:
                     log.exception("could not re-queue job %d", job.id)
-                self.stopping.wait(5.0)
+                self.stopping.wait(self.config.worker.retry_seconds)
             sd_notify("STATUS=idle")
 
     def _start_web(self):

@@ -243,8 +243,7 @@ class Intake:
 
     def _publish_failure(self, job_id: int, name: str, message: str, hint: str | None = None) -> None:
         inputs_dir = self.archive / str(job_id) / "inputs"
-        staged = [{"role": _role_guess(p.name), "name": p.name, "source": p.name, "moved": True,
-                   "sha256": sha256_file(p) if p.is_file() else None} for p in sorted(inputs_dir.glob("*"))]
+        staged = _describe_archive(inputs_dir)
         job = self.store.get(job_id)
         final = self.outbox.existing(job.outbox_dir, job_id)
         if final is None:
@@ -295,9 +294,13 @@ class Intake:
             if job.error:
                 self._publish_failure(job.id, job.name, job.error)
                 continue
-            staged = [{"role": _role_guess(p.name), "name": p.name, "source": p.name, "moved": True,
-                       "sha256": sha256_file(p)} for p in sorted(inputs_dir.iterdir()) if p.is_file()]
-            self.store.mark_staged(job.id, staged)
+            self.store.mark_staged(job.id, _describe_archive(inputs_dir))
+
+
+def _describe_archive(inputs_dir: Path) -> list[dict]:
+    """The input records of files already moved into an archive (recovery, failures)."""
+    return [{"role": _role_guess(p.name), "name": p.name, "source": p.name, "moved": True,
+             "sha256": sha256_file(p) if p.is_file() else None} for p in sorted(inputs_dir.glob("*"))]
 
 
 def _role_guess(name: str) -> str:

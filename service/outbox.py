@@ -71,20 +71,41 @@ class Outbox:
             if tmp.exists():
                 shutil.rmtree(tmp)
             tmp.mkdir(mode=self.dir_mode)
-            for name, data in folder.files.items():
-                target = tmp / name
-                target.parent.mkdir(parents=True, exist_ok=True, mode=self.dir_mode)
-                write_bytes_atomic(target, data, mode=self.file_mode)
-            if folder.inputs_dir is not None and folder.inputs_dir.is_dir():
-                shutil.copytree(folder.inputs_dir, tmp / "inputs", copy_function=shutil.copy2)
-                self._set_modes(tmp / "inputs")
-            os.chmod(tmp, self.dir_mode)
-            fsync_dir(tmp)
+            try:
+                for name, data in folder.files.items():
+                    target = tmp / name
+                    target.parent.mkdir(parents=True, exist_ok=True, mode=self.dir_mode)
+                    write_bytes_atomic(target, data, mode=self.file_mode)
+                if folder.inputs_dir is not None and folder.inputs_dir.is_dir():
+                    shutil.copytree(folder.inputs_dir, tmp / "inputs", copy_function=shutil.copy2)
+                    self._set_modes(tmp / "inputs")
+                os.chmod(tmp, self.dir_mode)
+                fsync_dir(tmp)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)  # a full or failing disk leaves nothing behind
+                raise
             final = self._free_name(folder)
             reserve(final.name)
             os.rename(tmp, final)
             fsync_dir(self.root)
             return final
+
+    def writable(self) -> str | None:
+        """None if the outbox takes a file now, else why not."""
+        probe = self.root / f".nst-probe-{os.getpid()}"
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"\0" * 65536)
+                f.flush()
+                os.fsync(f.fileno())
+            return None
+        except OSError as e:
+            return f"{self.root}: {e.strerror or e}"
+        finally:
+            try:
+                probe.unlink()
+            except OSError:
+                pass
 
     def _free_name(self, folder: JobFolder) -> Path:
         base = safe_component(folder.name)

@@ -37,8 +37,10 @@ def unit_text(config: Config, *, user: bool, executable: str | None = None) -> s
         "TimeoutStopSec=60",
         # Pinged only while the worker makes progress: a hung job restarts the service.
         f"WatchdogSec={max(30, int(config.worker.stall_seconds))}",
-        "UMask=0022",
+        "UMask=0027",
         "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=",
+        "AmbientCapabilities=",
         "ProtectSystem=strict",
         f"ReadWritePaths={writable}",
         "PrivateTmp=yes",
@@ -46,9 +48,20 @@ def unit_text(config: Config, *, user: bool, executable: str | None = None) -> s
         "ProtectKernelModules=yes",
         "ProtectControlGroups=yes",
         "RestrictSUIDSGID=yes",
+        "ProtectKernelLogs=yes",
+        "ProtectClock=yes",
+        "ProtectHostname=yes",
+        "ProtectProc=invisible",
+        "RestrictNamespaces=yes",
         "LockPersonality=yes",
         "RestrictRealtime=yes",
+        # AF_UNIX for systemd's notify socket, AF_INET(6) for PostgreSQL and the web page.
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
         "SystemCallArchitectures=native",
+        "SystemCallFilter=@system-service",
+        "SystemCallErrorNumber=EPERM",
+        # Not PrivateDevices or MemoryDenyWriteExecute: the GPU's device nodes and oneDNN's
+        # just-in-time kernels need them off.
         "",
         "[Install]",
         f"WantedBy={'default.target' if user else 'multi-user.target'}",

@@ -56,11 +56,13 @@ class ServiceDir:
 
     # -- the daemon ------------------------------------------------------------------
 
-    def start(self) -> "ServiceDir":
+    def start(self, env: dict | None = None) -> "ServiceDir":
         log = self.root / f"daemon-{self.config_path.stem}-{len(self.logs)}.log"
         self.logs.append(log)
+        extra = env or {}
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("NOTIFY_SOCKET", None)
+        env.update(extra)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "--config", str(self.config_path), "serve"],
             stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=ROOT, env=env,

@@ -1,6 +1,7 @@
 """Every `nst` command through click's CliRunner, against a real SQLite store."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -212,3 +213,20 @@ def test_history_commands_do_not_import_torch(env):
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_unit_hardening_by_systemd_analyze(env, tmp_path):
+    import shutil
+
+    _, _, run = env
+    unit = tmp_path / "nst.service"
+    unit.write_text(run("service", "install", "--print").output)
+    for setting in ("NoNewPrivileges=yes", "ProtectSystem=strict", "CapabilityBoundingSet=",
+                    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "SystemCallFilter=@system-service"):
+        assert setting in unit.read_text().splitlines()
+    if shutil.which("systemd-analyze") is None:
+        return  # the settings above are the check where systemd is not installed
+    out = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(unit)], capture_output=True,
+                         text=True).stdout
+    exposure = float(re.search(r"Overall exposure level for nst.service: ([0-9.]+)", out).group(1))
+    assert exposure <= 3.0, out

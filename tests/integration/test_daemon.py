@@ -145,3 +145,34 @@ def test_bad_jobs_fail_clearly_and_the_next_good_job_runs(service_dir, case):
     svc.drop("good", {})
     assert svc.wait_job("good").status == "done"
     assert "Traceback" not in svc.log_text()
+
+
+def test_systemd_notifications(service_dir, tmp_path):
+    """READY, STATUS and STOPPING over $NOTIFY_SOCKET, and WATCHDOG pings while alive."""
+    import socket
+
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.5)
+    svc = service_dir().start(env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "1000000"})
+    messages = []
+    deadline = time.monotonic() + 20
+    svc.drop("notified", {})
+    while time.monotonic() < deadline and not (any("WATCHDOG=1" in m for m in messages) and
+                                               any("running job" in m for m in messages)):
+        try:
+            messages.append(sock.recv(4096).decode())
+        except socket.timeout:
+            pass
+    svc.wait_job("notified")
+    svc.stop(signal.SIGTERM)
+    try:
+        while True:
+            messages.append(sock.recv(4096).decode())
+    except socket.timeout:
+        pass
+    sock.close()
+    text = "\n".join(messages)
+    assert "READY=1" in text and "STATUS=idle" in text and "WATCHDOG=1" in text
+    assert "STATUS=running job" in text and "STOPPING=1" in text

@@ -257,3 +257,24 @@ def test_many_jobs_at_once(service_dir):
     names = [j.name for j in svc.jobs()]
     assert sorted(names) == sorted(f"m{i}" for i in range(n))
     assert len({p.name for p in svc.outbox.iterdir()}) == n
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small file system needs root")
+def test_outbox_full_mid_job_waits_and_recovers(service_dir):
+    svc = service_dir(worker={"retry_seconds": 1.0}, defaults={"size": 128, "iterations": 10})
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(svc.outbox)], check=True)
+    try:
+        svc.start()
+        svc.drop("roomy", {})
+        svc.wait_for(lambda: (j := svc.job("roomy")) is not None and j.error and "could not write" in j.error,
+                     timeout=60, what="the job to report the full outbox")
+        job = svc.job("roomy")
+        assert job.status in ("queued", "running") and "No space left" in job.error
+        assert (svc.config.archive(job.id) / "inputs" / "roomy.content.png").exists()  # inputs stay
+        assert not [p for p in svc.outbox.iterdir() if p.name.endswith(".partial")]
+        subprocess.run(["mount", "-o", "remount,size=20m", str(svc.outbox)], check=True)
+        assert svc.wait_job("roomy", timeout=60).status == "done"
+        assert svc.proc.poll() is None
+        svc.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(svc.outbox)], check=False)
