@@ -198,26 +198,32 @@ class Store:
     # -- schema -----------------------------------------------------------------
 
     def migrate(self) -> int:
-        """Create the schema on first start; upgrade an older one step by step (same on every dialect)."""
-        from sqlalchemy import inspect
+        """Create the schema on first start; upgrade an older one step by step (same on every dialect).
 
-        fresh = not inspect(self.engine).has_table("jobs")
-        if fresh:
-            Base.metadata.create_all(self.engine)
-        with self._retrying() as s:
-            row = s.get(Meta, "schema_version") if not fresh else None
-            current = SCHEMA_VERSION if fresh else (int(row.value) if row else 1)
-            if current > SCHEMA_VERSION:
-                raise StoreError(
-                    f"the database has schema version {current}, newer than this release's {SCHEMA_VERSION}"
-                )
-            for version in range(current + 1, SCHEMA_VERSION + 1):
-                _MIGRATIONS[version](s)
-            if row is None:
-                s.merge(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-            else:
-                row.value = str(SCHEMA_VERSION)
-        Base.metadata.create_all(self.engine)  # tables a migration did not need to touch
+        One transaction under a lock (PostgreSQL: an advisory lock; SQLite: BEGIN IMMEDIATE), so
+        daemons starting together on a new database do not race to create it.
+        """
+        from sqlalchemy import inspect, text
+
+        with self._write_engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(7310001)"))
+            fresh = not inspect(conn).has_table("jobs")
+            Base.metadata.create_all(conn)  # on an old schema this adds only missing tables
+            with Session(bind=conn) as s:
+                row = s.get(Meta, "schema_version")
+                current = SCHEMA_VERSION if fresh else (int(row.value) if row else 1)
+                if current > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"the database has schema version {current}, newer than this release's {SCHEMA_VERSION}"
+                    )
+                for version in range(current + 1, SCHEMA_VERSION + 1):
+                    _MIGRATIONS[version](s)
+                if row is None:
+                    s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+                else:
+                    row.value = str(SCHEMA_VERSION)
+                s.flush()
         return SCHEMA_VERSION
 
     def schema_version(self) -> int:

@@ -215,3 +215,21 @@ def test_daemon_registry(store):
     assert [d.run_id for d in store.live_daemons()] == ["run-a"]
     store.unregister_daemon("run-a")
     assert store.live_daemons() == []
+
+
+def test_daemons_starting_together_create_the_schema_once(database_url):
+    errors = []
+
+    def start():
+        try:
+            s = Store(database_url)
+            s.migrate()
+            s.dispose()
+        except Exception as e:  # pragma: no cover - the failure this test is about
+            errors.append(e)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert errors == []
+    assert Store(database_url).schema_version() == SCHEMA_VERSION
