@@ -172,15 +172,15 @@ def test_kill_9_at_random_points(service_dir):
 
 
 def test_sigterm_under_load_is_quick_and_loses_nothing(service_dir):
-    svc = service_dir(defaults={"size": 128, "iterations": 200}).start()
-    for i in range(6):
+    svc = service_dir(defaults={"size": 128, "iterations": 100}).start()
+    for i in range(4):
         svc.drop(f"t{i}", {})
     for _ in range(3):
         svc.wait_for(lambda: any(j.status == "running" for j in svc.jobs()), what="a running job")
         time.sleep(1.0)
         assert svc.stop(signal.SIGTERM) < 10
         svc.start()
-    for i in range(6):
+    for i in range(4):
         assert svc.wait_job(f"t{i}", timeout=240).status == "done"
 
 
