@@ -55,6 +55,11 @@ def create_app(config: Config, *, store: Store | None = None) -> Flask:
     )
     Bootstrap5(app)
     CSRFProtect(app)
+    from .display import local_time
+
+    # The server renders the first state of every bar, so nothing waits for the first poll.
+    app.jinja_env.filters["local_time"] = local_time
+    app.jinja_env.filters["fraction"] = lambda job: _api_job(job)["progress"]["fraction"]
     store = store or Store(config.database)
     store.migrate()
     app.extensions["nst"] = {"config": config, "store": store}

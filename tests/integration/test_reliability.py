@@ -17,6 +17,7 @@ from PIL import Image
 from servicekit import small_pair
 
 FAULT_ROUNDS = int(os.environ.get("NST_FAULT_ROUNDS", "5"))  # the long run before resolving: 20
+DB_HOLD_S = int(os.environ.get("NST_DB_HOLD_S", "8"))  # the long run: 30
 
 
 def bomb_png(path, width, height):
@@ -192,7 +193,7 @@ def test_database_held_by_another_process(service_dir):
         "import sqlite3, sys, time\n"
         f"c = sqlite3.connect({db!r}, isolation_level=None)\n"
         "c.execute('BEGIN'); c.execute('SELECT count(*) FROM jobs').fetchall()\n"
-        "time.sleep(8)\n"
+        f"time.sleep({DB_HOLD_S})\n"
         "c.execute('COMMIT')\n"
         "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(5); c.execute('COMMIT')\n")],
         stdout=subprocess.PIPE, text=True)
@@ -201,7 +202,7 @@ def test_database_held_by_another_process(service_dir):
     assert holder.stdout.readline().strip() == "locked"
     svc.drop("during-lock", {})
     assert svc.wait_job("during-lock", timeout=60).status == "done"
-    holder.wait(timeout=30)
+    holder.wait(timeout=30 + DB_HOLD_S)
     assert svc.proc.poll() is None
 
 
