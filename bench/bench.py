@@ -355,11 +355,7 @@ def bench_service(reps: int) -> dict:
     table["nst_help_s"] = median_cmd([PY, "-m", "service.cli", "--help"], reps=5)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        cfg = root / "config.toml"
-        cfg.write_text('[defaults]\nsize = 128\niterations = 10\nscales = [1.0]\n'
-                       '[watch]\nsettle_seconds = 0.5\nrescan_seconds = 5.0\n')
-        for sub in ("inbox", "outbox", "state"):
-            (root / sub).mkdir()
+        cfg = _small_site(root)
         fill_store(root / "state" / "jobs.sqlite3", 10_000)
         table["nst_jobs_10000_rows_s"] = median_cmd([PY, "-m", "service.cli", "--config", str(cfg), "jobs"], reps=5)
         table["nst_jobs_json_10000_rows_s"] = median_cmd(
@@ -368,6 +364,16 @@ def bench_service(reps: int) -> dict:
           f"(--json --limit 1000: {table['nst_jobs_json_10000_rows_s']:.2f} s)")
     table.update(bench_daemon_throughput())
     return table
+
+
+def _small_site(root: Path) -> Path:
+    """A config for small, quick jobs and its folders, in `root`."""
+    cfg = root / "config.toml"
+    cfg.write_text('[defaults]\nsize = 128\niterations = 10\nscales = [1.0]\n'
+                   '[watch]\nsettle_seconds = 0.5\nrescan_seconds = 5.0\n')
+    for sub in ("inbox", "outbox", "state"):
+        (root / sub).mkdir()
+    return cfg
 
 
 def median_cmd(cmd, *, reps: int) -> float:
@@ -401,11 +407,7 @@ def bench_daemon_throughput(n: int = 20) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        cfg = root / "config.toml"
-        cfg.write_text('[defaults]\nsize = 128\niterations = 10\nscales = [1.0]\n'
-                       '[watch]\nsettle_seconds = 0.5\nrescan_seconds = 5.0\n')
-        for sub in ("inbox", "outbox", "state"):
-            (root / sub).mkdir()
+        cfg = _small_site(root)
         content = Image.open(CONTENT).convert("RGB")
         content.thumbnail((256, 256))
         style = Image.open(STYLE).convert("RGB")
