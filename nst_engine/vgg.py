@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .params import LAYER_NAMES
-from .weights import CONV_NAMES, Preprocess, Weights
+from .weights import CONV_NAMES, Weights
 
 _CHANNELS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}
 

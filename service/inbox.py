@@ -14,9 +14,8 @@ import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable
 
-from nst_engine.hashing import sha256_file
 from nst_engine.params import Limits, ParamError, Params
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -220,10 +219,6 @@ def load_sidecar_file(path: Path, *, base: Params, limits: Limits) -> tuple[Side
         raise SidecarError(f"{path.name}: is not a regular file")
     data = path.read_bytes()
     return parse_sidecar(data, name=job_name(path), suffix=path.suffix, base=base, limits=limits), data
-
-
-def as_mapping(sidecar: Sidecar) -> Mapping[str, Any]:
-    return {"name": sidecar.name, "content": sidecar.content, "style": sidecar.styles, "priority": sidecar.priority}
 
 
 def safe_component(name: str) -> str:

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from nst_engine.hashing import sha256_file
+
 from .config import Config
 from .inbox import (
     SIDECAR_EXTS, Settle, Sidecar, SidecarError, default_image, is_ignored, is_own_file, job_key, job_name,
-    listdir, parse_sidecar, resolve_in_inbox, sha256_bytes, sha256_file,
+    listdir, parse_sidecar, resolve_in_inbox, sha256_bytes,
 )
 from .outbox import JobFolder, Outbox, error_text
 from .store import JobStatus, Store, utcnow

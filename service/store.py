@@ -15,7 +15,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from sqlalchemy import (
     and_, Boolean, DateTime, Float, Index, Integer, String, Text, create_engine, event, func, or_, select, update,
@@ -614,7 +614,3 @@ def _migration_2(session: Session) -> None:
 
 _MIGRATIONS = {2: _migration_2}
 
-
-def iter_json(jobs: Sequence[Job]) -> Iterator[dict[str, Any]]:
-    for job in jobs:
-        yield job.to_dict()

@@ -1,7 +1,6 @@
 """Several daemons on one PostgreSQL job store and one shared inbox and outbox."""
 
 import json
-import signal
 import subprocess
 import sys
 import time

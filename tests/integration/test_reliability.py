@@ -1,10 +1,8 @@
 """Faults, bad input and load against the real daemon process, file system and database."""
 
-import json
 import os
 import random
 import signal
-import sqlite3
 import struct
 import subprocess
 import sys

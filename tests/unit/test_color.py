@@ -1,5 +1,4 @@
 import numpy as np
-from PIL import Image
 
 from nst_engine.color import match_histograms, preserve_color
 
