@@ -390,7 +390,7 @@ def fill_store(path: Path, n: int) -> None:
 
     store = Store(f"sqlite:///{path}")
     store.migrate()
-    with store._retrying() as s:  # one bulk transaction through the real models
+    with store._write() as s:  # one bulk transaction through the real models
         now = dt.datetime.utcnow()
         for i in range(n):
             s.add(Job(key=f"bench-{i}", name=f"job-{i:05d}", status=JobStatus.DONE.value, staged=True,

@@ -127,7 +127,7 @@ def stylize(
 
 
 def _store(ctx: click.Context, *, create: bool = False):
-    from .store import Store, with_retries
+    from .store import Store
 
     config = _config(ctx)
     if config.database.startswith("sqlite:///") and not create:
@@ -136,7 +136,7 @@ def _store(ctx: click.Context, *, create: bool = False):
             raise UserError(f"no job history yet at {db} (start the service with nst serve)")
     store = Store(config.database, outage_s=5.0)  # a person waits a little, not a minute
     if create:
-        with_retries(store.migrate)
+        store.migrate()
     return store
 
 
@@ -580,7 +580,7 @@ def retry(ctx: click.Context, job: str, assignments: tuple[str, ...]) -> None:
     if j.status not in ("failed", "cancelled"):
         raise UserError(f"job {j.id} is {j.status}; only failed or cancelled jobs can be retried")
     values = overrides_from(assignments)
-    build_params(config, {**{k: v for k, v in j.params.items()}, **values} if j.params else values)
+    build_params(config, {**j.params, **values})
     try:
         name = resubmit_job(config, j, values)
     except SubmitError as e:

@@ -23,7 +23,7 @@ from pathlib import Path
 from .config import Config
 from .intake import Intake
 from .outbox import Outbox
-from .store import Store, with_retries
+from .store import JobStatus, Store
 
 log = logging.getLogger("nst.daemon")
 
@@ -81,7 +81,7 @@ class Daemon:
         self._acquire_lock()
         for folder in (self.config.inbox, self.config.outbox, self.config.state, self.config.checkpoints):
             folder.mkdir(parents=True, exist_ok=True)
-        with_retries(self.store.migrate)
+        self.store.migrate()
         self._install_signals()
 
         from nst_engine.device import describe, pick_device
@@ -94,9 +94,8 @@ class Daemon:
         roles = self.config.cluster.roles
         self.worker = Worker(self.config, self.store, self.outbox, self.run_id, self.stopping)
         home = str(self.config.state.resolve())
-        with_retries(lambda: self.store.register_daemon(self.run_id, device=device, roles=roles, home=home))
-        for job_id in with_retries(lambda: self.store.requeue_orphans(
-                run_id=self.run_id, host=socket.gethostname(), home=home)):
+        self.store.register_daemon(self.run_id, device=device, roles=roles, home=home)
+        for job_id in self.store.requeue_orphans(run_id=self.run_id, host=socket.gethostname(), home=home):
             log.warning("job %d was running when this service stopped: queued again, it resumes", job_id)
         if "watch" in roles:
             for partial in self.outbox.remove_partials(older_than_s=0 if roles == ("watch", "work") else 3600):
@@ -174,8 +173,6 @@ class Daemon:
                 log.error("job %d could not be finished (%s); it waits %g s and runs again", job.id, e,
                           self.config.worker.retry_seconds)
                 try:
-                    from .store import JobStatus
-
                     self.store.transition(job.id, JobStatus.QUEUED, run_id=self.run_id,
                                           error=f"waiting to run again: could not write its results ({e})")
                 except Exception:

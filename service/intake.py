@@ -132,7 +132,7 @@ class Intake:
         self._waiting.pop(sidecar_path, None)
         self.settle.forget(sidecar_path)
         log.info("queued job %d %r (%s)", job.id, name, ", ".join(i["name"] for i in staged))
-        return created or True
+        return True
 
     def _parse(self, path: Path, data: bytes) -> Sidecar:
         if path.is_symlink():

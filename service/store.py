@@ -7,6 +7,7 @@ pragmas: another dialect plugs in through the database URL.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 import json
@@ -15,7 +16,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from sqlalchemy import (
     and_, Boolean, DateTime, Float, Index, Integer, String, Text, create_engine, event, func, or_, select, update,
@@ -248,7 +249,7 @@ class Store:
             error=error, requires_gpu=requires_gpu, tags_json=json.dumps(sorted(tags)),
         )
         try:
-            with self._retrying() as s:
+            with self._write() as s:
                 s.add(job)
         except IntegrityError:
             # Another process (or a duplicate event) recorded it first.
@@ -267,14 +268,14 @@ class Store:
             return list(s.scalars(select(Job).where(Job.status == JobStatus.QUEUED.value, Job.staged.is_(False))))
 
     def mark_staged(self, job_id: int, inputs: Sequence[dict[str, Any]]) -> None:
-        with self._retrying() as s:  # the first watcher to finish staging wins; later calls change nothing
+        with self._write() as s:  # the first watcher to finish staging wins; later calls change nothing
             s.execute(update(Job).where(Job.id == job_id, Job.staged.is_(False))
                       .values(staged=True, inputs_json=json.dumps(list(inputs))))
 
     def reserve_outbox_dir(self, job_id: int, run_id: str | None, dirname: str) -> None:
         """Remember the outbox folder before it is renamed into place, so a crash between
         the rename and `done` is recognized on restart instead of writing a second folder."""
-        with self._retrying() as s:
+        with self._write() as s:
             owner = Job.run_id == run_id if run_id is not None else Job.run_id.is_(None)
             changed = s.execute(update(Job).where(Job.id == job_id, owner).values(outbox_dir=dirname)).rowcount
         if not changed:
@@ -288,7 +289,7 @@ class Store:
         outbox_dir: str | None = None, progress: dict[str, Any] | None = None,
     ) -> Job:
         """Move a job to `to`, checking the move is allowed (and, with `run_id`, that we own it)."""
-        with self._retrying() as s:
+        with self._write() as s:
             job = s.get(Job, job_id, with_for_update=True)
             if job is None:
                 raise StoreError(f"no job {job_id}")
@@ -342,7 +343,7 @@ class Store:
         host = host or socket.gethostname()
         pid = pid or os.getpid()
         now = utcnow()
-        with self._retrying() as s:
+        with self._write() as s:
             takeable = and_(Job.status == JobStatus.QUEUED.value, Job.staged.is_(True))
             if takeover_s is not None:
                 stale = now - dt.timedelta(seconds=takeover_s)
@@ -369,7 +370,7 @@ class Store:
 
     def heartbeat_job(self, job_id: int, run_id: str) -> bool:
         """Renew our claim; False means the job is no longer ours (taken over): stop it."""
-        with self._retrying() as s:
+        with self._write() as s:
             return bool(s.execute(
                 update(Job).where(Job.id == job_id, Job.run_id == run_id, Job.status == JobStatus.RUNNING.value)
                 .values(heartbeat_at=utcnow())
@@ -377,7 +378,7 @@ class Store:
 
     def update_progress(self, job_id: int, run_id: str, progress: dict[str, Any]) -> bool:
         """Record progress; False if the job is no longer ours or a cancel was asked."""
-        with self._retrying() as s:
+        with self._write() as s:
             s.execute(
                 update(Job).where(Job.id == job_id, Job.run_id == run_id).values(progress_json=json.dumps(progress))
             )
@@ -390,7 +391,7 @@ class Store:
 
     def request_cancel(self, job_id: int) -> JobStatus:
         """Cancel a queued job now; ask a running one to stop. Returns the status after."""
-        with self._retrying() as s:
+        with self._write() as s:
             job = s.get(Job, job_id, with_for_update=True)
             if job is None:
                 raise StoreError(f"no job {job_id}")
@@ -406,7 +407,7 @@ class Store:
         """Jobs left running by an earlier start of *this* daemon (same host and the same
         state folder, whose lock we now hold, so that start is dead): queue them again at once.
         Jobs of other daemons are left to the heartbeat takeover."""
-        with self._retrying() as s:
+        with self._write() as s:
             dead = select(Daemon.run_id).where(Daemon.host == host, Daemon.home == home, Daemon.run_id != run_id)
             orphans = list(s.scalars(select(Job.id).where(Job.status == JobStatus.RUNNING.value,
                                                           Job.run_id.in_(dead))))
@@ -464,16 +465,16 @@ class Store:
 
     def register_daemon(self, run_id: str, *, device: str, roles: Sequence[str] = ("watch", "work"),
                         home: str = "") -> None:
-        with self._retrying() as s:
+        with self._write() as s:
             s.add(Daemon(run_id=run_id, host=socket.gethostname(), pid=os.getpid(), device=device,
                          roles=",".join(roles), home=home))
 
     def heartbeat(self, run_id: str, *, current_job: int | None) -> None:
-        with self._retrying() as s:
+        with self._write() as s:
             s.execute(update(Daemon).where(Daemon.run_id == run_id).values(heartbeat_at=utcnow(), current_job=current_job))
 
     def unregister_daemon(self, run_id: str) -> None:
-        with self._retrying() as s:
+        with self._write() as s:
             s.execute(update(Daemon).where(Daemon.run_id == run_id).values(stopped=True, current_job=None))
 
     def live_daemons(self, *, within_s: float = 30.0) -> list[Daemon]:
@@ -491,7 +492,7 @@ class Store:
 
         columns = [c.key for c in Job.__table__.columns]
         copied = 0
-        with other._session() as src, self._retrying() as dst:
+        with other._session() as src, self._write() as dst:
             present = set(dst.scalars(select(Job.key)))
             for job in src.scalars(select(Job).order_by(Job.id)):
                 if job.key in present:
@@ -499,7 +500,7 @@ class Store:
                 dst.add(Job(**{c: getattr(job, c) for c in columns}))
                 copied += 1
         if self.engine.dialect.name == "postgresql":
-            with self._retrying() as dst:  # the id sequence continues after the copied ids
+            with self._write() as dst:  # the id sequence continues after the copied ids
                 dst.execute(text("SELECT setval(pg_get_serial_sequence('jobs', 'id'), "
                                  "COALESCE((SELECT MAX(id) FROM jobs), 1))"))
         return copied
@@ -510,27 +511,12 @@ class Store:
 
     # -- plumbing -------------------------------------------------------------------
 
-    class _Retry:
-        def __init__(self, store: "Store") -> None:
-            self.store = store
-
-        def __enter__(self) -> Session:
-            self.session = self.store._write_session()
-            self.session.begin()
-            return self.session
-
-        def __exit__(self, exc_type, exc, tb) -> None:
-            try:
-                if exc_type is None:
-                    self.session.commit()
-                else:
-                    self.session.rollback()
-            finally:
-                self.session.close()
-
-    def _retrying(self) -> "Store._Retry":
-        # SQLite's busy timeout already waits for a writer lock; one session per write.
-        return Store._Retry(self)
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Session]:
+        """One write transaction: committed on success, rolled back on error. Waiting for a
+        lock is SQLite's busy timeout; waiting out an outage is `_survives_outages`."""
+        with self._write_session() as session, session.begin():
+            yield session
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -559,23 +545,12 @@ def _survives_outages(method):
 
 
 for _name in (
-    "enqueue", "find_by_key", "list_jobs_unstaged", "mark_staged", "reserve_outbox_dir", "transition",
+    "migrate", "enqueue", "find_by_key", "list_jobs_unstaged", "mark_staged", "reserve_outbox_dir", "transition",
     "claim_next", "heartbeat_job", "update_progress", "cancel_requested", "request_cancel", "requeue_orphans",
     "get", "find", "list_jobs", "queue", "running", "counts", "register_daemon", "heartbeat",
     "unregister_daemon", "live_daemons", "all_daemons",
 ):
     setattr(Store, _name, _survives_outages(getattr(Store, _name)))
-
-
-def with_retries(fn, *, attempts: int = 20, delay: float = 0.5):
-    """Run `fn`, retrying while the database is locked or unreachable for a while."""
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except OperationalError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(delay)
 
 
 def _sqlite_pragmas(busy_timeout_s: float, *, autocommit_driver: bool = False):

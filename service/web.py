@@ -280,20 +280,22 @@ def _form_values(form) -> dict[str, Any]:
 
 
 def _save_upload(storage, base: Path, config: Config) -> Path:
+    """Save an upload under a server-chosen name; its type is checked by decoding it."""
     suffix = Path(storage.filename or "").suffix.lower()
-    path = base.with_suffix(suffix if suffix in (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
-                            else ".img")
+    known = suffix in (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+    path = base.with_suffix(suffix if known else ".img")
     storage.save(path)
-    shown = Path(storage.filename or "upload").name[:80]
     try:
-        load_image(path, max_pixels=config.limits.max_image_pixels)  # the type is checked by decoding
+        image = load_image(path, max_pixels=config.limits.max_image_pixels)
     except ImageError as e:
+        shown = Path(storage.filename or "upload").name[:80]
         raise ImageError(str(e).replace(path.name, shown, 1)) from None
-    if path.suffix == ".img":
-        fixed = path.with_suffix(".png")
-        load_image(path, max_pixels=config.limits.max_image_pixels).save(fixed)
-        path = fixed
-    return path
+    if known:
+        return path
+    # Readable but oddly named: hand the inbox a PNG it pairs by extension.
+    converted = path.with_suffix(".png")
+    image.save(converted)
+    return converted
 
 
 def _suggest_name(filename: str | None) -> str:

@@ -21,6 +21,7 @@ from nst_engine.params import ParamError
 from . import __version__
 from .config import Config
 from .files import write_bytes_atomic
+from .inbox import safe_component
 from .outbox import JobFolder, Outbox, error_text, loss_plot, preview
 from .store import Job, JobStatus, Store, StoreError
 
@@ -204,12 +205,12 @@ class Worker:
         for index, out in enumerate(result.outputs, start=1):
             suffix = f"-{index}" if several else ""
             partial = "-partial" if status == JobStatus.CANCELLED and index == len(result.outputs) else ""
-            name = f"{_stem(job.name)}.stylized{suffix}{partial}.png"
+            name = f"{safe_component(job.name)}.stylized{suffix}{partial}.png"
             folder.add_image(name, out.stylized)
             outputs.append(name)
             tiles.append((f"result{suffix}", out.stylized))
             if out.corrected is not None:
-                cname = f"{_stem(job.name)}.corrected{suffix}{partial}.png"
+                cname = f"{safe_component(job.name)}.corrected{suffix}{partial}.png"
                 folder.add_image(cname, out.corrected)
                 outputs.append(cname)
                 tiles.append((f"corrected{suffix}", out.corrected))
@@ -232,10 +233,10 @@ class Worker:
         return status
 
     def _summary(self, job: Job) -> dict[str, Any]:
-        fresh = self.store.get(job.id) or job
-        return {"id": job.id, "name": job.name, "submitted": fresh.to_dict()["submitted"],
-                "started": fresh.to_dict()["started"], "attempts": fresh.attempts, "inputs": fresh.inputs,
-                "priority": fresh.priority}
+        fresh = (self.store.get(job.id) or job).to_dict()
+        return {"id": job.id, "name": job.name, "submitted": fresh["submitted"],
+                "started": fresh["started"], "attempts": fresh["attempts"], "inputs": fresh["inputs"],
+                "priority": fresh["priority"]}
 
     def _cleanup(self, job_id: int) -> None:
         self.checkpoint_path(job_id).unlink(missing_ok=True)
@@ -277,12 +278,6 @@ class _Reporter:
 
     def should_stop(self) -> bool:
         return self.cancelled or self.worker.stopping.is_set() or self.worker.lost_claim
-
-
-def _stem(name: str) -> str:
-    from .inbox import safe_component
-
-    return safe_component(name)
 
 
 def _hint(message: str) -> str:

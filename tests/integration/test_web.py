@@ -143,7 +143,7 @@ def test_cancel_and_retry_buttons(site, content_image, style_image):
     folder.mkdir(parents=True)
     content_image.save(folder / "c.png")
     style_image.save(folder / "s.png")
-    with store._retrying() as s:  # give the cancelled job its outbox folder and inputs
+    with store._write() as s:  # give the cancelled job its outbox folder and inputs
         from service.store import Job
 
         row = s.get(Job, job.id)

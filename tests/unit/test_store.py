@@ -34,7 +34,7 @@ def test_a_version_1_database_is_upgraded(database_url):
     old = Store(database_url)
     old.migrate()
     add(old, "v1-job", "kept")
-    with old._retrying() as s:  # turn it back into release 1's schema
+    with old._write() as s:  # turn it back into release 1's schema
         for column in ("heartbeat_at", "requires_gpu", "tags_json"):
             s.execute(text(f"ALTER TABLE jobs DROP COLUMN {column}"))
         for column in ("roles", "home"):
@@ -115,7 +115,7 @@ def test_a_silent_workers_job_is_taken_over_and_its_late_writes_refused(store):
     assert store.claim_next(run_id="a", takeover_s=30).id == job.id
     assert store.claim_next(run_id="b", takeover_s=30) is None  # a is alive
     assert store.heartbeat_job(job.id, "a")
-    with store._retrying() as s:  # a stops heartbeating: its last beat is a minute old
+    with store._write() as s:  # a stops heartbeating: its last beat is a minute old
         from sqlalchemy import update as sql_update
 
         from service.store import Job, utcnow
