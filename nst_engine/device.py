@@ -28,7 +28,7 @@ def pick_device(spec: str = "auto") -> torch.device:
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
-    """Whether the network runs under bfloat16 autocast."""
+    """Whether the network runs in bfloat16."""
     if precision == "fp32":
         return False
     if precision == "bf16":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import hashlib
 import platform
@@ -17,8 +18,9 @@ from torch.nn import functional as F
 from . import __version__
 from .color import match_histograms, preserve_color
 from .device import describe, pick_device, use_bf16
+from .heap import reuse_freed_memory
 from .images import fit_long_edge, to_image, to_tensor
-from .losses import LossTerms, StyleTransferLoss, gram
+from .losses import LossTerms, StyleTransferLoss, gram, gram_tap
 from .params import Params
 from .vgg import VGG19
 from .weights import Weights, load_weights
@@ -127,7 +129,7 @@ def stylize(
     device = pick_device(params.device)
     bf16 = use_bf16(params.precision, device)
     weights = _weights(params.weights)
-    net = _network(params.weights, params.pooling, device, params.deepest_layer())
+    net = _network(params.weights, params.pooling, device, params.deepest_layer(), bf16)
     content = fit_long_edge(content, params.size, what="content image")
     plan = _scale_plan(content.size, params.scales)
     blend = _blend_weights(params.style_blend, len(styles))
@@ -138,14 +140,15 @@ def stylize(
     finished = list(resume.finished) if resume else []
     first_output = resume.output if resume else 0
     setup_seconds = time.perf_counter() - started
-    for index in range(first_output, params.outputs):
-        here = resume if (resume and index == resume.output) else None
-        image = run.one_output(index, content, styles, blend, init_image, here, finished)
-        if run.stopped:
-            state = RunState(index, run.stopped_at[0], run.stopped_at[1], image.detach().cpu(), tuple(finished))
-            partial = finished + [_to_uint8(image)]
-            return _result(partial, content, params, run, weights, device, bf16, setup_seconds, state)
-        finished.append(_to_uint8(image))
+    with reuse_freed_memory() if device.type == "cpu" else contextlib.nullcontext():
+        for index in range(first_output, params.outputs):
+            here = resume if (resume and index == resume.output) else None
+            image = run.one_output(index, content, styles, blend, init_image, here, finished)
+            if run.stopped:
+                state = RunState(index, run.stopped_at[0], run.stopped_at[1], image.detach().cpu(), tuple(finished))
+                partial = finished + [_to_uint8(image)]
+                return _result(partial, content, params, run, weights, device, bf16, setup_seconds, state)
+            finished.append(_to_uint8(image))
     return _result(finished, content, params, run, weights, device, bf16, setup_seconds, None)
 
 
@@ -207,9 +210,18 @@ class _Run:
         return (base + noise).clamp(0, 1).contiguous(memory_format=torch.channels_last)
 
     def _features(self, image: torch.Tensor, layers) -> dict[str, torch.Tensor]:
-        image = image.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return self.net(image, layers)
+        return self.net(image.contiguous(memory_format=torch.channels_last), layers)
+
+    def _evaluate(self, image: torch.Tensor, loss_fn: StyleTransferLoss) -> LossTerms:
+        grams: dict[str, torch.Tensor] = {}
+
+        def tap(name: str, features: torch.Tensor) -> torch.Tensor:
+            if name in loss_fn.style_targets:
+                features, grams[name] = gram_tap(features)
+            return features
+
+        features = self.net(image.contiguous(memory_format=torch.channels_last), loss_fn.layers, tap=tap)
+        return loss_fn(features, image, grams)
 
     def _loss(self, content_t, styles, blend, size) -> StyleTransferLoss:
         p = self.params
@@ -255,12 +267,11 @@ class _Run:
         # The optimized image stays plain contiguous (L-BFGS flattens it); the network
         # sees a channels-last copy, a cheap one of three channels.
         x = image.detach().clone().contiguous().requires_grad_(True)
-        layers = loss_fn.layers
         last: list[LossTerms] = []
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad(set_to_none=True)
-            terms = loss_fn(self._features(x, layers), x)
+            terms = self._evaluate(x, loss_fn)
             terms.total.backward()
             last[:] = [terms]
             return terms.total
@@ -363,7 +374,7 @@ def _result(finished, content, params, run, weights, device, bf16, setup_seconds
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": describe(device),
-        "precision": "bf16-autocast" if bf16 else "fp32",
+        "precision": "bf16" if bf16 else "fp32",
         "weights": {"spec": params.weights, "source": weights.source, "sha256": weights.sha256},
         "params": params.to_dict(),
         "size": list(content.size),
@@ -419,8 +430,9 @@ def _weights(spec: str) -> Weights:
 
 
 @functools.lru_cache(maxsize=4)
-def _network(weights: str, pooling: str, device: torch.device, last_layer: str) -> VGG19:
-    net = VGG19(_weights(weights), last_layer=last_layer, pooling=pooling)
+def _network(weights: str, pooling: str, device: torch.device, last_layer: str, bf16: bool) -> VGG19:
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    net = VGG19(_weights(weights), last_layer=last_layer, pooling=pooling, dtype=dtype)
     return net.to(device).to(memory_format=torch.channels_last)
 
 

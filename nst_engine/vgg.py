@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -15,12 +17,20 @@ _CHANNELS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}
 class VGG19(nn.Module):
     """The 16 convolutions of VGG-19 (no classifier), evaluated up to `last_layer`.
 
+    The convolutions run in `dtype`; features come out in it.
     Layers are named as in the literature: ``conv4_2`` is the second convolution
     of block 4 and ``relu4_2`` its rectified output. Pooling between blocks is
     max (the original) or average (Gatys et al. found it gives smoother images).
     """
 
-    def __init__(self, weights: Weights, *, last_layer: str = "relu5_4", pooling: str = "max") -> None:
+    def __init__(
+        self,
+        weights: Weights,
+        *,
+        last_layer: str = "relu5_4",
+        pooling: str = "max",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         super().__init__()
         self.preprocess_spec = weights.preprocess
         self.last_layer = last_layer
@@ -30,7 +40,8 @@ class VGG19(nn.Module):
         for name in CONV_NAMES:
             block = int(name[4])
             in_channels = 3 if name == "conv1_1" else _CHANNELS[block if name[-1] != "1" else block - 1]
-            conv = nn.Conv2d(in_channels, _CHANNELS[block], kernel_size=3, padding=1)
+            # Stored in the compute precision (bf16 or float32), so no pass re-casts them.
+            conv = nn.Conv2d(in_channels, _CHANNELS[block], kernel_size=3, padding=1, dtype=dtype)
             conv.weight.data.copy_(weights.tensors[f"{name}.weight"])
             conv.bias.data.copy_(weights.tensors[f"{name}.bias"])
             self.convs[name] = conv
@@ -42,6 +53,10 @@ class VGG19(nn.Module):
         self.register_buffer("mean", torch.tensor(p.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(p.std).view(1, 3, 1, 1), persistent=False)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.convs["conv1_1"].weight.dtype
+
     def preprocess(self, rgb: torch.Tensor) -> torch.Tensor:
         """RGB 0..1 to the network's input (for Caffe: BGR, 0..255, mean removed)."""
         x = rgb.flip(1) if self.preprocess_spec.bgr else rgb
@@ -52,11 +67,29 @@ class VGG19(nn.Module):
         x = (x * self.std + self.mean) / self.preprocess_spec.scale
         return x.flip(1) if self.preprocess_spec.bgr else x
 
-    def forward(self, rgb: torch.Tensor, layers: set[str] | frozenset[str]) -> dict[str, torch.Tensor]:
-        """Features of `rgb` (RGB 0..1) at the named layers; stops at the deepest one asked."""
+    def forward(
+        self,
+        rgb: torch.Tensor,
+        layers: set[str] | frozenset[str],
+        *,
+        tap: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Features of `rgb` (RGB 0..1) at the named layers; stops at the deepest one asked.
+
+        `tap(name, features)`, if given, sees each named layer's output and returns
+        the tensor the network goes on with (the same values): a loss can hook its
+        own backward into the network's there.
+        """
+        def capture(name: str, x: torch.Tensor) -> torch.Tensor:
+            if tap is not None:
+                x = tap(name, x)
+            out[name] = x
+            return x
+
         deepest = max(layers, key=LAYER_NAMES.index)
         out: dict[str, torch.Tensor] = {}
-        x = self.preprocess(rgb)
+        # Preprocessing stays float32: the mean subtraction is exact there.
+        x = self.preprocess(rgb).to(self.dtype)
         previous_block = 1
         for name, conv in self.convs.items():
             block = int(name[4])
@@ -65,13 +98,13 @@ class VGG19(nn.Module):
                 previous_block = block
             x = conv(x)
             if name in layers:
-                out[name] = x
+                x = capture(name, x)
             relu_name = "relu" + name[4:]
             # In place unless the caller wants the convolution's own output: saves a full-size
             # buffer per layer, and autograd needs only the rectified result.
             x = F.relu(x, inplace=name not in layers)
             if relu_name in layers:
-                out[relu_name] = x
+                x = capture(relu_name, x)
             if deepest in (name, relu_name):
                 break
         missing = set(layers) - set(out)

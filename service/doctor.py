@@ -78,7 +78,7 @@ def _device(config: Config) -> Iterator[Check]:
         return
     yield True, "device", f"{describe(device)} (torch {torch.__version__})"
     bf16 = use_bf16(config.defaults.precision, device)
-    yield True, "precision", f"{config.defaults.precision}: " + ("bfloat16 autocast, float32 losses" if bf16
+    yield True, "precision", f"{config.defaults.precision}: " + ("bfloat16 network, float32 losses" if bf16
                                                                   else "float32")
 
 

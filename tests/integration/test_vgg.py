@@ -49,7 +49,7 @@ def test_preprocessing_round_trip_is_exact():
 
 
 def test_features_are_stable():
-    net = _network("caffe", "max", torch.device("cpu"), "relu5_1")
+    net = _network("caffe", "max", torch.device("cpu"), "relu5_1", False)
     with torch.no_grad():
         f = net(pattern(), {"relu1_1", "relu3_1", "relu5_1"})
     # Checksums of this fixed input, taken once from this network; any change to the

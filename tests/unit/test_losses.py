@@ -1,6 +1,6 @@
 import torch
 
-from nst_engine.losses import StyleTransferLoss, content_loss, gram, style_loss, tv_loss
+from nst_engine.losses import StyleTransferLoss, content_loss, gram, gram_tap, style_loss, tv_loss
 
 
 def test_gram_by_hand():
@@ -68,3 +68,29 @@ def test_gram_is_the_same_for_either_memory_layout():
 def test_gram_gradient_is_exact():
     f = torch.randn(1, 3, 4, 5, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(gram, (f,))
+    # As a tap the features go on through the network: both gradients are summed in one product.
+    assert torch.autograd.gradcheck(lambda t: tuple(gram_tap(t)), (f,))
+    assert torch.autograd.gradcheck(lambda t: gram_tap(t)[0].pow(2).sum() + gram_tap(t)[1].sum(), (f,))
+
+
+def test_bf16_gram_is_as_accurate_as_float32():
+    torch.manual_seed(0)
+    # Post-ReLU features of Caffe's VGG-19 scale (0..hundreds), 20,000 positions.
+    f = (torch.randn(1, 64, 100, 200).relu() * 50).to(torch.bfloat16)
+    exact = gram(f.double())
+    error = lambda g: ((g.double() - exact).abs().max() / exact.abs().max()).item()
+    assert gram(f).dtype == torch.float32
+    assert error(gram(f)) < 2e-5  # one rounded bf16 product: about 3e-3
+    assert error(gram(f.float())) < 2e-5
+
+
+def test_bf16_gram_gradient_matches_float32():
+    torch.manual_seed(0)
+    f = (torch.randn(1, 8, 10, 12).relu() * 50).to(torch.bfloat16).requires_grad_(True)
+    f32 = f.detach().float().requires_grad_(True)
+    down = torch.randn(1, 8, 10, 12)
+    for t in (f, f32):
+        y, g = gram_tap(t)
+        ((y.float() * down).sum() + g.pow(2).sum()).backward()
+    assert f.grad.dtype == torch.bfloat16
+    assert torch.allclose(f.grad.float(), f32.grad, rtol=2e-2, atol=1e-2 * f32.grad.abs().max().item())
