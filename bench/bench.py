@@ -72,6 +72,8 @@ def main() -> int:
     if "cluster" not in args.skip:
         results["cluster"] = bench_cluster(quick=args.quick)
 
+    results["targets"] = targets(results)
+    print_targets(results["targets"])
     path.write_text(json.dumps(results, indent=2) + "\n")
     append_summary(results, path)
     print(f"\nwrote {path.relative_to(ROOT)} and appended docs/benchmarks.md")
@@ -630,6 +632,44 @@ def _takeover_wait(url: str) -> float:
 
 # -- summary --------------------------------------------------------------------------------
 
+# -- the targets (issue 5), judged at 512 px like the issue's -----------------------------
+
+def targets(results: dict) -> list[dict]:
+    rows = []
+    speed = results.get("seconds_per_iteration", {}).get("512")
+    if speed:
+        rows.append({"target": "speed per iteration at 512 px >= 2.2x pastiche",
+                     "measured": f"{speed['ratio_auto']:.2f}x", "met": speed["ratio_auto"] >= 2.2})
+    sizes = results.get("throughput", {}).get("sizes", {})
+    if "512" in sizes:
+        every = ", ".join(f"{k} px {v['percent_of_peak_auto']:.0f}%" for k, v in sizes.items())
+        rows.append({"target": "throughput at 512 px >= 80% of the conv peak",
+                     "measured": f"{sizes['512']['percent_of_peak_auto']:.0f}% ({every})",
+                     "met": sizes["512"]["percent_of_peak_auto"] >= 80})
+    q = results.get("time_to_quality")
+    if q:
+        rows.append({"target": "time to quality at 512 px >= 6x pastiche",
+                     "measured": f"{q['ratio']:.1f}x" if q.get("ratio") else "not reached",
+                     "met": bool(q.get("ratio")) and q["ratio"] >= 6})
+    m = results.get("memory", {})
+    if "grows_at_most_linearly" in m:
+        small = m.get("growth_small_mib_per_megapixel")
+        rows.append({"target": "peak memory grows at most linearly",
+                     "measured": f"{m['growth_mib_per_megapixel']:.0f} MiB/MP"
+                                 + (f" (smaller sizes {small:.0f})" if small else ""),
+                     "met": m["grows_at_most_linearly"]})
+    return rows
+
+
+def print_targets(rows: list[dict]) -> None:
+    if not rows:
+        return
+    width = max(len(r["target"]) for r in rows)
+    print("\n## targets")
+    for r in rows:
+        print(f"{r['target']:<{width}}  {'met' if r['met'] else 'NOT MET':<7}  {r['measured']}")
+
+
 def append_summary(results: dict, path: Path) -> None:
     lines = [f"\n## {results['date']} on {results['host']} ({results['device']}, torch {results['torch']})\n"]
     speed = results.get("seconds_per_iteration")
@@ -646,8 +686,8 @@ def append_summary(results: dict, path: Path) -> None:
                      + (f"{q['ratio']:.1f}x faster" if q.get("ratio") else "did not reach it") + ".")
     t = results.get("throughput")
     if t and t.get("sizes"):
-        best = max(t["sizes"].items(), key=lambda kv: int(kv[0]))
-        lines.append(f"Throughput at {best[0]} px: {best[1]['percent_of_peak_auto']:.0f}% of the measured conv peak.")
+        every = ", ".join(f"{k} px {v['percent_of_peak_auto']:.0f}%" for k, v in t["sizes"].items())
+        lines.append(f"Throughput: {every} of the measured conv peak ({t['peak_gflops_auto']:.0f} GFLOP/s).")
     m = results.get("memory")
     if m and m.get("largest_long_edge_in_8_gib"):
         lines.append(f"Memory growth {m['growth_mib_per_megapixel']:.0f} MiB/megapixel; largest image in 8 GiB "
@@ -663,6 +703,9 @@ def append_summary(results: dict, path: Path) -> None:
         per = ", ".join(f"{k} worker(s) {v:.1f}" for k, v in c["jobs_per_minute"].items())
         lines.append(f"PostgreSQL, tiny jobs per minute: {per}; claim latency {c['claim_latency_ms']:.1f} ms; "
                      f"a dead worker's job taken over after {c['takeover_wait_s']:.1f} s.")
+    if results.get("targets"):
+        lines.append("\n| target | measured | met |\n| --- | --- | --- |")
+        lines += [f"| {r['target']} | {r['measured']} | {'yes' if r['met'] else 'no'} |" for r in results["targets"]]
     lines.append(f"\nFull figures: `{path.relative_to(ROOT)}`.\n")
     doc = ROOT / "docs" / "benchmarks.md"
     if not doc.exists():
