@@ -43,7 +43,7 @@ class _Gram(torch.autograd.Function):
       second product, started from minus the rounded result, accumulates
       exactly that rounding error: the sum is good to about 1e-5 relative, like
       a float32 product of upcast features (1e-6), in a quarter of its time on
-      CPUs with bf16 units.
+      CPUs with bf16 units. (On CUDA the features are upcast instead.)
     - The backward is one product, X (dG + dG^T), instead of autograd's two.
     - Used as a tap inside the network (`gram_tap`), the features' gradient
       from the layers above is the product's starting value, so autograd does
@@ -58,7 +58,7 @@ class _Gram(torch.autograd.Function):
         ctx.shape = (b, c, h, w)
         # The deepest tapped layer's features go nowhere: no zero gradient for them.
         ctx.set_materialize_grads(False)
-        if x.dtype == torch.bfloat16:
+        if _split_products(x):
             xt = x.transpose(1, 2)
             high = torch.bmm(xt, x)
             low = torch.baddbmm(high.neg(), xt, x)
@@ -75,11 +75,17 @@ class _Gram(torch.autograd.Function):
         if grad_gram is None:
             return grad_features
         s = (grad_gram + grad_gram.transpose(1, 2)) / (c * h * w)
-        if x.dtype == torch.bfloat16:
+        if _split_products(x):
             grad = _gram_gradient(x, s.to(x.dtype), grad_features)
         else:
             grad = _gram_gradient(x.to(s.dtype), s, grad_features).to(x.dtype)
         return grad.view(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def _split_products(x: torch.Tensor) -> bool:
+    # On CUDA, cuBLAS may reduce bf16 products in bf16 (split-K), which would spoil the
+    # second product; float32 products there cost little next to the convolutions anyway.
+    return x.dtype == torch.bfloat16 and x.device.type == "cpu"
 
 
 def _reduction_dtype(x: torch.Tensor) -> torch.dtype:
