@@ -104,3 +104,23 @@ def test_torchvision_weights_offline_name_the_file(monkeypatch, tmp_path):
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # a closed port: fail fast, offline
     with pytest.raises(WeightsError, match=r"vgg19-dcbb9e9d\.pth"):
         load_weights("torchvision")
+
+
+def test_rectifying_after_max_pooling_changes_nothing():
+    """The network rectifies some layers after pooling them; check it against the plain order."""
+    net = VGG19(load_weights("caffe"), last_layer="relu4_2")
+    x = pattern().requires_grad_(True)
+    feats = net(x, {"relu2_1", "relu4_2"})
+    (feats["relu2_1"].pow(2).mean() + feats["relu4_2"].mean()).backward()
+
+    y = pattern().requires_grad_(True)
+    h, expected = net.preprocess(y), {}
+    for name, conv in net.convs.items():
+        if name in ("conv2_1", "conv3_1", "conv4_1"):
+            h = torch.nn.functional.max_pool2d(h, 2)
+        h = torch.relu(conv(h))
+        expected["relu" + name[4:]] = h
+    (expected["relu2_1"].pow(2).mean() + expected["relu4_2"].mean()).backward()
+    for layer in ("relu2_1", "relu4_2"):
+        assert torch.allclose(feats[layer], expected[layer], rtol=1e-5, atol=1e-4)
+    assert torch.allclose(x.grad, y.grad, rtol=1e-4, atol=1e-6 * y.grad.abs().max().item())
