@@ -19,17 +19,17 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ImageError", "Limits", "Output", "ParamError", "Params", "Progress", "Result",
-    "RunState", "WeightsError", "load_image", "stylize",
+    "RunState", "WeightsError", "load_image", "preload", "stylize",
 ]
 
 _LAZY = {
-    "stylize": "optimize", "Progress": "optimize", "Result": "optimize", "RunState": "optimize",
+    "stylize": "optimize", "preload": "optimize", "Progress": "optimize", "Result": "optimize", "RunState": "optimize",
     "Output": "optimize", "load_image": "images", "ImageError": "images", "WeightsError": "weights",
 }
 
 if TYPE_CHECKING:
     from .images import ImageError, load_image
-    from .optimize import Output, Progress, Result, RunState, stylize
+    from .optimize import Output, Progress, Result, RunState, preload, stylize
     from .weights import WeightsError
 
 

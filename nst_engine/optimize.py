@@ -43,6 +43,11 @@ class RunState:
     iteration: int
     image: torch.Tensor  # (1, 3, H, W) float32 on the CPU, the image being optimized
     finished: tuple[torch.Tensor, ...] = ()  # uint8 (3, H, W) of outputs already done
+    history: tuple[dict[str, float], ...] = ()  # the loss history so far, so a resumed run keeps it
+
+    def complete(self, outputs: int) -> bool:
+        """Whether every one of `outputs` is done: resuming only rebuilds the result."""
+        return self.output >= outputs
 
     def to_dict(self) -> dict:
         return {
@@ -52,6 +57,7 @@ class RunState:
             "iteration": self.iteration,
             "image": self.image,
             "finished": list(self.finished),
+            "history": [dict(h) for h in self.history],
         }
 
     @classmethod
@@ -62,6 +68,7 @@ class RunState:
             iteration=int(data["iteration"]),
             image=data["image"].float(),
             finished=tuple(data["finished"]),
+            history=tuple(data.get("history", ())),
         )
 
 
@@ -97,7 +104,9 @@ class Result:
     record: dict
     history: list[dict[str, float]]  # one entry per iteration: step, total, content, style, tv
     stopped: bool = False  # should_stop ended it early: outputs hold the partial image
-    state: RunState | None = None  # set when stopped, to resume later
+    # When stopped: where to resume. When finished: every output done, so that a caller who
+    # could not store the result (a full disk) can rebuild it later without recomputing.
+    state: RunState | None = None
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -137,6 +146,7 @@ def stylize(
         styles = [match_histograms(style, content) for style in styles]
 
     run = _Run(params, device, bf16, net, plan, progress, should_stop, started)
+    run.history = list(resume.history) if resume else []
     finished = list(resume.finished) if resume else []
     first_output = resume.output if resume else 0
     setup_seconds = time.perf_counter() - started
@@ -145,11 +155,14 @@ def stylize(
             here = resume if (resume and index == resume.output) else None
             image = run.one_output(index, content, styles, blend, init_image, here, finished)
             if run.stopped:
-                state = RunState(index, run.stopped_at[0], run.stopped_at[1], image.detach().cpu(), tuple(finished))
+                state = RunState(index, run.stopped_at[0], run.stopped_at[1], image.detach().cpu(), tuple(finished),
+                                 tuple(run.history))
                 partial = finished + [_to_uint8(image)]
                 return _result(partial, content, params, run, weights, device, bf16, setup_seconds, state)
             finished.append(_to_uint8(image))
-    return _result(finished, content, params, run, weights, device, bf16, setup_seconds, None)
+    last = finished[-1].float().unsqueeze(0) / 255.0
+    done = RunState(params.outputs, 0, 0, last, tuple(finished), tuple(run.history))
+    return _result(finished, content, params, run, weights, device, bf16, setup_seconds, done)
 
 
 class _Run:
@@ -335,7 +348,8 @@ class _Run:
             elapsed=elapsed,
             eta=rate * remaining_pixel_steps,
             snapshot=lambda: RunState(
-                output_index, scale_index, iteration, x.detach().float().cpu().clone(), tuple(finished())
+                output_index, scale_index, iteration, x.detach().float().cpu().clone(), tuple(finished()),
+                tuple(self.history),
             ),
         )
 
@@ -434,6 +448,17 @@ def _network(weights: str, pooling: str, device: torch.device, last_layer: str, 
     dtype = torch.bfloat16 if bf16 else torch.float32
     net = VGG19(_weights(weights), last_layer=last_layer, pooling=pooling, dtype=dtype)
     return net.to(device).to(memory_format=torch.channels_last)
+
+
+def preload(params: Params = Params()) -> None:
+    """Load what `stylize(params=params)` will need: the weights, the network, the colour code.
+
+    A long-running caller (the service) calls it once at start, so that its first job
+    starts at full speed and no thread waits on a slow import in the middle of a job.
+    """
+    device = pick_device(params.device)
+    _network(params.weights, params.pooling, device, params.deepest_layer(), use_bf16(params.precision, device))
+    from skimage.exposure import match_histograms  # noqa: F401  (imported lazily by color.py)
 
 
 def clear_caches() -> None:

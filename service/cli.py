@@ -644,8 +644,10 @@ def service() -> None:
 @service.command("install")
 @click.option("--user", is_flag=True, help="A user unit (~/.config/systemd/user) instead of a system one.")
 @click.option("--print", "print_only", is_flag=True, help="Print the unit instead of writing it.")
+@click.option("--run-as", metavar="ACCOUNT",
+              help="System units: the account the daemon runs as (default: the service folder's owner).")
 @click.pass_context
-def service_install(ctx: click.Context, user: bool, print_only: bool) -> None:
+def service_install(ctx: click.Context, user: bool, print_only: bool, run_as: str | None) -> None:
     """Write the systemd unit for this config (or print it).
 
     \b
@@ -655,13 +657,23 @@ def service_install(ctx: click.Context, user: bool, print_only: bool) -> None:
     """
     import shutil as _shutil
 
-    from .systemd import unit_path, unit_text
+    import pwd
+
+    from .systemd import default_account, unit_path, unit_text
 
     config = _config(ctx)
     if config.path is None:
         raise UserError("give --config PATH (or run in a folder with config.toml): the unit needs a config file")
+    if user and run_as:
+        raise UserError("--run-as is for system units; a --user unit runs as you")
+    if run_as:
+        try:
+            pwd.getpwnam(run_as)
+        except KeyError:
+            raise UserError(f"--run-as: no account named {run_as!r} on this machine") from None
+    account = None if user else (run_as or default_account(config))
     exe = _shutil.which("nst") or sys.argv[0]
-    text = unit_text(config, user=user, executable=str(Path(exe).resolve()))
+    text = unit_text(config, user=user, executable=str(Path(exe).resolve()), run_as=account)
     if print_only:
         click.echo(text, nl=False)
         return

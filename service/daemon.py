@@ -93,6 +93,8 @@ class Daemon:
         self.has_gpu = device_obj.type in ("cuda", "mps")
         roles = self.config.cluster.roles
         self.worker = Worker(self.config, self.store, self.outbox, self.run_id, self.stopping)
+        if "work" in self.config.cluster.roles:
+            self.worker.warm_up()
         home = str(self.config.state.resolve())
         self.store.register_daemon(self.run_id, device=device, roles=roles, home=home)
         for job_id in self.store.requeue_orphans(run_id=self.run_id, host=socket.gethostname(), home=home):

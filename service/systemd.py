@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import grp
+import pwd
 import shlex
 import sys
 from pathlib import Path
@@ -11,7 +13,8 @@ from .config import Config
 UNIT_NAME = "nst.service"
 
 
-def unit_text(config: Config, *, user: bool, executable: str | None = None) -> str:
+def unit_text(config: Config, *, user: bool, executable: str | None = None, run_as: str | None = None) -> str:
+    """The unit's text. `run_as` (system units): the account the daemon runs as; root if None."""
     exe = executable or str(Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else "nst")
     config_path = str(config.path.resolve()) if config.path else ""
     exec_start = f"{shlex.quote(exe)} --config {shlex.quote(config_path)} serve" if config_path else \
@@ -69,7 +72,17 @@ def unit_text(config: Config, *, user: bool, executable: str | None = None) -> s
     ]
     if not user:
         lines.insert(lines.index("ProtectSystem=strict"), "ProtectHome=read-only")
+    if run_as:
+        group = grp.getgrgid(pwd.getpwnam(run_as).pw_gid).gr_name
+        at = lines.index("Type=notify")
+        lines[at:at] = [f"User={run_as}", f"Group={group}"]
     return "\n".join(lines)
+
+
+def default_account(config: Config) -> str | None:
+    """The owner of the service folder: the files it writes should be theirs. None for root."""
+    owner = (config.path.parent if config.path else Path.cwd()).stat().st_uid
+    return None if owner == 0 else pwd.getpwuid(owner).pw_name
 
 
 def unit_path(*, user: bool) -> Path:

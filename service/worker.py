@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from nst_engine import ImageError, Params, Progress, RunState, WeightsError, load_image, stylize
+from nst_engine import ImageError, Params, Progress, RunState, WeightsError, load_image, preload, stylize
 from nst_engine.params import ParamError
 
 from . import __version__
@@ -63,6 +63,19 @@ class Worker:
         self.last_progress = time.monotonic()  # the liveness thread reads this
         self.lost_claim = False  # set by the liveness thread when another worker took our job
 
+    def warm_up(self) -> None:
+        """Before the first job: the network for the default parameters, the colour and plotting
+        code. A first import inside a job would hold the interpreter for seconds, and the
+        liveness thread with it: long enough, on a loaded machine, for another worker to
+        think this one dead and take its job over."""
+        started = time.perf_counter()
+        try:
+            preload(self.config.defaults)
+        except (WeightsError, ValueError) as e:
+            log.error("could not load the network for the default parameters (%s); jobs will say why", e)
+        loss_plot([{"step": 1, "total": 1.0, "content": 1.0, "style": 1.0, "tv": 1.0}], title="warm-up")
+        log.info("network and helpers loaded in %.1f s", time.perf_counter() - started)
+
     def archive(self, job_id: int) -> Path:
         return self.config.archive(job_id)
 
@@ -106,7 +119,7 @@ class Worker:
         except (ImageError, ParamError, ValueError, OSError) as e:
             return self._fail(job, joblog, str(e), _hint(str(e)))
         joblog.write("parameters: " + json.dumps(params.to_dict(), sort_keys=True))
-        resume = self._load_checkpoint(job.id, joblog)
+        resume = self._load_checkpoint(job.id, joblog, params.outputs)
         reporter = _Reporter(self, job, joblog, params)
         try:
             result = stylize(content, styles, params=params, init_image=init, progress=reporter,
@@ -138,8 +151,13 @@ class Worker:
             return JobStatus.QUEUED
         status = JobStatus.CANCELLED if reporter.cancelled else JobStatus.DONE
         elapsed = time.perf_counter() - started
-        joblog.write(f"{'cancelled; keeping the latest image as a partial result' if reporter.cancelled else 'finished'}"
-                     f" in {elapsed:.1f} s; final losses {json.dumps(result.record['final_losses'])}")
+        if resume is not None and resume.complete(params.outputs):
+            ending = "rebuilt the kept results"
+        elif reporter.cancelled:
+            ending = "cancelled; keeping the latest image as a partial result"
+        else:
+            ending = "finished"
+        joblog.write(f"{ending} in {elapsed:.1f} s; final losses {json.dumps(result.record['final_losses'])}")
         return self._publish(job, joblog, params, content, styles, result, status)
 
     def _images(self, job: Job):
@@ -168,7 +186,7 @@ class Worker:
         torch.save(state.to_dict(), buf)
         write_bytes_atomic(path, buf.getvalue(), mode=0o600)
 
-    def _load_checkpoint(self, job_id: int, joblog: JobLog) -> RunState | None:
+    def _load_checkpoint(self, job_id: int, joblog: JobLog, outputs: int) -> RunState | None:
         path = self.checkpoint_path(job_id)
         if not path.is_file():
             return None
@@ -177,8 +195,11 @@ class Worker:
         except Exception as e:  # a damaged checkpoint costs progress, never the job
             joblog.write(f"checkpoint unreadable ({e}); starting over")
             return None
-        joblog.write(f"resuming from checkpoint: output {state.output + 1}, scale {state.scale + 1}, "
-                     f"iteration {state.iteration}")
+        if state.complete(outputs):
+            joblog.write("the results of an earlier attempt were kept: publishing them without recomputing")
+        else:
+            joblog.write(f"resuming from checkpoint: output {state.output + 1}, scale {state.scale + 1}, "
+                         f"iteration {state.iteration}")
         return state
 
     # -- endings ----------------------------------------------------------------------
@@ -224,7 +245,17 @@ class Worker:
         joblog.write(f"writing outbox folder ({len(outputs)} images)")
         joblog.close()
         folder.files["job.log"] = (self.archive(job.id) / "job.log").read_bytes()
-        final = self.outbox.publish(folder, lambda d: self.store.reserve_outbox_dir(job.id, self.run_id, d))
+        try:
+            final = self.outbox.publish(folder, lambda d: self.store.reserve_outbox_dir(job.id, self.run_id, d))
+        except OSError:
+            if status == JobStatus.DONE:
+                # Keep the finished images (small next to the job's time) so the next attempt
+                # publishes them instead of computing them again; the daemon re-queues the job.
+                try:
+                    self._save_checkpoint(job.id, result.state)
+                except OSError:
+                    pass  # the state folder is full too: the next attempt recomputes
+            raise
         self.store.transition(job.id, status, run_id=self.run_id, outputs=outputs, record=record,
                               outbox_dir=final.name,
                               error="cancelled by request" if status == JobStatus.CANCELLED else None)

@@ -1,6 +1,9 @@
 """Every `nst` command through click's CliRunner, against a real SQLite store."""
 
+import grp
 import json
+import os
+import pwd
 import re
 import subprocess
 import sys
@@ -192,6 +195,29 @@ def test_service_install_prints_a_hardened_unit(env, tmp_path, monkeypatch):
     assert "WantedBy=default.target" in user_unit and "ProtectHome=read-only" not in user_unit
     r = run("service", "install", "--user")
     assert r.exit_code == 0 and (tmp_path / ".config/systemd/user/nst.service").read_text() == user_unit
+
+
+def test_system_unit_runs_as_the_folder_owner_or_the_named_account(env):
+    root, _, run = env
+    owner = root.stat().st_uid
+    unit = run("service", "install", "--print").output.splitlines()
+    if owner == 0:
+        assert not any(line.startswith("User=") for line in unit)
+    else:
+        assert f"User={pwd.getpwuid(owner).pw_name}" in unit
+    nobody = run("service", "install", "--print", "--run-as", "nobody").output.splitlines()
+    assert "User=nobody" in nobody
+    assert f"Group={grp.getgrgid(pwd.getpwnam('nobody').pw_gid).gr_name}" in nobody
+    if os.geteuid() == 0:
+        os.chown(root, pwd.getpwnam("nobody").pw_uid, -1)
+        try:
+            assert "User=nobody" in run("service", "install", "--print").output.splitlines()
+        finally:
+            os.chown(root, owner, -1)
+    r = run("service", "install", "--print", "--run-as", "no-such-account-here")
+    assert r.exit_code != 0 and "no account named" in r.output
+    r = run("service", "install", "--print", "--user", "--run-as", "nobody")
+    assert r.exit_code != 0 and "system units" in r.output
 
 
 def test_every_command_has_help_with_an_example():

@@ -272,7 +272,14 @@ def test_outbox_full_mid_job_waits_and_recovers(service_dir):
         assert (svc.config.archive(job.id) / "inputs" / "roomy.content.png").exists()  # inputs stay
         assert not [p for p in svc.outbox.iterdir() if p.name.endswith(".partial")]
         subprocess.run(["mount", "-o", "remount,size=20m", str(svc.outbox)], check=True)
-        assert svc.wait_job("roomy", timeout=60).status == "done"
+        done = svc.wait_job("roomy", timeout=60)
+        assert done.status == "done"
+        # The finished images were kept, not computed again, and the loss curve survived.
+        folder = svc.outbox / done.outbox_dir
+        log_text = (folder / "job.log").read_text()
+        assert "publishing them without recomputing" in log_text
+        assert log_text.count("finished in") == 1, log_text
+        assert (folder / "loss.png").exists() and (folder / "roomy.stylized.png").exists()
         assert svc.proc.poll() is None
         svc.stop()
     finally:

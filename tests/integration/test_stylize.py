@@ -106,6 +106,22 @@ def test_stop_returns_a_partial_result_that_resumes_to_the_same_end(content_imag
     # L-BFGS restarts its curvature memory on resume, so the second image is close, not equal.
     diff = np.abs(pixels(resumed.outputs[1].stylized) - pixels(full.outputs[1].stylized)).mean()
     assert diff < 12
+    # The loss history runs on across the stop: one entry per step, numbered without a gap.
+    assert [h["step"] for h in resumed.history] == list(range(1, len(full.history) + 1))
+
+
+def test_a_finished_state_rebuilds_the_result_without_computing(content_image, style_image):
+    params = Params(**TINY, outputs=2, color_correction=True)
+    full = stylize(content_image, [style_image], params=params)
+    assert full.state is not None and full.state.complete(params.outputs)
+    restored = RunState.from_dict(torch.load(_save(full.state), weights_only=True))
+    steps = []
+    rebuilt = stylize(content_image, [style_image], params=params, resume=restored, progress=steps.append)
+    assert steps == []  # not one iteration
+    for a, b in zip(rebuilt.outputs, full.outputs):
+        assert np.array_equal(pixels(a.stylized), pixels(b.stylized))
+        assert np.array_equal(pixels(a.corrected), pixels(b.corrected))
+    assert rebuilt.history == full.history
 
 
 def _save(state):
@@ -141,3 +157,16 @@ def test_init_from_a_given_image(content_image, style_image):
     assert result.outputs[0].stylized.size == (96, 72)
     with pytest.raises(ValueError, match="init_image"):
         stylize(content_image, [style_image], params=p)
+
+
+def test_preload_builds_the_network_a_run_then_uses(content_image, style_image):
+    from nst_engine import optimize, preload
+
+    optimize.clear_caches()
+    params = Params(**TINY)
+    preload(params)
+    built = optimize._network.cache_info()
+    assert built.currsize == 1
+    stylize(content_image, [style_image], params=params)
+    after = optimize._network.cache_info()
+    assert after.misses == built.misses and after.hits > built.hits
