@@ -653,9 +653,8 @@ def targets(results: dict) -> list[dict]:
                      "measured": f"{speed['ratio_auto']:.2f}x", "met": speed["ratio_auto"] >= 2.2})
     sizes = results.get("throughput", {}).get("sizes", {})
     if "512" in sizes:
-        every = ", ".join(f"{k} px {v['percent_of_peak_auto']:.0f}%" for k, v in sizes.items())
         rows.append({"target": "throughput at 512 px >= 80% of the conv peak",
-                     "measured": f"{sizes['512']['percent_of_peak_auto']:.0f}% ({every})",
+                     "measured": f"{sizes['512']['percent_of_peak_auto']:.0f}% ({_per_size(sizes)})",
                      "met": sizes["512"]["percent_of_peak_auto"] >= 80})
     q = results.get("time_to_quality")
     if q:
@@ -670,6 +669,11 @@ def targets(results: dict) -> list[dict]:
                                  + (f" (smaller sizes {small:.0f})" if small else ""),
                      "met": m["grows_at_most_linearly"]})
     return rows
+
+
+def _per_size(sizes: dict, *, with_peak: bool = False) -> str:
+    return ", ".join(f"{k} px {v['percent_of_peak_auto']:.0f}%"
+                     + (f" (of {v['peak_gflops_auto']:.0f} GFLOP/s)" if with_peak else "") for k, v in sizes.items())
 
 
 def print_targets(rows: list[dict]) -> None:
@@ -697,9 +701,8 @@ def append_summary(results: dict, path: Path) -> None:
                      + (f"{q['ratio']:.1f}x faster" if q.get("ratio") else "did not reach it") + ".")
     t = results.get("throughput")
     if t and t.get("sizes"):
-        every = ", ".join(f"{k} px {v['percent_of_peak_auto']:.0f}% (of {v['peak_gflops_auto']:.0f} GFLOP/s)"
-                          for k, v in t["sizes"].items())
-        lines.append(f"Throughput against the conv peak measured between the same runs: {every}.")
+        lines.append("Throughput against the conv peak measured between the same runs: "
+                     f"{_per_size(t['sizes'], with_peak=True)}.")
     m = results.get("memory")
     if m and m.get("largest_long_edge_in_8_gib"):
         lines.append(f"Memory growth {m['growth_mib_per_megapixel']:.0f} MiB/megapixel; largest image in 8 GiB "

@@ -222,8 +222,8 @@ class _Run:
         noise = torch.randn(base.shape, generator=generator).to(self.device) * p.init_noise
         return (base + noise).clamp(0, 1).contiguous(memory_format=torch.channels_last)
 
-    def _features(self, image: torch.Tensor, layers) -> dict[str, torch.Tensor]:
-        return self.net(image.contiguous(memory_format=torch.channels_last), layers)
+    def _features(self, image: torch.Tensor, layers, tap=None) -> dict[str, torch.Tensor]:
+        return self.net(image.contiguous(memory_format=torch.channels_last), layers, tap=tap)
 
     def _evaluate(self, image: torch.Tensor, loss_fn: StyleTransferLoss) -> LossTerms:
         grams: dict[str, torch.Tensor] = {}
@@ -233,8 +233,7 @@ class _Run:
                 features, grams[name] = gram_tap(features)
             return features
 
-        features = self.net(image.contiguous(memory_format=torch.channels_last), loss_fn.layers, tap=tap)
-        return loss_fn(features, image, grams)
+        return loss_fn(self._features(image, loss_fn.layers, tap), image, grams)
 
     def _loss(self, content_t, styles, blend, size) -> StyleTransferLoss:
         p = self.params

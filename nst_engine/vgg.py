@@ -91,31 +91,29 @@ class VGG19(nn.Module):
         # Preprocessing stays float32: the mean subtraction is exact there.
         x = self.preprocess(rgb).to(self.dtype)
         names = list(self.convs)
-        pooled = True  # block 1 has no pooling before it
+        pool_next = False
         for i, (name, conv) in enumerate(self.convs.items()):
-            if not pooled:
+            if pool_next:
                 x = F.max_pool2d(x, 2) if self.pooling == "max" else F.avg_pool2d(x, 2)
             x = conv(x)
             if name in layers:
                 x = capture(name, x)
             relu_name = "relu" + name[4:]
-            if deepest in (name, relu_name) or i + 1 == len(names):
-                x = F.relu(x, inplace=name not in layers)
-                if relu_name in layers:
-                    capture(relu_name, x)
-                break
-            pooled = names[i + 1][4] == name[4]  # the next layer is in this block: no pooling
-            if not pooled and self.pooling == "max" and relu_name not in layers:
+            last = deepest in (name, relu_name) or i + 1 == len(names)
+            pool_next = not last and names[i + 1][4] != name[4]  # the next layer opens a block
+            if pool_next and self.pooling == "max" and relu_name not in layers:
                 # ReLU and max pooling commute: rectifying the pooled quarter is the same
                 # and four times cheaper, forward and backward.
                 x = F.relu(F.max_pool2d(x, 2), inplace=True)
-                pooled = True
-                continue
-            # In place unless the caller wants the convolution's own output: saves a full-size
-            # buffer per layer, and autograd needs only the rectified result.
-            x = F.relu(x, inplace=name not in layers)
-            if relu_name in layers:
-                x = capture(relu_name, x)
+                pool_next = False
+            else:
+                # In place unless the caller wants the convolution's own output: saves a
+                # full-size buffer per layer, and autograd needs only the rectified result.
+                x = F.relu(x, inplace=name not in layers)
+                if relu_name in layers:
+                    x = capture(relu_name, x)
+            if last:
+                break
         missing = set(layers) - set(out)
         if missing:
             raise ValueError(f"layers {sorted(missing)} are beyond this network's last layer {self.last_layer}")
