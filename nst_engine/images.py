@@ -6,7 +6,7 @@ import os
 import warnings
 from pathlib import Path
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -22,21 +22,24 @@ class ImageError(ValueError):
     """An image a user gave cannot be used; the message names the file."""
 
 
-def load_image(path: str | os.PathLike, *, max_pixels: int = 80_000_000) -> Image.Image:
+def load_image(source: str | os.PathLike | BinaryIO, *, max_pixels: int = 80_000_000,
+               name: str | None = None) -> Image.Image:
     """Decode any Pillow-readable image to 8-bit RGB, upright, alpha on white.
 
+    `source` is a path or a file opened for reading (`name` then names it in messages).
     Dimensions are checked before any pixel is decoded, so a tiny file that
     declares a gigapixel image costs nothing.
     """
-    path = Path(path)
-    name = path.name
+    opened = hasattr(source, "read")
+    name = name or (getattr(source, "name", "image") if opened else Path(source).name)
     try:
-        if path.stat().st_size == 0:
+        size = os.fstat(source.fileno()).st_size if opened else Path(source).stat().st_size
+        if size == 0:
             raise ImageError(f"{name}: the file is empty (0 bytes)")
         with warnings.catch_warnings():
             # Pillow's own bomb guard stays on; its warning becomes a refusal.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 width, height = img.size
                 if width * height > max_pixels:
                     raise ImageError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import tomllib
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -141,8 +142,9 @@ class Params:
                 raise ParamError("style_blend: the weights must not all be zero")
         if not self.weights or len(self.weights) > 4096:
             raise ParamError("weights: \"caffe\", \"torchvision\" or the path of a state dict file")
-        if not self.device or len(self.device) > 32:
-            raise ParamError("device: \"auto\", \"cpu\", \"cuda\", \"cuda:N\" or \"mps\"")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]{1,2})?", self.device or ""):
+            raise ParamError(f"device: {self.device!r} is not a device; use \"auto\", \"cpu\", \"cuda\", "
+                             "\"cuda:N\" or \"mps\"")
         if not self.init or len(self.init) > 4096:
             raise ParamError("init: \"content\", \"noise\" or an image file")
 

@@ -15,7 +15,7 @@ import click
 from nst_engine.params import ParamError, Params, parse_assignment
 
 from . import __version__
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config, redact_url
 
 
 class UserError(click.ClickException):
@@ -215,7 +215,8 @@ def serve(ctx: click.Context) -> None:
 @click.argument("content", type=click.Path(exists=True, dir_okay=False))
 @click.argument("styles", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--name", help="Job name (default: the content file's name).")
-@click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
+@click.option("--priority", type=click.IntRange(-1000, 1000), default=0, show_default=True,
+              help="Higher runs first (-1000 to 1000).")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Any parameter, e.g. --set size=768.")
 @click.pass_context
 def submit(ctx: click.Context, content: str, styles: tuple[str, ...], name: str | None, priority: int,
@@ -247,7 +248,7 @@ def submit(ctx: click.Context, content: str, styles: tuple[str, ...], name: str 
 @click.option("--since", metavar="DATE", help="Submitted on or after (local time), e.g. 2026-11-01.")
 @click.option("--until", metavar="DATE", help="Submitted on or before (local time).")
 @click.option("--name", "name_glob", metavar="GLOB", help="Job names matching, e.g. 'portrait*'.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON array of objects, for scripts.")
 @click.pass_context
 def jobs(ctx: click.Context, status, since, until, name_glob, limit, as_json) -> None:
@@ -504,7 +505,7 @@ def db_migrate(ctx: click.Context) -> None:
     from .store import SCHEMA_VERSION
 
     store = _store(ctx, create=True)
-    click.echo(f"{_safe(store.url)}: schema version {store.schema_version()} (this release: {SCHEMA_VERSION})")
+    click.echo(f"{redact_url(store.url)}: schema version {store.schema_version()} (this release: {SCHEMA_VERSION})")
 
 
 @db.command("copy")
@@ -529,14 +530,8 @@ def db_copy(ctx: click.Context, source: str) -> None:
         origin.migrate()
         copied = target.copy_from(origin)
     except Exception as e:
-        raise UserError(f"cannot copy from {_safe(source)}: {e}") from None
-    click.echo(f"copied {copied} job(s) into {_safe(target.url)}")
-
-
-def _safe(url: str) -> str:
-    from .daemon import _safe_url
-
-    return _safe_url(url)
+        raise UserError(f"cannot copy from {redact_url(source)}: {e}") from None
+    click.echo(f"copied {copied} job(s) into {redact_url(target.url)}")
 
 
 @main.command()
@@ -558,8 +553,8 @@ def cancel(ctx: click.Context, job: str) -> None:
         after = store.request_cancel(j.id)
     except StoreError as e:
         raise UserError(str(e)) from None
-    click.echo(f"job {j.id} cancelled" if after == JobStatus.CANCELLED else
-               f"job {j.id} will stop at its next iteration")
+    click.echo(f"job {j.id} cancelled; the service moves its inputs to the outbox (nst retry can queue it again)"
+               if after == JobStatus.CANCELLED else f"job {j.id} will stop at its next iteration")
 
 
 @main.command()
@@ -626,7 +621,11 @@ def doctor(ctx: click.Context) -> None:
     """
     from .doctor import run_checks
 
-    config = _config(ctx)
+    try:
+        config = load_config(ctx.obj.get("config_path") if ctx.obj else None)
+    except ConfigError as e:
+        click.echo(f"[FAIL] config: {e}")
+        raise UserError("1 problem(s) found: the service would refuse to start with this config") from None
     problems = 0
     for ok, what, detail in run_checks(config):
         mark = "ok  " if ok else "FAIL"

@@ -20,6 +20,20 @@ class ConfigError(ValueError):
     """`config.toml` is wrong; the message names the key."""
 
 
+# Every number's allowed range, checked in one place: (section, key) -> (lowest, highest).
+RANGES: dict[tuple[str, str], tuple[float, float]] = {
+    ("watch", "settle_seconds"): (0, 3600), ("watch", "rescan_seconds"): (0.1, 86400),
+    ("watch", "missing_timeout"): (0, 7 * 86400),
+    ("worker", "checkpoint_seconds"): (0.1, 86400), ("worker", "max_attempts"): (1, 1000),
+    ("worker", "stall_seconds"): (1, 7 * 86400), ("worker", "file_mode"): (0o400, 0o777),
+    ("worker", "retry_seconds"): (0.1, 86400),
+    ("web", "port"): (1, 65535), ("web", "max_upload_mb"): (0.1, 100_000),
+    ("cluster", "heartbeat_seconds"): (0.1, 3600), ("cluster", "takeover_seconds"): (0.5, 86400),
+    ("cluster", "max_size"): (0, 1_000_000),
+}
+DATABASE_SCHEMES = ("sqlite", "postgresql")
+
+
 @dataclass(frozen=True)
 class WatchConfig:
     settle_seconds: float = 3.0
@@ -115,11 +129,18 @@ def config_from_dict(data: dict[str, Any], *, root: Path, path: Path | None = No
         if section not in known:
             raise ConfigError(f"config: unknown section [{section}]; known: {', '.join(sorted(known))}")
     paths = _section(data, "paths", {"inbox", "outbox", "state", "shared", "database"})
+    for key, value in paths.items():
+        if not isinstance(value, str) or not value.strip() or "\x00" in value:
+            raise ConfigError(f"config [paths] {key}: a path as a string, e.g. {key} = \"{key}\"; got {value!r}")
     inbox = _path(root, paths.get("inbox", "inbox"))
     outbox = _path(root, paths.get("outbox", "outbox"))
     state = _path(root, paths.get("state", "state"))
     shared = _path(root, paths["shared"]) if paths.get("shared") else None
     database = paths.get("database") or f"sqlite:///{state / 'jobs.sqlite3'}"
+    scheme = database.split("://", 1)[0].split("+", 1)[0] if "://" in database else ""
+    if scheme not in DATABASE_SCHEMES:
+        raise ConfigError(f"config [paths] database: {redact_url(database)!r} is not a database nst can use; "
+                          "use sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/NAME")
     if database.startswith("sqlite:///") and not database.startswith("sqlite:////"):
         # A relative SQLite path is relative to the config file, like every other path.
         database = f"sqlite:///{_path(root, database[len('sqlite:///'):])}"
@@ -130,7 +151,10 @@ def config_from_dict(data: dict[str, Any], *, root: Path, path: Path | None = No
         raise ConfigError(f"config [defaults]: {e}") from None
     watch_values = _section(data, "watch", _names(WatchConfig))
     if "ignore" in watch_values:
-        watch_values["ignore"] = tuple(watch_values["ignore"])
+        ignore = watch_values["ignore"]
+        if not isinstance(ignore, list) or not all(isinstance(p, str) and p for p in ignore):
+            raise ConfigError('config [watch] ignore: a list of name patterns, e.g. [".*", "*.part"]')
+        watch_values["ignore"] = tuple(ignore)
     watch = _build(WatchConfig, watch_values, "watch")
     worker_values = _section(data, "worker", _names(WorkerConfig))
     if isinstance(worker_values.get("file_mode"), str):
@@ -142,6 +166,8 @@ def config_from_dict(data: dict[str, Any], *, root: Path, path: Path | None = No
     if worker.file_mode & 0o002:
         raise ConfigError("config [worker] file_mode: outputs must not be world-writable")
     web = _build(WebConfig, _section(data, "web", _names(WebConfig)), "web")
+    if not web.host.strip():
+        raise ConfigError("config [web] host: an address to listen on, e.g. \"127.0.0.1\"")
     cluster_values = _section(data, "cluster", _names(ClusterConfig))
     for key in ("roles", "tags"):
         if key in cluster_values:
@@ -173,10 +199,22 @@ def _build(cls: type, values: dict[str, Any], name: str) -> Any:
     for key, value in values.items():
         expected = type(getattr(defaults, key))
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            values[key] = float(value)
+            values[key] = value = float(value)
         elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise ConfigError(f"config [{name}] {key}: expected {expected.__name__}, got {value!r}")
+        if (name, key) in RANGES:
+            low, high = RANGES[(name, key)]
+            if not low <= value <= high:  # also false for NaN
+                raise ConfigError(f"config [{name}] {key}: {value!r} is out of range; use {low:g} to {high:g}")
     return cls(**values)
+
+
+def redact_url(url: str) -> str:
+    """A database URL without its password, for messages and logs."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
 
 
 def _path(root: Path, value: str) -> Path:

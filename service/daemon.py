@@ -20,8 +20,8 @@ import time
 import uuid
 from pathlib import Path
 
-from .config import Config
-from .intake import Intake
+from .config import Config, redact_url
+from .intake import SWEEP_S, Intake
 from .outbox import Outbox
 from .store import JobStatus, Store
 
@@ -51,12 +51,29 @@ def sd_notify(message: str) -> bool:
         return False
 
 
+class OneLineFormatter(logging.Formatter):
+    """Control characters in a message (a newline in a dropped file's name) are escaped, so
+    nobody who can name a file can forge a line of the service's log; tracebacks stay whole."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = _escape_controls(record.message)
+        return super().formatMessage(record)
+
+
+def _escape_controls(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     # journald adds its own timestamps; under systemd a bare "<level> message" reads best.
     under_journal = bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
     fmt = "%(levelname)s %(name)s: %(message)s" if under_journal else \
         "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter(fmt))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 class Daemon:
@@ -71,6 +88,7 @@ class Daemon:
         self.intake = Intake(config, self.store, self.outbox)
         self._lock_file = None
         self._observer = None
+        self._parent_observer = None
         self._watched_inode: int | None = None
         self.worker = None
 
@@ -111,7 +129,7 @@ class Daemon:
         for t in threads:
             t.start()
         log.info("serving: inbox %s, outbox %s, database %s, device %s, %s observer, roles %s (%.1f s to start)",
-                 self.config.inbox, self.config.outbox, _safe_url(self.config.database), device,
+                 self.config.inbox, self.config.outbox, redact_url(self.config.database), device,
                  "polling" if self.config.watch.polling else "native", "+".join(roles),
                  time.monotonic() - started)
         sd_notify(f"READY=1\nSTATUS=idle, watching {self.config.inbox}")
@@ -125,6 +143,8 @@ class Daemon:
             self.stopping.set()
             self.wake.set()
             self._stop_observer()
+            if self._parent_observer is not None:
+                self._parent_observer.stop()
             if web_server is not None:
                 web_server.shutdown()
             for t in threads:
@@ -244,6 +264,8 @@ class Daemon:
                 daemon.wake_intake.set()
 
         inbox = self.config.inbox
+        if self._parent_observer is None and inbox.parent.is_dir():
+            self._parent_observer = self._watch_parent(ObserverClass, FileSystemEventHandler)
         if not inbox.is_dir():
             return
         try:
@@ -257,6 +279,29 @@ class Daemon:
         self._observer = observer
         self._watched_inode = inbox.stat().st_ino
 
+    def _watch_parent(self, observer_class, handler_class):
+        """The inbox's parent, without recursion: an inbox deleted and made again is watched
+        again at once, not at the next rescan."""
+        inbox = os.fspath(self.config.inbox)
+        wake = self.wake_intake
+
+        class InboxItself(handler_class):
+            def on_any_event(self, event) -> None:
+                if inbox in (os.fsdecode(getattr(event, "src_path", "") or ""),
+                             os.fsdecode(getattr(event, "dest_path", "") or "")):
+                    wake.set()
+
+        try:
+            observer = observer_class(timeout=1.0) if self.config.watch.polling else observer_class()
+            observer.schedule(InboxItself(), str(self.config.inbox.parent), recursive=False)
+            observer.daemon = True
+            observer.start()
+            return observer
+        except OSError as e:
+            log.warning("cannot watch %s for the inbox coming back (%s); rescans will notice",
+                        self.config.inbox.parent, e)
+            return None
+
     def _stop_observer(self) -> None:
         if self._observer is not None:
             try:
@@ -268,6 +313,8 @@ class Daemon:
 
     def _check_observer(self) -> None:
         """The inbox deleted and recreated, or remounted: watch the new one."""
+        if self.stopping.is_set():
+            return
         inbox = self.config.inbox
         try:
             inode = inbox.stat().st_ino if inbox.is_dir() else None
@@ -285,11 +332,18 @@ class Daemon:
 
     def _intake_loop(self) -> None:
         last_scan = float("-inf")  # the start-up scan: whatever was dropped while we were down
+        last_sweep = time.monotonic()
         rescan = self.config.watch.rescan_seconds
         while not self.stopping.is_set():
             hinted = self.wake_intake.wait(INTAKE_TICK_S)
             self.wake_intake.clear()
             now = time.monotonic()
+            if now - last_sweep >= SWEEP_S:
+                last_sweep = now
+                try:
+                    self.intake.sweep()
+                except Exception:
+                    log.exception("publishing ended jobs' folders failed; trying again shortly")
             # Settling files need looking at again until taken, hinted or not.
             if not (hinted or now - last_scan >= rescan or len(self.intake.settle)):
                 continue
@@ -341,10 +395,3 @@ def _watchdog_interval() -> float | None:
     if not usec or os.environ.get("WATCHDOG_PID", str(os.getpid())) != str(os.getpid()):
         return None
     return max(0.5, int(usec) / 1e6 / 2)
-
-
-def _safe_url(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url

@@ -15,7 +15,7 @@ from PIL import Image
 def write_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Write to a hidden temporary name beside `path`, fsync, then rename over it."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".nst-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

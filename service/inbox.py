@@ -12,11 +12,15 @@ import json
 import os
 import time
 import tomllib
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable
 
 from nst_engine.params import Limits, ParamError, Params
+
+from .errors import SidecarError
+from .safefiles import read_regular
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 SIDECAR_EXTS = (".toml", ".json")
@@ -26,8 +30,14 @@ MAX_SIDECAR_BYTES = 64 * 1024
 JOB_KEYS = ("content", "style", "priority", "requires_gpu", "tags")
 
 
-class SidecarError(ValueError):
-    """A sidecar cannot become a job; the message says what to fix."""
+# Room in a 255-byte file name for what the service adds to a job's name
+# (".stylized-16-partial.png", ".NAME.ID.partial", "NAME-ID-N").
+NAME_BYTES = 200
+# Only the built-in networks from a sidecar: a weights *file* is the operator's choice
+# ([defaults] in config.toml), never an inbox user's (it would name any file on the host).
+SIDECAR_WEIGHTS = ("caffe", "torchvision")
+
+__all__ = ["SidecarError"]
 
 
 @dataclass(frozen=True)
@@ -83,31 +93,45 @@ def parse_sidecar(data: bytes, *, name: str, suffix: str, base: Params, limits: 
             raise SidecarError(f"{name}{suffix}: at most 16 style images")
     if isinstance(priority, bool) or not isinstance(priority, int) or not -1000 <= priority <= 1000:
         raise SidecarError(f"{name}{suffix}: priority must be a whole number from -1000 to 1000")
+    if "weights" in values and values["weights"] not in SIDECAR_WEIGHTS:
+        raise SidecarError(f"{name}{suffix}: weights: a sidecar may choose \"caffe\" or \"torchvision\"; "
+                           "a weights file is set by the operator in config.toml [defaults]")
     try:
         params = Params.from_mapping(values, base=base, limits=limits)
     except ParamError as e:
-        raise SidecarError(f"{name}{suffix}: {e}") from None
+        raise SidecarError(f"{name}{suffix}: {e}", hint="correct the parameter in the sidecar and drop it "
+                           "again; README 'Parameters' lists every key and its range") from None
     return Sidecar(name, content, tuple(style) if style else None, priority, params, requires_gpu, tuple(tags))
 
 
 def _decode(text: str, filename: str, suffix: str) -> dict[str, Any]:
+    """The parsed table; whatever a parser raises on hostile text becomes a SidecarError."""
+    syntax = "fix the sidecar's syntax (a TOML or JSON table of key = value pairs) and drop it again"
+    try:
+        value = _parse_text(text, filename, suffix)
+    except SidecarError:
+        raise
+    except Exception as e:  # e.g. ValueError for a 5000-digit integer, MemoryError, RecursionError
+        raise SidecarError(f"{filename}: cannot be read ({type(e).__name__}: {str(e)[:200]})", hint=syntax) \
+            from None
+    if not isinstance(value, dict):
+        raise SidecarError(f"{filename}: must hold a table of key = value pairs", hint=syntax)
+    return value
+
+
+def _parse_text(text: str, filename: str, suffix: str) -> Any:
+    syntax = "fix the sidecar's syntax (a TOML or JSON table of key = value pairs) and drop it again"
     if suffix == ".json":
         if not text.strip():
             return {}
         try:
-            value = json.loads(text, parse_constant=_reject_constant)
+            return json.loads(text, parse_constant=_reject_constant)
         except (json.JSONDecodeError, RecursionError) as e:
-            raise SidecarError(f"{filename}: not valid JSON: {e}") from None
-        except ValueError as e:
-            raise SidecarError(f"{filename}: {e}") from None
-    else:
-        try:
-            value = tomllib.loads(text)
-        except (tomllib.TOMLDecodeError, RecursionError) as e:
-            raise SidecarError(f"{filename}: not valid TOML: {e}") from None
-    if not isinstance(value, dict):
-        raise SidecarError(f"{filename}: must hold a table of key = value pairs")
-    return value
+            raise SidecarError(f"{filename}: not valid JSON: {e}", hint=syntax) from None
+    try:
+        return tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError) as e:
+        raise SidecarError(f"{filename}: not valid TOML: {e}", hint=syntax) from None
 
 
 def _reject_constant(name: str) -> Any:
@@ -121,25 +145,28 @@ def _is_path_text(value: Any) -> bool:
 def resolve_in_inbox(inbox: Path, relative: str) -> Path:
     """An inbox-relative path from a sidecar, refused if it leaves the inbox."""
     pure = PurePosixPath(relative.replace("\\", "/"))
+    inside_hint = "put the images in the inbox (a subfolder such as styles/ is fine) and name them relative to it"
     if pure.is_absolute() or Path(relative).is_absolute() or ".." in pure.parts:
-        raise SidecarError(f"{relative!r}: paths must stay inside the inbox (no absolute paths, no '..')")
+        raise SidecarError(f"{relative!r}: paths must stay inside the inbox (no absolute paths, no '..')",
+                           hint=inside_hint)
     candidate = inbox.joinpath(*pure.parts)
     real_inbox = inbox.resolve()
     try:
         real = candidate.resolve()
     except (OSError, RuntimeError):
-        raise SidecarError(f"{relative!r}: cannot be resolved (a symlink loop?)") from None
+        raise SidecarError(f"{relative!r}: cannot be resolved (a symlink loop?)", hint=inside_hint) from None
     if real != real_inbox and real_inbox not in real.parents:
-        raise SidecarError(f"{relative!r}: a link that points outside the inbox; refused")
+        raise SidecarError(f"{relative!r}: a link that points outside the inbox; refused", hint=inside_hint)
     return candidate
 
 
 def default_image(inbox: Path, name: str, role: str) -> Path | None:
-    """NAME.content.EXT or NAME.style.EXT in the inbox root, whichever extension is there."""
+    """NAME.content.EXT or NAME.style.EXT in the inbox root, whichever extension is there
+    (whatever kind of file it is: the intake's safe open says if it may be read)."""
     for ext in IMAGE_EXTS:
         for variant in (ext, ext.upper()):
             candidate = inbox / f"{name}.{role}{variant}"
-            if candidate.is_file():
+            if os.path.lexists(candidate):
                 return candidate
     return None
 
@@ -177,6 +204,12 @@ class Settle:
     def settled(self, path: Path) -> bool:
         try:
             st = path.stat()
+        except FileNotFoundError:
+            try:
+                st = path.lstat()  # a link to nothing settles too, and is refused as such
+            except OSError:
+                self._seen.pop(path, None)
+                return False
         except OSError:
             self._seen.pop(path, None)
             return False
@@ -214,18 +247,34 @@ def job_key(relative: str, digest: str, mtime_ns: int) -> str:
     return f"{relative}|{digest}|{mtime_ns}"
 
 
-def load_sidecar_file(path: Path, *, base: Params, limits: Limits) -> tuple[Sidecar, bytes]:
-    if not path.is_file():
-        raise SidecarError(f"{path.name}: is not a regular file")
-    data = path.read_bytes()
-    return parse_sidecar(data, name=job_name(path), suffix=path.suffix, base=base, limits=limits), data
+def read_sidecar(path: Path, inbox: Path) -> bytes:
+    """A sidecar's bytes by the safe-file rule, never more than the limit read."""
+    return read_regular(path, inbox, max_bytes=MAX_SIDECAR_BYTES)
 
 
-def safe_component(name: str) -> str:
-    """A job name as a single, visible, harmless folder name."""
+def safe_component(name: str, max_bytes: int = NAME_BYTES) -> str:
+    """A job name as a single, visible, harmless folder name, at most `max_bytes` of UTF-8
+    (file systems count bytes: 83 CJK characters already fill 255)."""
     cleaned = "".join(c if c.isprintable() and c not in '/\\:*?"<>|' else "_" for c in name).strip()
     cleaned = cleaned.lstrip(".-") or "job"
-    return cleaned[:120]
+    return cut_utf8(cleaned, max_bytes).rstrip() or "job"
+
+
+def cut_utf8(text: str, max_bytes: int) -> str:
+    """`text` cut to at most `max_bytes` of UTF-8 at a character boundary, never leaving a
+    joiner or a lone base character whose combining marks were cut off."""
+    if len(text.encode("utf-8")) <= max_bytes:
+        return text
+    out = text.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
+    while out and _extends(text[len(out)]):
+        out = out[:-1]  # the cut fell inside a grapheme: drop its start too
+    return out.rstrip("\u200d")
+
+
+def _extends(c: str) -> bool:
+    """A character that belongs to the grapheme before it (combining marks, joiners,
+    variation selectors, skin-tone modifiers)."""
+    return unicodedata.category(c).startswith("M") or c in "\u200d\ufe0e\ufe0f" or 0x1F3FB <= ord(c) <= 0x1F3FF
 
 
 def listdir(path: Path) -> list[os.DirEntry]:

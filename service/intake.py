@@ -12,27 +12,35 @@ at any step is finished by the next scan or the next start:
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from nst_engine.hashing import sha256_file
-
 from .config import Config
+from .errors import RefusedFile, SidecarError
 from .inbox import (
-    SIDECAR_EXTS, Settle, Sidecar, SidecarError, default_image, is_ignored, is_own_file, job_key, job_name,
-    listdir, parse_sidecar, resolve_in_inbox, sha256_bytes,
+    SIDECAR_EXTS, Settle, Sidecar, default_image, is_ignored, is_own_file, job_key, job_name, listdir,
+    parse_sidecar, read_sidecar, resolve_in_inbox, sha256_bytes,
 )
 from .outbox import JobFolder, Outbox, error_text
+from .safefiles import copy_regular, inside, kind_of, open_regular, refusal, sha256_regular
 from .store import JobStatus, Store, utcnow
 
 log = logging.getLogger("nst.intake")
 
 # A job recorded but not staged for this long was left by a watcher that died mid-way.
 STAGING_GRACE_S = 30.0
+# How often ended jobs whose folder is not yet in the outbox are looked for (a cancel from
+# the CLI or the web page, a failure while the outbox could not be written).
+SWEEP_S = 2.0
+# Records of the files refused from a job's own files (links out, FIFOs...), beside its inputs.
+REFUSED_FILE = "refused.json"
 
 
 @dataclass
@@ -54,7 +62,7 @@ class Intake:
         self.outbox = outbox
         self.settle = Settle(config.watch.settle_seconds, clock)
         self.clock = clock
-        self.image_check = image_check or _decode_check(config.limits.max_image_pixels)
+        self.image_check = image_check or _decode_check(config.limits.max_image_pixels, config.inbox)
         self._waiting: dict[Path, float] = {}  # sidecar -> when it first waited for its images
         self._checked: dict[tuple[Path, int, int], None] = {}
         self.inbox_missing_reported = False
@@ -99,6 +107,9 @@ class Intake:
             except OSError as e:
                 # A file vanished or is unreadable mid-scan: look again next time.
                 log.warning("could not take %s yet: %s", path.name, e)
+            except Exception:
+                # A bug must not stop the inbox: every other file is still taken.
+                log.exception("could not take %s (a bug in nst; please report it)", path.name)
         # Only sidecars and the images they name are ever tracked; forget those that are gone.
         self.settle.keep_only(p for p in list(self.settle.tracked()) if p.exists())
         for gone in [p for p in self._waiting if p not in seen]:
@@ -108,14 +119,24 @@ class Intake:
     def _take(self, sidecar_path: Path) -> bool:
         """Record and stage one settled sidecar. True if a job was queued."""
         st = sidecar_path.lstat()
-        data = b"" if not sidecar_path.is_file() else sidecar_path.read_bytes()
         name = job_name(sidecar_path)
-        key = job_key(sidecar_path.name, sha256_bytes(data), st.st_mtime_ns)
+        refused: RefusedFile | None = None
         try:
+            data = read_sidecar(sidecar_path, self.config.inbox)
+            digest = sha256_bytes(data)
+        except RefusedFile as e:
+            data, refused = b"", e
+            digest = f"refused-{kind_of(st.st_mode)}-{st.st_size}"
+        # The drop is identified by its arrival (ctime: set by every create, copy or rename
+        # into the inbox, and kept by `cp -p` or rsync only for mtime), not by its mtime.
+        key = job_key(sidecar_path.name, digest, st.st_ctime_ns)
+        try:
+            if refused is not None:
+                raise refused
             sidecar = self._parse(sidecar_path, data)
             inputs = self._inputs(sidecar, sidecar_path)
         except SidecarError as e:
-            self._fail(key, name, sidecar_path, str(e), self._hint_for(str(e)))
+            self._fail(key, name, sidecar_path, str(e), e.hint)
             return False
         job, created = self.store.enqueue(
             key=key, name=name, params=sidecar.params.to_dict(), priority=sidecar.priority,
@@ -135,10 +156,6 @@ class Intake:
         return True
 
     def _parse(self, path: Path, data: bytes) -> Sidecar:
-        if path.is_symlink():
-            resolve_in_inbox(self.config.inbox, path.name)  # refuses links leaving the inbox
-        if path.is_dir():
-            raise SidecarError(f"{path.name}: is a folder; a sidecar must be a file")
         return parse_sidecar(
             data, name=job_name(path), suffix=path.suffix, base=self.config.defaults, limits=self.config.limits
         )
@@ -154,12 +171,17 @@ class Intake:
                 if path is None:
                     missing.append(f"{sidecar.name}.{role}.jpg (or .jpeg, .png, .webp, .bmp, .tif, .tiff, .gif)")
                     return
-                resolve_in_inbox(inbox, path.name)  # a symlink out of the inbox is refused here too
             else:
                 path = resolve_in_inbox(inbox, relative)
-                if not path.is_file():
+                if not os.path.lexists(path):
                     missing.append(relative)
                     return
+            if path.is_symlink() and inside(path, inbox) and not path.exists():
+                missing.append(f"{relative or path.name} (a link to a file not there yet)")
+                return
+            why = refusal(path, inbox)
+            if why:
+                raise RefusedFile(why)  # a link out, a FIFO, a folder: waiting would not help
             found.append(_Input(role, path, is_own_file(inbox, path, sidecar.name)))
 
         locate("content", sidecar.content)
@@ -179,6 +201,9 @@ class Intake:
                 undecodable.append(str(e))
         if undecodable:
             self._wait_or_fail(sidecar_path, "; ".join(undecodable))
+        taken = {item.source for item in found}
+        # Every other NAME.* in the inbox root belongs to the job too and moves with it.
+        found += [_Input("file", p, True) for p in self._own_files(sidecar.name, sidecar_path) if p not in taken]
         found.append(_Input("sidecar", sidecar_path, True))
         return found
 
@@ -186,7 +211,15 @@ class Intake:
         first = self._waiting.setdefault(sidecar_path, self.clock())
         if self.clock() - first < self.config.watch.missing_timeout:
             raise _NotReady()
-        raise SidecarError(f"gave up after waiting {self.config.watch.missing_timeout:.0f} s; {why}")
+        hint = None
+        if "still missing" in why:
+            hint = ("drop the missing image(s) into the inbox before the sidecar, or name them in it "
+                    "(content = \"photo.jpg\", style = \"painting.jpg\"), then drop the sidecar again")
+        elif "megapixels" in why:
+            hint = "scale the image down, or raise [limits] max_image_pixels in config.toml"
+        elif "not an image" in why or "damaged" in why or "empty" in why:
+            hint = "replace the file with a complete JPEG, PNG, WebP, TIFF or BMP image and drop the sidecar again"
+        raise SidecarError(f"gave up after waiting {self.config.watch.missing_timeout:.0f} s; {why}", hint=hint)
 
     def _decodes(self, path: Path) -> None:
         st = path.stat()
@@ -195,6 +228,8 @@ class Intake:
             return
         try:
             self.image_check(path)
+        except RefusedFile:
+            raise
         except ValueError as e:
             raise SidecarError(str(e)) from None
         self._checked[signature] = None
@@ -204,7 +239,9 @@ class Intake:
     # -- staging --------------------------------------------------------------------
 
     def _stage(self, job_id: int, inputs: list[_Input]) -> list[dict]:
-        """Copy shared images, move own ones, the sidecar last; idempotent."""
+        """Copy shared images, move own files, the sidecar last; idempotent. Only regular
+        files' bytes ever reach the archive; a link out or a special file is refused and
+        recorded (its target is never opened)."""
         target = self.archive / str(job_id) / "inputs"
         target.mkdir(parents=True, exist_ok=True)
         staged = []
@@ -215,19 +252,42 @@ class Intake:
                 name = f"{len(used)}-{name}"
             used.add(name)
             dest = target / name
-            if item.own:
-                if item.source.exists() or item.source.is_symlink():
-                    _move(item.source, dest)
-            elif not dest.exists():
-                tmp = dest.with_name(f".{dest.name}.copy")
-                shutil.copy2(item.source, tmp)
-                tmp.rename(dest)
-            staged.append({
-                "role": item.role, "name": name, "source": item.source.name if item.own else
-                str(item.source.relative_to(self.config.inbox)), "moved": item.own,
-                "sha256": sha256_file(dest) if dest.is_file() else None,
-            })
-        return staged
+            record = {"role": item.role, "name": name, "moved": item.own,
+                      "source": item.source.name if item.own else str(item.source.relative_to(self.config.inbox))}
+            try:
+                if item.own:
+                    self._take_own(item.source, dest)
+                elif not dest.exists():
+                    copy_regular(item.source, self.config.inbox, dest)
+            except RefusedFile as e:
+                staged.append({**record, "refused": str(e), "sha256": None})
+                continue
+            record["sha256"] = sha256_regular(dest)
+            staged.append(record)
+        refused = [r for r in staged if r.get("refused")]
+        if refused:
+            (target.parent / REFUSED_FILE).write_text(json.dumps(refused))
+        return [r for r in staged if not r.get("refused")] + refused
+
+    def _take_own(self, source: Path, dest: Path) -> None:
+        """Move one of the job's own files into the archive. A regular file is renamed (a
+        rename reads nothing); a link inside the inbox is replaced by a copy of what it names;
+        anything else is removed from the inbox and refused, its target untouched."""
+        try:
+            st = source.lstat()
+        except FileNotFoundError:
+            return  # moved by an earlier, interrupted attempt
+        if stat.S_ISREG(st.st_mode):
+            _move(source, dest, self.config.inbox)
+            return
+        why = refusal(source, self.config.inbox)
+        if why is None:  # a link to a regular file inside the inbox
+            copy_regular(source, self.config.inbox, dest)
+            source.unlink()
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            source.unlink()  # the link or FIFO itself, never what it names
+        raise RefusedFile(why)
 
     def _fail(self, key: str, name: str, sidecar_path: Path, message: str, hint: str) -> None:
         """A job that cannot run: record it, move its files out of the inbox, answer in the outbox."""
@@ -235,74 +295,124 @@ class Intake:
         if job.state != JobStatus.QUEUED or job.staged:
             self._finish_leftover(job.id, sidecar_path)
             return
-        own = [
-            _Input("sidecar" if p == sidecar_path else "file", p, True)
-            for p in [sidecar_path] + self._own_files(name, sidecar_path)
-        ]
+        own = [_Input("sidecar" if p == sidecar_path else "file", p, True)
+               for p in [sidecar_path] + self._own_files(name, sidecar_path)]
         self._stage(job.id, own)  # not marked staged: no worker may claim it
         self._waiting.pop(sidecar_path, None)
         self._publish_failure(job.id, name, message, hint)
 
     def _publish_failure(self, job_id: int, name: str, message: str, hint: str | None = None) -> None:
-        inputs_dir = self.archive / str(job_id) / "inputs"
-        staged = _describe_archive(inputs_dir)
+        archive = self.archive / str(job_id)
+        staged = _describe_archive(archive)
         job = self.store.get(job_id)
         final = self.outbox.existing(job.outbox_dir, job_id)
         if final is None:
-            folder = JobFolder(job_id, name, inputs_dir=inputs_dir)
-            folder.add_text("error.txt", error_text(name, message, hint or self._hint_for(message)))
+            folder = JobFolder(job_id, name, inputs_dir=archive / "inputs")
+            refused = "".join(f"\n  not taken: {r['refused']}" for r in staged if r.get("refused"))
+            folder.add_text("error.txt", error_text(name, message + refused, hint or _hint_for(message)))
             folder.add_json("job.json", {"id": job_id, "name": name, "status": "failed", "error": message,
                                          "inputs": staged})
             final = self.outbox.publish(folder, lambda dirname: self.store.reserve_outbox_dir(job_id, None, dirname))
+        # Failed first, then the inputs recorded: a staged, still-queued job could be claimed.
+        if job.state == JobStatus.QUEUED:
+            self.store.transition(job_id, JobStatus.FAILED, expect=JobStatus.QUEUED, error=message,
+                                  outbox_dir=final.name)
         self.store.mark_staged(job_id, staged)
-        self.store.transition(job_id, JobStatus.FAILED, error=message, outbox_dir=final.name)
-        shutil.rmtree(self.archive / str(job_id), ignore_errors=True)
+        shutil.rmtree(archive, ignore_errors=True)
         log.warning("job %d %r failed: %s (see %s)", job_id, name, message, final)
 
+    def _publish_cancelled(self, job_id: int, name: str) -> None:
+        """A job cancelled before it ran gets its folder like any other end: its inputs and a
+        record, so that `nst retry` can queue it again."""
+        archive = self.archive / str(job_id)
+        job = self.store.get(job_id)
+        final = self.outbox.existing(job.outbox_dir, job_id)
+        if final is None:
+            folder = JobFolder(job_id, name, inputs_dir=archive / "inputs")
+            folder.add_json("job.json", {"id": job_id, "name": name, "status": "cancelled", "error": job.error,
+                                         "inputs": job.inputs, "params": job.params})
+            final = self.outbox.publish(folder, lambda dirname: self.store.reserve_outbox_dir(job_id, None, dirname))
+        shutil.rmtree(archive, ignore_errors=True)
+        log.info("job %d %r cancelled before it started; its inputs are in %s", job_id, name, final)
+
     def _own_files(self, name: str, sidecar_path: Path) -> list[Path]:
+        """NAME.* in the inbox root, other than sidecars and folders, and other than files of a
+        longer job name (`a.b.content.jpg` belongs to a waiting `a.b.toml`, not to `a`)."""
         inbox = self.config.inbox
+        entries = listdir(inbox)
+        longer = [job_name(Path(e.name)) for e in entries if Path(e.name).suffix.lower() in SIDECAR_EXTS
+                  and e.name.startswith(name + ".") and job_name(Path(e.name)) != name]
         return [
-            Path(e.path) for e in listdir(inbox)
+            Path(e.path) for e in entries
             if e.name.startswith(name + ".") and Path(e.path) != sidecar_path
             and Path(e.path).suffix.lower() not in SIDECAR_EXTS and not e.is_dir(follow_symlinks=False)
+            and not any(e.name.startswith(other + ".") for other in longer)
         ]
 
     def _finish_leftover(self, job_id: int, sidecar_path: Path) -> None:
         # The job exists and is staged, but its sidecar is still here: a crash between
         # moving the other files and the sidecar, or a second watcher. Move it now.
         target = self.archive / str(job_id) / "inputs" / sidecar_path.name
-        if target.parent.is_dir() and sidecar_path.exists():
-            _move(sidecar_path, target)
-        elif sidecar_path.exists():
+        if target.parent.is_dir() and os.path.lexists(sidecar_path):
+            try:
+                self._take_own(sidecar_path, target)
+            except RefusedFile:
+                pass
+        elif os.path.lexists(sidecar_path):
             log.debug("job %d already handled; leaving %s for its owner", job_id, sidecar_path.name)
 
-    @staticmethod
-    def _hint_for(message: str) -> str:
-        if "still missing" in message:
-            return ("drop the missing image(s) into the inbox before the sidecar, or name them in it "
-                    "(content = \"photo.jpg\", style = \"painting.jpg\"), then drop the sidecar again")
-        if "inside the inbox" in message or "outside the inbox" in message:
-            return "put the images in the inbox (a subfolder such as styles/ is fine) and name them relative to it"
-        if "TOML" in message or "JSON" in message or "UTF-8" in message:
-            return "fix the sidecar's syntax (a TOML or JSON table of key = value pairs) and drop it again"
-        return "correct the sidecar as the message says and drop it again; see README 'The inbox contract'"
-
     def recover(self) -> None:
-        """At start-up: finish staging of jobs whose sidecar already moved before a crash."""
+        """At start-up: finish what a crash interrupted (see `sweep`)."""
+        self.sweep(grace_s=0.0)
+
+    def sweep(self, grace_s: float = STAGING_GRACE_S) -> None:
+        """Finish jobs whose intake was interrupted, and publish the folders of jobs that ended
+        without one: staging cut short by a crash, a refusal while the outbox could not be
+        written, a queued job cancelled from the CLI or the web page."""
         for job in self.store.list_jobs_unstaged():
+            if (utcnow() - job.submitted_at).total_seconds() < grace_s:
+                continue  # perhaps being staged right now by another watcher
             inputs_dir = self.archive / str(job.id) / "inputs"
             if not inputs_dir.is_dir() or not any(p.suffix.lower() in SIDECAR_EXTS for p in inputs_dir.iterdir()):
                 continue  # the sidecar is still in the inbox; the scan will finish it
             if job.error:
-                self._publish_failure(job.id, job.name, job.error)
+                self._try(self._publish_failure, job.id, job.name, job.error)
                 continue
-            self.store.mark_staged(job.id, _describe_archive(inputs_dir))
+            self.store.mark_staged(job.id, _describe_archive(inputs_dir.parent))
+        for job in self.store.list_unpublished():
+            if not (self.archive / str(job.id) / "inputs").is_dir():
+                continue
+            if job.state == JobStatus.CANCELLED:
+                self._try(self._publish_cancelled, job.id, job.name)
+            elif job.state == JobStatus.FAILED and job.error:
+                self._try(self._publish_failure, job.id, job.name, job.error)
+
+    def _try(self, publish: Callable[..., None], *args) -> None:
+        try:
+            publish(*args)
+        except OSError as e:
+            log.warning("job %d: its outbox folder cannot be written yet (%s); trying again shortly", args[0], e)
 
 
-def _describe_archive(inputs_dir: Path) -> list[dict]:
-    """The input records of files already moved into an archive (recovery, failures)."""
-    return [{"role": _role_guess(p.name), "name": p.name, "source": p.name, "moved": True,
-             "sha256": sha256_file(p) if p.is_file() else None} for p in sorted(inputs_dir.glob("*"))]
+def _hint_for(message: str) -> str:
+    """Advice for a message recorded before errors carried their own (recovery after a crash)."""
+    if "still missing" in message:
+        return ("drop the missing image(s) into the inbox before the sidecar, or name them in it "
+                "(content = \"photo.jpg\", style = \"painting.jpg\"), then drop the sidecar again")
+    return SidecarError("").hint
+
+
+def _describe_archive(archive: Path) -> list[dict]:
+    """The input records of files already moved into an archive (recovery, failures), with
+    the records of any refused files."""
+    inputs_dir = archive / "inputs"
+    described = [{"role": _role_guess(p.name), "name": p.name, "source": p.name, "moved": True,
+                  "sha256": sha256_regular(p)} for p in sorted(inputs_dir.glob("*")) if not p.name.startswith(".")]
+    try:
+        described += json.loads((archive / REFUSED_FILE).read_text())
+    except (OSError, ValueError):
+        pass
+    return described
 
 
 def _role_guess(name: str) -> str:
@@ -316,23 +426,20 @@ def _role_guess(name: str) -> str:
     return "file"
 
 
-def _move(source: Path, dest: Path) -> None:
+def _move(source: Path, dest: Path, root: Path) -> None:
     try:
         source.rename(dest)
     except OSError:
-        # Another file system (the state folder elsewhere): copy, then remove.
-        if source.is_dir():
-            shutil.copytree(source, dest, dirs_exist_ok=True)
-            shutil.rmtree(source)
-        else:
-            shutil.copy2(source, dest)
-            source.unlink()
+        # Another file system (the state folder elsewhere): copy the bytes, then remove.
+        copy_regular(source, root, dest)
+        source.unlink()
 
 
-def _decode_check(max_pixels: int) -> Callable[[Path], None]:
+def _decode_check(max_pixels: int, inbox: Path) -> Callable[[Path], None]:
     def check(path: Path) -> None:
         from nst_engine.images import load_image
 
-        load_image(path, max_pixels=max_pixels)
+        with open_regular(path, inbox) as f:
+            load_image(f, max_pixels=max_pixels, name=path.name)
 
     return check

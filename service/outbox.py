@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .files import fsync_dir, image_bytes, write_bytes_atomic
 from .inbox import safe_component
+from .safefiles import copy_tree_regular
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -77,7 +78,9 @@ class Outbox:
                     target.parent.mkdir(parents=True, exist_ok=True, mode=self.dir_mode)
                     write_bytes_atomic(target, data, mode=self.file_mode)
                 if folder.inputs_dir is not None and folder.inputs_dir.is_dir():
-                    shutil.copytree(folder.inputs_dir, tmp / "inputs", copy_function=shutil.copy2)
+                    # Regular files only, links never followed (the archive holds nothing else,
+                    # but the outbox is served to people: the rule is kept here too).
+                    copy_tree_regular(folder.inputs_dir, tmp / "inputs")
                     self._set_modes(tmp / "inputs")
                 os.chmod(tmp, self.dir_mode)
                 fsync_dir(tmp)

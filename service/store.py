@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 SCHEMA_VERSION = 2
+MAX_ID = 2**63 - 1  # the largest id (and LIMIT) both databases take
 
 
 class JobStatus(str, enum.Enum):
@@ -293,42 +294,8 @@ class Store:
             job = s.get(Job, job_id, with_for_update=True)
             if job is None:
                 raise StoreError(f"no job {job_id}")
-            current = job.state
-            if expect is not None and current != expect:
-                raise StoreError(f"job {job_id} is {current.value}, not {expect.value}")
-            if to not in _TRANSITIONS[current]:
-                raise StoreError(f"job {job_id} cannot go from {current.value} to {to.value}")
-            if run_id is not None and current == JobStatus.RUNNING and job.run_id != run_id:
-                raise StoreError(f"job {job_id} is no longer ours (claimed by run {job.run_id})")
-            job.status = to.value
-            now = utcnow()
-            if to == JobStatus.RUNNING:
-                job.started_at = job.started_at or now
-            if to.finished:
-                job.finished_at = now
-                if job.started_at:
-                    job.duration_s = (now - job.started_at).total_seconds()
-            if to == JobStatus.QUEUED and current == JobStatus.RUNNING and run_id is not None:
-                # Its own daemon gave it back on shutdown: that start does not count as a crash.
-                job.attempts = max(0, job.attempts - 1)
-            if to == JobStatus.QUEUED:
-                job.run_id = None
-                job.cancel_requested = False
-                job.finished_at = None
-                job.error = None
-            if error is not None:
-                job.error = error
-            if to == JobStatus.DONE:
-                job.error = None
-            if outputs is not None:
-                job.outputs_json = json.dumps(outputs)
-            if record is not None:
-                job.record_json = json.dumps(record, default=str)
-            if outbox_dir is not None:
-                job.outbox_dir = outbox_dir
-            if progress is not None:
-                job.progress_json = json.dumps(progress)
-            return job
+            return _move(job, to, run_id=run_id, expect=expect, error=error, outputs=outputs, record=record,
+                         outbox_dir=outbox_dir, progress=progress)
 
     def claim_next(
         self, *, run_id: str, host: str | None = None, pid: int | None = None, max_size: int | None = None,
@@ -398,9 +365,10 @@ class Store:
             if job.state == JobStatus.RUNNING:
                 job.cancel_requested = True
                 return JobStatus.RUNNING
-        if job.state == JobStatus.QUEUED:
-            self.transition(job_id, JobStatus.CANCELLED, error="cancelled before it started")
-            return JobStatus.CANCELLED
+            if job.state == JobStatus.QUEUED:
+                # Under the same row lock as the read: a worker cannot claim it in between.
+                _move(job, JobStatus.CANCELLED, expect=JobStatus.QUEUED, error="cancelled before it started")
+                return JobStatus.CANCELLED
         raise StoreError(f"job {job_id} is {job.status}; only queued or running jobs can be cancelled")
 
     def requeue_orphans(self, *, run_id: str, host: str, home: str) -> list[int]:
@@ -409,16 +377,18 @@ class Store:
         Jobs of other daemons are left to the heartbeat takeover."""
         with self._write() as s:
             dead = select(Daemon.run_id).where(Daemon.host == host, Daemon.home == home, Daemon.run_id != run_id)
-            orphans = list(s.scalars(select(Job.id).where(Job.status == JobStatus.RUNNING.value,
-                                                          Job.run_id.in_(dead))))
+            orphans = list(s.scalars(select(Job).where(Job.status == JobStatus.RUNNING.value,
+                                                       Job.run_id.in_(dead)).with_for_update()))
             s.execute(update(Daemon).where(Daemon.run_id.in_(dead)).values(stopped=True, current_job=None))
-        for job_id in orphans:
-            self.transition(job_id, JobStatus.QUEUED)
-        return orphans
+            for job in orphans:
+                _move(job, JobStatus.QUEUED, expect=JobStatus.RUNNING)
+            return [job.id for job in orphans]
 
     # -- queries ------------------------------------------------------------------
 
     def get(self, job_id: int) -> Job | None:
+        if not 0 < job_id <= MAX_ID:
+            return None  # no such row, and a number too large for the database's integers
         with self._session() as s:
             return s.get(Job, job_id)
 
@@ -442,9 +412,18 @@ class Store:
         if f.name_glob:
             q = q.where(Job.name.like(_glob_to_like(f.name_glob), escape="\\"))
         if f.limit:
-            q = q.limit(f.limit)
+            q = q.limit(min(f.limit, MAX_ID))
         with self._session() as s:
             return list(s.scalars(q))
+
+    def list_unpublished(self, *, within_days: float = 7.0) -> list[Job]:
+        """Jobs that ended without an outbox folder (cancelled while queued, refused while the
+        outbox could not be written): the intake publishes their inputs."""
+        since = utcnow() - dt.timedelta(days=within_days)
+        with self._session() as s:
+            return list(s.scalars(select(Job).where(
+                Job.status.in_([JobStatus.CANCELLED.value, JobStatus.FAILED.value]), Job.outbox_dir.is_(None),
+                Job.finished_at >= since)))
 
     def queue(self) -> list[Job]:
         with self._session() as s:
@@ -523,6 +502,48 @@ class Store:
         self._write_engine.dispose()
 
 
+def _move(job: Job, to: JobStatus, *, run_id: str | None = None, expect: JobStatus | None = None,
+          error: str | None = None, outputs: list[str] | None = None, record: dict[str, Any] | None = None,
+          outbox_dir: str | None = None, progress: dict[str, Any] | None = None) -> Job:
+    """Move a row locked by the caller's transaction; the only code that changes `status`."""
+    current = job.state
+    if expect is not None and current != expect:
+        raise StoreError(f"job {job.id} is {current.value}, not {expect.value}")
+    if to not in _TRANSITIONS[current]:
+        raise StoreError(f"job {job.id} cannot go from {current.value} to {to.value}")
+    if run_id is not None and current == JobStatus.RUNNING and job.run_id != run_id:
+        raise StoreError(f"job {job.id} is no longer ours (claimed by run {job.run_id})")
+    job.status = to.value
+    now = utcnow()
+    if to == JobStatus.RUNNING:
+        job.started_at = job.started_at or now
+    if to.finished:
+        job.finished_at = now
+        if job.started_at:
+            job.duration_s = (now - job.started_at).total_seconds()
+    if to == JobStatus.QUEUED and current == JobStatus.RUNNING and run_id is not None:
+        # Its own daemon gave it back on shutdown: that start does not count as a crash.
+        job.attempts = max(0, job.attempts - 1)
+    if to == JobStatus.QUEUED:
+        job.run_id = None
+        job.cancel_requested = False
+        job.finished_at = None
+        job.error = None
+    if error is not None:
+        job.error = error
+    if to == JobStatus.DONE:
+        job.error = None
+    if outputs is not None:
+        job.outputs_json = json.dumps(outputs)
+    if record is not None:
+        job.record_json = json.dumps(record, default=str)
+    if outbox_dir is not None:
+        job.outbox_dir = outbox_dir
+    if progress is not None:
+        job.progress_json = json.dumps(progress)
+    return job
+
+
 def _survives_outages(method):
     """Retry a store call while the database is briefly unreachable or locked (a restarting
     PostgreSQL, a long SQLite writer): the daemon waits and goes on instead of failing a job."""
@@ -547,7 +568,7 @@ def _survives_outages(method):
 for _name in (
     "migrate", "enqueue", "find_by_key", "list_jobs_unstaged", "mark_staged", "reserve_outbox_dir", "transition",
     "claim_next", "heartbeat_job", "update_progress", "cancel_requested", "request_cancel", "requeue_orphans",
-    "get", "find", "list_jobs", "queue", "running", "counts", "register_daemon", "heartbeat",
+    "get", "find", "list_jobs", "list_unpublished", "queue", "running", "counts", "register_daemon", "heartbeat",
     "unregister_daemon", "live_daemons", "all_daemons",
 ):
     setattr(Store, _name, _survives_outages(getattr(Store, _name)))

@@ -20,6 +20,8 @@ class SubmitError(ValueError):
 def submit_job(config: Config, content: Path, styles: Sequence[Path], *, name: str | None = None,
                values: dict[str, Any] | None = None, priority: int = 0) -> str:
     """Copy the images into the inbox and write `NAME.json` last; return the job's name."""
+    if not -1000 <= priority <= 1000:
+        raise SubmitError(f"priority {priority}: use a whole number from -1000 to 1000")
     for path in [content, *styles]:
         try:
             load_image(path, max_pixels=config.limits.max_image_pixels)
@@ -43,7 +45,8 @@ def submit_job(config: Config, content: Path, styles: Sequence[Path], *, name: s
 def resubmit_job(config: Config, job: Any, overrides: dict[str, Any]) -> str:
     """Queue a finished job again from the inputs archived in its outbox folder."""
     if not job.outbox_dir:
-        raise SubmitError(f"job {job.id} has no outbox folder to take its inputs from")
+        raise SubmitError(f"job {job.id} has no outbox folder to take its inputs from yet "
+                          "(a cancelled job's folder appears within seconds while the service runs)")
     inputs_dir = config.outbox / job.outbox_dir / "inputs"
     by_role: dict[str, list[Path]] = {}
     for item in job.inputs:

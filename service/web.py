@@ -6,13 +6,17 @@ The page never runs a job: an upload is written into the inbox exactly as
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import io
 import json
 import os
 import secrets
 import tempfile
+import threading
+import time
 import zipfile
+from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +25,13 @@ from flask import (
 )
 from flask_bootstrap import Bootstrap5
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
 
 from nst_engine.images import ImageError, load_image
 from nst_engine.params import ParamError, Params
 
 from .config import Config
+from .inbox import IMAGE_EXTS
 from .store import JobFilter, JobStatus, Store, StoreError
 from .submit import SubmitError, resubmit_job, submit_job
 
@@ -41,6 +47,21 @@ FORM_FIELDS = (
     ("color_correction", "Also write a colour-corrected copy", "checkbox"),
 )
 STATUSES = [s.value for s in JobStatus]
+# Served inline (shown in the page): only the image types the service itself writes.
+INLINE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
+                ".gif": "image/gif"}
+# Every response: no script but our own file, no framing, no type sniffing.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                               "img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+                               "frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+# Wrong passwords allowed per client in LOGIN_WINDOW_S before it has to wait.
+LOGIN_ATTEMPTS = 5
+LOGIN_WINDOW_S = 60.0
 
 
 def create_app(config: Config, *, store: Store | None = None) -> Flask:
@@ -64,15 +85,41 @@ def create_app(config: Config, *, store: Store | None = None) -> Flask:
     store.migrate()
     app.extensions["nst"] = {"config": config, "store": store}
 
+    # A session is bound to the password it was opened with: changing the password logs everyone out.
+    password_tag = hmac.new(app.config["SECRET_KEY"], config.web.password.encode(), hashlib.sha256).hexdigest()
+    failures = _LoginFailures()
+
     @app.before_request
     def require_login():
         if not config.web.password or request.endpoint in ("login", "static", "bootstrap.static"):
             return None
-        if session.get("authenticated"):
+        if hmac.compare_digest(str(session.get("auth", "")), password_tag):
             return None
         if request.path.startswith("/api/"):
             return jsonify(error="log in first"), 401
         return redirect(url_for("login", next=request.path))
+
+    @app.after_request
+    def security_headers(response):
+        for header, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(header, value)
+        return response
+
+    @app.errorhandler(HTTPException)
+    def http_error(e):
+        if request.path.startswith("/api/"):
+            return jsonify(error=e.description or e.name), e.code
+        return e
+
+    @app.errorhandler(Exception)
+    def internal_error(e):
+        if isinstance(e, HTTPException):
+            return http_error(e)
+        app.logger.exception("internal error on %s", request.path)
+        if request.path.startswith("/api/"):
+            return jsonify(error="internal error (a bug in nst; the service log has the details)"), 500
+        return render_template("message.html", title="Internal error",
+                               message="A bug in nst; the service log has the details."), 500
 
     @app.errorhandler(413)
     def too_large(_e):
@@ -100,13 +147,26 @@ def create_app(config: Config, *, store: Store | None = None) -> Flask:
     @app.route("/login", methods=["GET", "POST"])
     def login():
         if request.method == "POST":
+            client = request.remote_addr or "?"
+            wait = failures.wait_s(client)
+            if wait > 0:
+                flash(f"too many wrong passwords; try again in {wait:.0f} s", "danger")
+                return render_template("login.html"), 429
             given = request.form.get("password", "")
             if config.web.password and hmac.compare_digest(given.encode(), config.web.password.encode()):
-                session["authenticated"] = True
-                target = request.args.get("next", "/")
-                return redirect(target if target.startswith("/") and not target.startswith("//") else "/")
+                failures.clear(client)
+                session.clear()
+                session["auth"] = password_tag
+                return redirect(_local_target(request.args.get("next", "/")))
+            failures.add(client)
             flash("wrong password", "danger")
+            return render_template("login.html"), 401
         return render_template("login.html")
+
+    @app.post("/logout")
+    def logout():
+        session.clear()
+        return redirect(url_for("login") if config.web.password else url_for("index"))
 
     @app.post("/submit")
     def submit():
@@ -146,7 +206,11 @@ def create_app(config: Config, *, store: Store | None = None) -> Flask:
         files = _outbox_files(config, job)
         if name not in files:  # only files the folder really holds; never a path from the request
             abort(404)
-        return send_file(files[name], as_attachment=request.args.get("download") == "1",
+        inline = INLINE_TYPES.get(Path(name).suffix.lower())
+        if inline is None:  # anything else (archived .html, .svg, ...) never renders in our origin
+            return send_file(files[name], mimetype="application/octet-stream", as_attachment=True,
+                             download_name=Path(name).name)
+        return send_file(files[name], mimetype=inline, as_attachment=request.args.get("download") == "1",
                          download_name=Path(name).name)
 
     @app.get("/jobs/<int:job_id>/zip")
@@ -208,13 +272,14 @@ def create_app(config: Config, *, store: Store | None = None) -> Flask:
         try:
             offset = max(0, int(request.args.get("offset", 0)))
         except ValueError:
-            return jsonify(error="offset must be a number"), 400
+            return jsonify(error="offset must be a whole number of bytes"), 400
         live = config.archive(job.id) / "job.log"
         final = config.outbox / job.outbox_dir / "job.log" if job.outbox_dir else None
         path = live if live.exists() else final
         text = b""
         if path is not None and path.exists():
             with open(path, "rb") as f:
+                offset = min(offset, os.fstat(f.fileno()).st_size)
                 f.seek(offset)
                 text = f.read(256 * 1024)
         return jsonify(text=text.decode("utf-8", "replace"), offset=offset + len(text),
@@ -282,7 +347,7 @@ def _form_values(form) -> dict[str, Any]:
 def _save_upload(storage, base: Path, config: Config) -> Path:
     """Save an upload under a server-chosen name; its type is checked by decoding it."""
     suffix = Path(storage.filename or "").suffix.lower()
-    known = suffix in (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+    known = suffix in IMAGE_EXTS
     path = base.with_suffix(suffix if known else ".img")
     storage.save(path)
     try:
@@ -296,6 +361,46 @@ def _save_upload(storage, base: Path, config: Config) -> Path:
     converted = path.with_suffix(".png")
     image.save(converted)
     return converted
+
+
+def _local_target(target: str) -> str:
+    """Where to go after logging in: a path of ours, never another site (`//evil`, `/\\evil`,
+    a tab that browsers drop, a scheme)."""
+    if not target or any(not c.isprintable() or c in " \\" for c in target):
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    return target
+
+
+class _LoginFailures:
+    """Wrong passwords per client in a sliding window: guessing costs time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._times: dict[str, list[float]] = {}
+
+    def _recent(self, client: str, now: float) -> list[float]:
+        times = [t for t in self._times.get(client, []) if now - t < LOGIN_WINDOW_S]
+        self._times[client] = times
+        if len(self._times) > 10_000:  # bounded memory under a spray of addresses
+            self._times = {k: v for k, v in self._times.items() if v}
+        return times
+
+    def wait_s(self, client: str) -> float:
+        with self._lock:
+            now = time.monotonic()
+            times = self._recent(client, now)
+            return 0.0 if len(times) < LOGIN_ATTEMPTS else LOGIN_WINDOW_S - (now - times[0])
+
+    def add(self, client: str) -> None:
+        with self._lock:
+            self._recent(client, time.monotonic()).append(time.monotonic())
+
+    def clear(self, client: str) -> None:
+        with self._lock:
+            self._times.pop(client, None)
 
 
 def _suggest_name(filename: str | None) -> str:

@@ -54,3 +54,10 @@ const nst = (() => {
   }
   return {followList, followJob};
 })();
+// Started from the script tag's data attributes: the Content-Security-Policy allows no inline script.
+(() => {
+  const me = document.currentScript;
+  if (!me) return;
+  if (me.dataset.followJob) nst.followJob(Number(me.dataset.followJob), me.dataset.status);
+  else if ("followList" in me.dataset) nst.followList(me.dataset.followList);
+})();

@@ -256,3 +256,33 @@ def test_unit_hardening_by_systemd_analyze(env, tmp_path):
                          text=True).stdout
     exposure = float(re.search(r"Overall exposure level for nst.service: ([0-9.]+)", out).group(1))
     assert exposure <= 3.0, out
+
+
+def test_huge_numbers_and_out_of_range_options_are_clear_answers(env, pair_files):
+    _, _, run = env
+    r = run("show", "9" * 30)
+    assert r.exit_code == 1 and "no job" in r.stderr and "Traceback" not in r.output
+    r = run("jobs", "--limit", "9" * 30)
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    content, style = pair_files
+    r = run("submit", str(content), str(style), "--priority", "99999")
+    assert r.exit_code == 2 and "-1000" in r.output
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[paths]\ninbox = 5\n", "[paths] inbox: a path"),
+    ('[paths]\ndatabase = "mysql://u:pw@db/nst"\n', "not a database nst can use"),
+    ("[web]\nport = 99999\n", "[web] port: 99999 is out of range"),
+    ("[watch]\nignore = [1, 2]\n", "[watch] ignore: a list of name patterns"),
+    ("[watch]\nsettle_seconds = -1\n", "[watch] settle_seconds: -1.0 is out of range"),
+    ("[worker]\nretry_seconds = nan\n", "[worker] retry_seconds: nan is out of range"),
+    ("[cluster]\ntakeover_seconds = 0\n", "[cluster] takeover_seconds"),
+])
+def test_bad_config_values_are_refused_and_doctor_reports_them(tmp_path, text, message):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(text)
+    r = CliRunner().invoke(main, ["--config", str(cfg), "jobs"])
+    assert r.exit_code == 1 and message in r.stderr and "Traceback" not in r.output
+    assert "pw@" not in r.output  # a database password is never shown
+    r = CliRunner().invoke(main, ["--config", str(cfg), "doctor"])
+    assert r.exit_code == 1 and f"[FAIL] config: " in r.output and message in r.output

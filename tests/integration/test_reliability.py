@@ -205,7 +205,8 @@ def test_database_held_by_another_process(service_dir):
 
 
 def test_inbox_deleted_and_recreated(service_dir):
-    svc = service_dir().start()
+    # No rescan for minutes: only watching the inbox's parent can notice the new inbox.
+    svc = service_dir(watch={"rescan_seconds": 600}).start()
     import shutil
 
     shutil.rmtree(svc.inbox)
@@ -214,6 +215,36 @@ def test_inbox_deleted_and_recreated(service_dir):
     svc.drop("back", {})
     assert svc.wait_job("back", timeout=30).status == "done"
     assert "watching it again" in svc.log_text()
+
+
+def test_hostile_files_neither_stop_nor_leak_and_a_restart_survives_them(service_dir, tmp_path):
+    """The attacks of the security review against the real daemon: a FIFO beside a bad
+    sidecar, a FIFO as a sidecar, a sidecar with a 5000-digit number, links out of the
+    inbox; a good job dropped with them is done, and the daemon restarts cleanly."""
+    import os
+
+    svc = service_dir().start()
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"TOPSECRET-31c")
+    os.mkfifo(svc.inbox / "fp.pipe")
+    (svc.inbox / "fp.toml").write_text("size = 'x'\n")
+    os.mkfifo(svc.inbox / "f1.toml")
+    (svc.inbox / "big.toml").write_text("size = " + "9" * 5000 + "\n")
+    os.symlink(secret, svc.inbox / "t4.notes.txt")
+    os.symlink(secret, svc.inbox / "t4.content.jpg")
+    (svc.inbox / "t4.toml").touch()
+    svc.drop("good", {})
+    assert svc.wait_job("good", timeout=60).status == "done"
+    for name in ("fp", "f1", "big", "t4"):
+        assert svc.wait_job(name, timeout=30).status == "failed", name
+    svc.stop()
+    svc.start()
+    svc.drop("after", {})
+    assert svc.wait_job("after", timeout=60).status == "done"
+    assert svc.proc.poll() is None and "Traceback" not in svc.log_text()
+    for path in svc.outbox.rglob("*"):
+        assert not path.is_symlink() and (not path.is_file() or b"TOPSECRET" not in path.read_bytes())
+    assert sorted(os.listdir(svc.inbox)) == []
 
 
 def test_many_unrelated_files_do_not_stall_the_daemon(service_dir):

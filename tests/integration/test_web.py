@@ -166,3 +166,89 @@ def test_optional_password(tmp_path):
     r = client.post("/login?next=//evil.example", data={"csrf_token": login_token, "password": "s3cret"})
     assert r.status_code == 302 and r.headers["Location"] == "/"
     assert client.get("/api/jobs").status_code == 200
+
+
+def test_every_response_carries_the_security_headers(site):
+    _, _, client = site
+    for path in ("/", "/api/jobs", "/jobs/1", "/static/nst.js", "/nowhere"):
+        r = client.get(path)
+        assert r.headers["X-Content-Type-Options"] == "nosniff", path
+        assert "script-src 'self'" in r.headers["Content-Security-Policy"], path
+        assert r.headers["X-Frame-Options"] == "DENY"
+    page = client.get("/").get_data(as_text=True)
+    assert not re.search(r"<script>(?!</script>)", page) and "<style>" not in page  # nothing inline to allow
+
+
+def test_archived_files_other_than_our_images_are_downloads_never_pages(site, content_image):
+    config, store, client = site
+    job = finished_job(config, store, content_image)
+    inputs = config.outbox / "done-job" / "inputs"
+    (inputs / "evil.html").write_text("<script>alert(document.cookie)</script>")
+    (inputs / "evil.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>')
+    (inputs / "gif-named.html").write_bytes(b"GIF89a<script>alert(1)</script>")
+    for name in ("evil.html", "evil.svg", "gif-named.html", "job.log", "job.json"):
+        path = name if name.startswith("job") else f"inputs/{name}"
+        r = client.get(f"/jobs/{job.id}/files/{path}")
+        assert r.status_code == 200 and r.mimetype == "application/octet-stream", name
+        assert r.headers["Content-Disposition"].startswith("attachment"), name
+    r = client.get(f"/jobs/{job.id}/files/done-job.stylized.png")
+    assert r.mimetype == "image/png" and "attachment" not in r.headers.get("Content-Disposition", "")
+
+
+def test_api_errors_are_json_and_huge_numbers_are_not_errors(site, content_image):
+    config, store, client = site
+    job = finished_job(config, store, content_image)
+    for path in ("/api/jobs/99999999999999999999999999", "/api/jobs/0", "/api/nothing"):
+        r = client.get(path)
+        assert r.status_code == 404 and "error" in r.get_json(), path
+    assert client.get("/jobs/99999999999999999999999999").status_code == 404
+    r = client.get(f"/api/jobs/{job.id}/log?offset=100000000000000000000000")
+    assert r.status_code == 200 and r.get_json()["text"] == ""
+    r = client.get(f"/api/jobs/{job.id}/log?offset=1e23")
+    assert r.status_code == 400 and "whole number" in r.get_json()["error"]
+    assert client.post("/api/jobs").get_json()["error"]  # 405, as JSON
+
+
+def _login(client, password, next_path="/"):
+    return client.post(f"/login?next={next_path}", data={"csrf_token": token(client, "/login"),
+                                                         "password": password})
+
+
+def test_login_is_rate_limited_per_client(tmp_path):
+    (tmp_path / "config.toml").write_text('[web]\npassword = "s3cret"\n')
+    client = create_app(load_config(tmp_path / "config.toml")).test_client()
+    codes = [_login(client, f"guess{i}").status_code for i in range(5)]
+    assert codes == [401] * 5
+    r = _login(client, "s3cret")  # right, but too soon after five wrong ones
+    assert r.status_code == 429 and "try again in" in r.get_data(as_text=True)
+    assert client.get("/api/jobs").status_code == 401
+    other = create_app(load_config(tmp_path / "config.toml")).test_client()
+    other.environ_base["REMOTE_ADDR"] = "10.0.0.2"  # another client is not held up
+    assert _login(other, "s3cret").status_code == 302
+
+
+def test_sessions_end_with_logout_and_with_a_password_change(tmp_path):
+    (tmp_path / "config.toml").write_text('[web]\npassword = "s3cret"\n')
+    client = create_app(load_config(tmp_path / "config.toml")).test_client()
+    assert _login(client, "s3cret").status_code == 302
+    assert client.get("/api/jobs").status_code == 200
+    assert "Log out" in client.get("/").get_data(as_text=True)
+    client.post("/logout", data={"csrf_token": token(client)})
+    assert client.get("/api/jobs").status_code == 401
+    assert _login(client, "s3cret").status_code == 302
+    cookie = client.get_cookie("session").value
+    (tmp_path / "config.toml").write_text('[web]\npassword = "changed"\n')
+    changed = create_app(load_config(tmp_path / "config.toml")).test_client()  # same state/web-secret
+    changed.set_cookie("session", cookie)
+    assert changed.get("/api/jobs").status_code == 401
+
+
+@pytest.mark.parametrize("target", ["/%09/evil.example", "//evil.example", "/\\evil.example", "https://evil.example",
+                                    "/%0d%0aSet-Cookie:x", "javascript:alert(1)"])
+def test_login_redirects_only_to_our_own_paths(tmp_path, target):
+    (tmp_path / "config.toml").write_text('[web]\npassword = "s3cret"\n')
+    client = create_app(load_config(tmp_path / "config.toml")).test_client()
+    r = _login(client, "s3cret", target)
+    assert r.status_code == 302 and r.headers["Location"] == "/", target
+    r = _login(client, "s3cret", "/jobs/3")
+    assert r.headers["Location"] == "/jobs/3"

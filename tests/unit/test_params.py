@@ -81,3 +81,9 @@ def test_deepest_layer():
 def test_to_dict_round_trips():
     p = Params(size=200, style_blend=(1.0, 3.0))
     assert Params.from_mapping(p.to_dict()) == p
+
+
+@pytest.mark.parametrize("device", ["meta", "cuda:x", "cpu ", "xla", "cuda:123"])
+def test_only_real_devices_are_accepted(device):
+    with pytest.raises(ParamError, match="not a device"):
+        Params.from_mapping({"device": device})

@@ -1,0 +1,32 @@
+"""Errors a user can cause. Each carries its advice (`hint`), set where the cause is known.
+
+No heavy imports: the CLI, the web page and the intake all raise and show these.
+"""
+
+from __future__ import annotations
+
+DEFAULT_SIDECAR_HINT = "correct the sidecar as the message says and drop it again; see README 'The inbox contract'"
+
+
+class UserError(ValueError):
+    """Something a user did that the service refuses; `hint` says how to fix it."""
+
+    default_hint = "check the inputs and parameters and submit again"
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint or self.default_hint
+
+
+class SidecarError(UserError):
+    """A sidecar cannot become a job; the message says what to fix."""
+
+    default_hint = DEFAULT_SIDECAR_HINT
+
+
+class RefusedFile(SidecarError):
+    """A file in the inbox the service will not open: a link leaving the inbox, a special
+    file (FIFO, socket, device), a folder where a file is expected, or one over a size limit."""
+
+    default_hint = ("drop a regular file: copy the picture itself into the inbox rather than a link to it "
+                    "(links may point only to files inside the inbox)")

@@ -1,0 +1,58 @@
+"""The intake in this process on a temporary folder: a real SQLite store, a real outbox."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+from service.config import config_from_dict
+from service.intake import Intake
+from service.outbox import Outbox
+from service.store import Store
+
+
+class IntakeDir:
+    def __init__(self, root: Path, **watch) -> None:
+        self.root = root
+        self.config = config_from_dict(
+            {"watch": {"settle_seconds": 0, "missing_timeout": 0.2, **watch}}, root=root)
+        for folder in (self.config.inbox, self.config.outbox, self.config.state):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.inbox, self.outbox_dir = self.config.inbox, self.config.outbox
+        self.store = Store(self.config.database)
+        self.store.migrate()
+        self.outbox = Outbox(self.config.outbox)
+        self.intake = Intake(self.config, self.store, self.outbox)
+
+    def image(self, name: str, colour=(200, 40, 40), size=(48, 40)) -> Path:
+        path = self.inbox / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size, colour).save(path, format="PNG" if name.lower().endswith(".png") else "JPEG")
+        return path
+
+    def pair(self, name: str) -> None:
+        self.image(f"{name}.content.jpg")
+        self.image(f"{name}.style.png", (20, 20, 200))
+
+    def scan(self, times: int = 1) -> int:
+        queued = 0
+        for _ in range(times):
+            queued += self.intake.scan()
+        return queued
+
+    def jobs(self) -> dict:
+        return {j.name: j for j in self.store.list_jobs()}
+
+    def everything_written(self) -> bytes:
+        """The bytes of every regular file the service wrote: outbox and state (archive and database
+        included), less the web page's own key."""
+        data = b""
+        for top in (self.outbox_dir, self.config.state):
+            for path in sorted(top.rglob("*")):
+                if path.is_file() and not path.is_symlink() and path.name != "web-secret":
+                    data += path.read_bytes()
+        return data
+
+    def close(self) -> None:
+        self.store.dispose()
