@@ -51,11 +51,10 @@ def inside(path: str | os.PathLike, root: Path) -> bool:
 
 
 def refusal(path: Path, root: Path) -> str | None:
-    """Why `path` may not be opened (without opening it), or None if it may."""
-    try:
-        st = path.lstat()
-    except OSError as e:
-        return f"{path.name}: cannot be read ({e.strerror or e})"
+    """Why `path` may not be opened (without opening it), or None if it may. A file that
+    is not there (taken by another watcher a moment ago) raises FileNotFoundError: that
+    is no refusal, only a reason to look again."""
+    st = path.lstat()
     if stat.S_ISLNK(st.st_mode):
         if not inside(path, root):
             return f"{path.name}: a link that points outside the inbox; refused (links are never followed out)"
@@ -76,6 +75,8 @@ def open_regular(path: Path, root: Path, *, max_bytes: int | None = None) -> Bin
         raise RefusedFile(why)
     try:
         fd = os.open(os.path.realpath(path), _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise
     except OSError as e:
         # ELOOP: a link was swapped in after the check above.
         raise RefusedFile(f"{path.name}: cannot be opened safely ({e.strerror or e}); refused") from None
@@ -130,7 +131,7 @@ def sha256_regular(path: Path) -> str | None:
             for block in iter(lambda: f.read(_CHUNK), b""):
                 digest.update(block)
             return digest.hexdigest()
-    except RefusedFile:
+    except (RefusedFile, OSError):
         return None
 
 
