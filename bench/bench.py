@@ -404,7 +404,8 @@ def median_cmd(cmd, *, reps: int) -> float:
 
 
 def fill_store(path: Path, n: int) -> None:
-    from service.store import Job, JobStatus, Store
+    from service.status import JobStatus
+    from service.store import Job, Store
 
     store = Store(f"sqlite:///{path}")
     store.migrate()
@@ -624,7 +625,7 @@ def _takeover_wait(url: str) -> float:
             content.save(root / "inbox" / "big.content.png")
             Image.open(STYLE).convert("RGB").resize((128, 80)).save(root / "inbox" / "big.style.png")
             (root / "inbox" / "big.toml").write_text("")
-            _wait(lambda: any(j.status == "running" and j.progress.get("step", 0) > 5
+            _wait(lambda: any(j.status == "running" and j.progress.step > 5
                               for j in store.list_jobs(JobFilter(limit=None))), 120)
             job = store.list_jobs(JobFilter(limit=None))[0]
             victim = next(p for p in procs if p.pid == job.pid)

@@ -19,7 +19,12 @@ MIN_EDGE = 32
 
 
 class ImageError(ValueError):
-    """An image a user gave cannot be used; the message names the file."""
+    """An image a user gave cannot be used; the message names the file. `incomplete` says the
+    file may still be arriving (empty, cut short), as opposed to a definite refusal."""
+
+    def __init__(self, message: str, *, incomplete: bool = False) -> None:
+        super().__init__(message)
+        self.incomplete = incomplete
 
 
 def load_image(source: str | os.PathLike | BinaryIO, *, max_pixels: int = 80_000_000,
@@ -35,7 +40,7 @@ def load_image(source: str | os.PathLike | BinaryIO, *, max_pixels: int = 80_000
     try:
         size = os.fstat(source.fileno()).st_size if opened else Path(source).stat().st_size
         if size == 0:
-            raise ImageError(f"{name}: the file is empty (0 bytes)")
+            raise ImageError(f"{name}: the file is empty (0 bytes)", incomplete=True)
         with warnings.catch_warnings():
             # Pillow's own bomb guard stays on; its warning becomes a refusal.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -59,9 +64,9 @@ def load_image(source: str | os.PathLike | BinaryIO, *, max_pixels: int = 80_000
             "decompression bomb (scale it down first)"
         ) from None
     except FileNotFoundError:
-        raise ImageError(f"{name}: file not found") from None
+        raise ImageError(f"{name}: file not found", incomplete=True) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageError(f"{name}: the image is damaged or truncated ({e})") from None
+        raise ImageError(f"{name}: the image is damaged or truncated ({e})", incomplete=True) from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

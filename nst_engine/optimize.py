@@ -136,6 +136,11 @@ def stylize(
     if params.init not in ("content", "noise") and init_image is None:
         raise ValueError(f"init={params.init!r} names an image: pass it as init_image")
     device = pick_device(params.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)  # the record's peak is this run's alone
+        # cuDNN rounds float32 convolutions to TF32 by default; "fp32" promises float32.
+        torch.backends.cudnn.allow_tf32 = params.precision != "fp32"
+        torch.backends.cuda.matmul.allow_tf32 = False
     bf16 = use_bf16(params.precision, device)
     weights = _weights(params.weights)
     net = _network(params.weights, params.pooling, device, params.deepest_layer(), bf16)
@@ -403,6 +408,8 @@ def _result(finished, content, params, run, weights, device, bf16, setup_seconds
         },
         "stopped": run.stopped,
     }
+    if device.type == "cuda":
+        record["gpu_peak_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return Result(outputs=outputs, record=record, history=run.history, stopped=run.stopped, state=state)
 
 

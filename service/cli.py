@@ -16,6 +16,7 @@ from nst_engine.params import ParamError, Params, parse_assignment
 
 from . import __version__
 from .config import Config, ConfigError, load_config, redact_url
+from .status import NAMES as STATUS_NAMES
 
 
 class UserError(click.ClickException):
@@ -130,11 +131,19 @@ def _store(ctx: click.Context, *, create: bool = False):
     from .store import Store
 
     config = _config(ctx)
-    if config.database.startswith("sqlite:///") and not create:
-        db = Path(config.database[len("sqlite:///"):])
-        if not db.exists():
-            raise UserError(f"no job history yet at {db} (start the service with nst serve)")
-    store = Store(config.database, outage_s=5.0)  # a person waits a little, not a minute
+    url = config.database
+    if url.startswith("sqlite:///") and not create and not Path(url[len("sqlite:///"):]).exists():
+        # No history yet is an empty history, not an error: answer from an empty store
+        # (a throwaway file) rather than create the service's database from a read.
+        import atexit
+        import shutil
+        import tempfile
+
+        empty = tempfile.mkdtemp(prefix="nst-empty-")
+        atexit.register(shutil.rmtree, empty, True)
+        url = f"sqlite:///{empty}/jobs.sqlite3"
+        create = True
+    store = Store(url, outage_s=5.0)  # a person waits a little, not a minute
     if create:
         store.migrate()
     return store
@@ -244,7 +253,7 @@ def submit(ctx: click.Context, content: str, styles: tuple[str, ...], name: str 
 
 
 @main.command()
-@click.option("--status", type=click.Choice(["queued", "running", "done", "failed", "cancelled"]))
+@click.option("--status", type=click.Choice(STATUS_NAMES))
 @click.option("--since", metavar="DATE", help="Submitted on or after (local time), e.g. 2026-11-01.")
 @click.option("--until", metavar="DATE", help="Submitted on or before (local time).")
 @click.option("--name", "name_glob", metavar="GLOB", help="Job names matching, e.g. 'portrait*'.")
@@ -268,22 +277,17 @@ def jobs(ctx: click.Context, status, since, until, name_glob, limit, as_json) ->
     rows = store.list_jobs(JobFilter(status=status, since=_parse_when(since), until=_parse_when(until, end=True),
                                      name_glob=name_glob, limit=limit))
     if as_json:
-        click.echo(json.dumps([_brief(j) for j in rows], indent=2))
+        click.echo(json.dumps([j.to_dict(brief=True) for j in rows], indent=2))
         return
     if not rows:
-        click.echo("no jobs", err=True)
+        click.echo("No jobs yet" if status is None and not (since or until or name_glob) else "No jobs match",
+                   err=True)
         return
     click.echo(table(
         ["ID", "NAME", "STATUS", "SUBMITTED", "DURATION", "SIZE", "ITERS", "OUTPUTS"],
         [[j.id, _clip(j.name), j.status, local_time(j.submitted_at), duration(j.duration_s), j.size,
           j.iterations, len(j.outputs)] for j in rows],
     ))
-
-
-def _brief(job) -> dict[str, Any]:
-    d = job.to_dict()
-    return {k: d[k] for k in ("id", "name", "status", "priority", "submitted", "started", "finished",
-                              "duration_s", "size", "iterations", "attempts", "error", "outputs", "outbox_dir")}
 
 
 def _clip(text: str, width: int = 32) -> str:
@@ -328,9 +332,9 @@ def show(ctx: click.Context, job: str, as_json: bool) -> None:
     if j.error:
         lines.append(f"  error       {j.error}")
     progress = j.progress
-    if j.status == "running" and progress:
-        lines.append(f"  progress    step {progress.get('step')}/{progress.get('total')}, "
-                     f"ETA {duration(progress.get('eta'))}")
+    if j.status == "running" and progress.total:
+        lines.append(f"  progress    step {progress.step}/{progress.total} ({progress.fraction:.0%}), "
+                     f"ETA {duration(progress.eta)}")
     record = j.record
     if record.get("final_losses"):
         lines.append("  losses      " + ", ".join(f"{k} {v:.4g}" for k, v in record["final_losses"].items()))
@@ -384,7 +388,7 @@ def logs(ctx: click.Context, job: str, follow: bool) -> None:
                 position += len(chunk)
             if chunk:
                 click.echo(chunk.decode("utf-8", "replace"), nl=False)
-        finished = j.status in ("done", "failed", "cancelled")
+        finished = j.state.finished
         if not follow or (finished and (path is None or path == done)):
             if path is None and not follow:
                 raise UserError(f"job {j.id} has no log yet ({j.status})")
@@ -435,9 +439,8 @@ def status(ctx: click.Context, once: bool) -> None:
         while True:
             job = store.get(job.id)
             p = job.progress
-            line = progress_line(step=p.get("step", 0), total=p.get("total", 0), scale=p.get("scale", 0),
-                                 scales=p.get("scales", 0), loss=(p.get("losses") or {}).get("total"),
-                                 eta=p.get("eta"))
+            line = progress_line(step=p.step, total=p.total, scale=p.scale, scales=p.scales,
+                                 loss=p.losses.get("total"), eta=p.eta)
             if job.status != "running":
                 click.echo(("\r" if interactive else "") + f"{line}  -> {job.status}")
                 return
@@ -545,7 +548,8 @@ def cancel(ctx: click.Context, job: str) -> None:
     Example:
       nst cancel 42
     """
-    from .store import JobStatus, StoreError
+    from .status import JobStatus
+    from .store import StoreError
 
     store = _store(ctx)
     j = _job(store, job)
@@ -572,7 +576,7 @@ def retry(ctx: click.Context, job: str, assignments: tuple[str, ...]) -> None:
 
     config = _config(ctx)
     j = _job(_store(ctx), job)
-    if j.status not in ("failed", "cancelled"):
+    if not j.state.retryable:
         raise UserError(f"job {j.id} is {j.status}; only failed or cancelled jobs can be retried")
     values = overrides_from(assignments)
     build_params(config, {**j.params, **values})

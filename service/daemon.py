@@ -23,7 +23,8 @@ from pathlib import Path
 from .config import Config, redact_url
 from .intake import SWEEP_S, Intake
 from .outbox import Outbox
-from .store import JobStatus, Store
+from .status import JobStatus
+from .store import Store
 
 log = logging.getLogger("nst.daemon")
 
@@ -84,7 +85,7 @@ class Daemon:
         self.wake = threading.Event()  # the worker: a job may be waiting
         self.wake_intake = threading.Event()  # the intake: a file changed
         self.store = Store(config.database)
-        self.outbox = Outbox(config.outbox, file_mode=config.worker.file_mode)
+        self.outbox = Outbox(config.outbox, file_mode=config.worker.file_mode, owner=self.run_id)
         self.intake = Intake(config, self.store, self.outbox)
         self._lock_file = None
         self._observer = None
@@ -115,11 +116,12 @@ class Daemon:
             self.worker.warm_up()
         home = str(self.config.state.resolve())
         self.store.register_daemon(self.run_id, device=device, roles=roles, home=home)
+        earlier = self.store.earlier_runs(run_id=self.run_id, host=socket.gethostname(), home=home)
         for job_id in self.store.requeue_orphans(run_id=self.run_id, host=socket.gethostname(), home=home):
             log.warning("job %d was running when this service stopped: queued again, it resumes", job_id)
+        for partial in self.outbox.remove_partials(dead_owners=earlier):
+            log.info("removed partial outbox folder %s", partial.name)
         if "watch" in roles:
-            for partial in self.outbox.remove_partials(older_than_s=0 if roles == ("watch", "work") else 3600):
-                log.info("removed partial outbox folder %s", partial.name)
             self.intake.recover()
             self._start_observer()
         web_server = self._start_web()

@@ -30,7 +30,8 @@ from .inbox import (
 )
 from .outbox import JobFolder, Outbox, error_text
 from .safefiles import copy_regular, inside, kind_of, open_regular, refusal, sha256_regular
-from .store import JobStatus, Store, utcnow
+from .status import JobStatus
+from .store import Store, utcnow
 
 log = logging.getLogger("nst.intake")
 
@@ -48,6 +49,10 @@ class _Input:
     role: str  # content, style, init, sidecar
     source: Path  # where it is in the inbox
     own: bool  # moved with the job (else copied)
+
+
+class _Incomplete(Exception):
+    """An image that is empty or cut short: it may still be arriving."""
 
 
 class _NotReady(Exception):
@@ -197,8 +202,8 @@ class Intake:
                 raise _NotReady()
             try:
                 self._decodes(item.source)
-            except SidecarError as e:
-                undecodable.append(str(e))
+            except _Incomplete as e:
+                undecodable.append(str(e))  # may still be arriving: wait for it
         if undecodable:
             self._wait_or_fail(sidecar_path, "; ".join(undecodable))
         taken = {item.source for item in found}
@@ -215,9 +220,7 @@ class Intake:
         if "still missing" in why:
             hint = ("drop the missing image(s) into the inbox before the sidecar, or name them in it "
                     "(content = \"photo.jpg\", style = \"painting.jpg\"), then drop the sidecar again")
-        elif "megapixels" in why:
-            hint = "scale the image down, or raise [limits] max_image_pixels in config.toml"
-        elif "not an image" in why or "damaged" in why or "empty" in why:
+        elif "damaged" in why or "empty" in why:
             hint = "replace the file with a complete JPEG, PNG, WebP, TIFF or BMP image and drop the sidecar again"
         raise SidecarError(f"gave up after waiting {self.config.watch.missing_timeout:.0f} s; {why}", hint=hint)
 
@@ -231,7 +234,10 @@ class Intake:
         except RefusedFile:
             raise
         except ValueError as e:
-            raise SidecarError(str(e)) from None
+            if getattr(e, "incomplete", False):
+                raise _Incomplete(str(e)) from None
+            # A settled file that is plainly refused (not an image, too many pixels): at once.
+            raise SidecarError(str(e), hint=_image_hint(str(e))) from None
         self._checked[signature] = None
         if len(self._checked) > 10_000:
             self._checked.clear()
@@ -392,6 +398,12 @@ class Intake:
             publish(*args)
         except OSError as e:
             log.warning("job %d: its outbox folder cannot be written yet (%s); trying again shortly", args[0], e)
+
+
+def _image_hint(message: str) -> str:
+    if "megapixels" in message:
+        return "scale the image down, or raise [limits] max_image_pixels in config.toml; then drop the job again"
+    return "replace the file with a JPEG, PNG, WebP, TIFF, BMP or GIF image and drop the job again"
 
 
 def _hint_for(message: str) -> str:

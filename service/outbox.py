@@ -47,8 +47,9 @@ class JobFolder:
 
 
 class Outbox:
-    def __init__(self, root: Path, *, file_mode: int = 0o644) -> None:
+    def __init__(self, root: Path, *, file_mode: int = 0o644, owner: str = "") -> None:
         self.root = root
+        self.owner = owner_tag(owner)  # in every partial folder's name: whose it is
         self.file_mode = file_mode
         self.dir_mode = file_mode | ((file_mode & 0o444) >> 2)  # r -> x for folders
         self._lock = threading.Lock()  # the intake and the worker both publish
@@ -68,7 +69,7 @@ class Outbox:
         """Write `folder`, call `reserve(dirname)` to record its final name, rename it into place."""
         with self._lock:
             self.root.mkdir(parents=True, exist_ok=True)
-            tmp = self.root / f".{safe_component(folder.name)}.{folder.job_id}{PARTIAL_SUFFIX}"
+            tmp = self.root / f".{safe_component(folder.name)}.{folder.job_id}.{self.owner}{PARTIAL_SUFFIX}"
             if tmp.exists():
                 shutil.rmtree(tmp)
             tmp.mkdir(mode=self.dir_mode)
@@ -128,20 +129,31 @@ class Outbox:
             for f in filenames:
                 os.chmod(os.path.join(dirpath, f), self.file_mode)
 
-    def remove_partials(self, *, older_than_s: float = 0) -> list[Path]:
-        """Hidden partial folders left by a crash: nothing refers to them. With other daemons
-        sharing the outbox, only old ones (a live daemon's partial folder is seconds old)."""
+    def remove_partials(self, *, dead_owners: Sequence[str] = (), older_than_s: float = 3600) -> list[Path]:
+        """Hidden partial folders left by a crash: those of `dead_owners` (earlier starts of this
+        daemon) and any older than `older_than_s`. A peer's folder on a shared outbox is left
+        alone, whatever roles the nodes run: it may be being written right now."""
         import time
 
+        dead = {owner_tag(o) for o in dead_owners}
         removed = []
         if not self.root.is_dir():
             return removed
         for entry in self.root.iterdir():
-            if entry.name.startswith(".") and entry.name.endswith(PARTIAL_SUFFIX) and entry.is_dir() \
-                    and time.time() - entry.stat().st_mtime >= older_than_s:
+            if not (entry.name.startswith(".") and entry.name.endswith(PARTIAL_SUFFIX) and entry.is_dir()):
+                continue
+            owner = entry.name[: -len(PARTIAL_SUFFIX)].rsplit(".", 1)[-1]
+            if owner in dead or time.time() - entry.stat().st_mtime >= older_than_s:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry)
         return removed
+
+
+def owner_tag(run_id: str) -> str:
+    """A short, name-safe tag for a daemon start's run id."""
+    import hashlib
+
+    return hashlib.sha256(run_id.encode()).hexdigest()[:10]
 
 
 def preview(tiles: Sequence[tuple[str, Image.Image]], *, height: int = 256) -> Image.Image:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import enum
 import json
 import os
 import socket
@@ -24,30 +23,10 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from .status import TRANSITIONS, JobProgress, JobStatus
+
 SCHEMA_VERSION = 2
 MAX_ID = 2**63 - 1  # the largest id (and LIMIT) both databases take
-
-
-class JobStatus(str, enum.Enum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
-
-
-# Every move a job may make; anything else is a bug and raises.
-_TRANSITIONS: dict[JobStatus, set[JobStatus]] = {
-    JobStatus.QUEUED: {JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED},
-    JobStatus.RUNNING: {JobStatus.QUEUED, JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED},
-    JobStatus.DONE: set(),
-    JobStatus.FAILED: {JobStatus.QUEUED},
-    JobStatus.CANCELLED: {JobStatus.QUEUED},
-}
 
 
 class StoreError(RuntimeError):
@@ -128,23 +107,30 @@ class Job(Base):
         return json.loads(self.record_json)
 
     @property
-    def progress(self) -> dict[str, Any]:
-        return json.loads(self.progress_json)
+    def progress(self) -> JobProgress:
+        return JobProgress.from_dict(json.loads(self.progress_json))
 
-    def to_dict(self) -> dict[str, Any]:
-        """Stable keys for `--json` and the web API."""
+    def to_dict(self, *, brief: bool = False) -> dict[str, Any]:
+        """The one serialization of a job: `nst jobs --json` and the job list API take the brief
+        form, `nst show --json` and a job's API the whole. Keys are stable."""
         def iso(value: dt.datetime | None) -> str | None:
             return value.replace(tzinfo=dt.timezone.utc).isoformat() if value else None
 
-        return {
+        progress = self.progress
+        fraction = 1.0 if self.state == JobStatus.DONE else progress.fraction
+        out = {
             "id": self.id, "name": self.name, "status": self.status, "priority": self.priority,
             "submitted": iso(self.submitted_at), "started": iso(self.started_at),
             "finished": iso(self.finished_at), "duration_s": self.duration_s,
             "size": self.size, "iterations": self.iterations, "attempts": self.attempts,
-            "host": self.host, "pid": self.pid, "error": self.error, "params": self.params,
-            "inputs": self.inputs, "outputs": self.outputs, "outbox_dir": self.outbox_dir,
-            "progress": self.progress, "record": self.record,
+            "error": self.error, "outputs": self.outputs, "outbox_dir": self.outbox_dir,
+            "progress": {**progress.to_dict(), "fraction": round(fraction, 4),
+                         "loss": progress.losses.get("total")},
         }
+        if not brief:
+            out |= {"host": self.host, "pid": self.pid, "params": self.params, "inputs": self.inputs,
+                    "record": self.record}
+        return out
 
 
 class Daemon(Base):
@@ -325,7 +311,7 @@ class Store:
             for job in s.scalars(q.with_for_update(skip_locked=True)):
                 if not set(json.loads(job.tags_json or "[]")) <= set(tags):
                     continue
-                job.status = JobStatus.RUNNING.value
+                _move(job, JobStatus.RUNNING)  # from queued, or a takeover of a silent worker's job
                 job.run_id, job.host, job.pid = run_id, host, pid
                 job.attempts += 1
                 job.started_at = job.started_at or now
@@ -370,6 +356,13 @@ class Store:
                 _move(job, JobStatus.CANCELLED, expect=JobStatus.QUEUED, error="cancelled before it started")
                 return JobStatus.CANCELLED
         raise StoreError(f"job {job_id} is {job.status}; only queued or running jobs can be cancelled")
+
+    def earlier_runs(self, *, run_id: str, host: str, home: str) -> list[str]:
+        """The run ids of earlier starts of this daemon (same host and state folder): all dead,
+        since we hold that folder's lock."""
+        with self._session() as s:
+            return list(s.scalars(select(Daemon.run_id).where(Daemon.host == host, Daemon.home == home,
+                                                             Daemon.run_id != run_id)))
 
     def requeue_orphans(self, *, run_id: str, host: str, home: str) -> list[int]:
         """Jobs left running by an earlier start of *this* daemon (same host and the same
@@ -509,7 +502,7 @@ def _move(job: Job, to: JobStatus, *, run_id: str | None = None, expect: JobStat
     current = job.state
     if expect is not None and current != expect:
         raise StoreError(f"job {job.id} is {current.value}, not {expect.value}")
-    if to not in _TRANSITIONS[current]:
+    if to not in TRANSITIONS[current]:
         raise StoreError(f"job {job.id} cannot go from {current.value} to {to.value}")
     if run_id is not None and current == JobStatus.RUNNING and job.run_id != run_id:
         raise StoreError(f"job {job.id} is no longer ours (claimed by run {job.run_id})")
@@ -569,7 +562,7 @@ for _name in (
     "migrate", "enqueue", "find_by_key", "list_jobs_unstaged", "mark_staged", "reserve_outbox_dir", "transition",
     "claim_next", "heartbeat_job", "update_progress", "cancel_requested", "request_cancel", "requeue_orphans",
     "get", "find", "list_jobs", "list_unpublished", "queue", "running", "counts", "register_daemon", "heartbeat",
-    "unregister_daemon", "live_daemons", "all_daemons",
+    "unregister_daemon", "live_daemons", "all_daemons", "earlier_runs",
 ):
     setattr(Store, _name, _survives_outages(getattr(Store, _name)))
 

@@ -32,7 +32,9 @@ from nst_engine.params import ParamError, Params
 
 from .config import Config
 from .inbox import IMAGE_EXTS
-from .store import JobFilter, JobStatus, Store, StoreError
+from .status import NAMES as STATUS_NAMES
+from .status import JobStatus
+from .store import JobFilter, Store, StoreError
 from .submit import SubmitError, resubmit_job, submit_job
 
 # The form's fields, in order: (key, label, input type).
@@ -46,7 +48,6 @@ FORM_FIELDS = (
     ("preserve_color", "Preserve the photograph's colours", "checkbox"),
     ("color_correction", "Also write a colour-corrected copy", "checkbox"),
 )
-STATUSES = [s.value for s in JobStatus]
 # Served inline (shown in the page): only the image types the service itself writes.
 INLINE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
                 ".gif": "image/gif"}
@@ -136,7 +137,7 @@ def create_app(config: Config, *, store: Store | None = None) -> Flask:
     def render_index(*, values: dict[str, Any] | None = None, status: int = 200):
         jobs = store.list_jobs(JobFilter(status=request.args.get("status") or None, limit=100))
         return render_template(
-            "index.html", jobs=jobs, statuses=STATUSES, current=request.args.get("status", ""),
+            "index.html", jobs=jobs, statuses=STATUS_NAMES, current=request.args.get("status", ""),
             fields=FORM_FIELDS, values=values or config.defaults.to_dict(), limits=config.limits,
         ), status
 
@@ -239,7 +240,7 @@ def create_app(config: Config, *, store: Store | None = None) -> Flask:
     @app.post("/jobs/<int:job_id>/retry")
     def retry(job_id: int):
         job = _job_or_404(store, job_id)
-        if job.status not in ("failed", "cancelled"):
+        if not job.state.retryable:
             flash(f"job {job_id} is {job.status}; only failed or cancelled jobs can be retried", "danger")
         else:
             try:
@@ -256,15 +257,15 @@ def create_app(config: Config, *, store: Store | None = None) -> Flask:
         except ValueError:
             return jsonify(error="limit must be a number"), 400
         status = request.args.get("status") or None
-        if status and status not in STATUSES:
-            return jsonify(error=f"status must be one of {', '.join(STATUSES)}"), 400
+        if status and status not in STATUS_NAMES:
+            return jsonify(error=f"status must be one of {', '.join(STATUS_NAMES)}"), 400
         jobs = store.list_jobs(JobFilter(status=status, limit=limit, name_glob=request.args.get("name") or None))
         return jsonify([_api_job(j) for j in jobs])
 
     @app.get("/api/jobs/<int:job_id>")
     def api_job(job_id: int):
         job = _job_or_404(store, job_id)
-        return jsonify({**job.to_dict(), **_api_job(job), "files": sorted(_outbox_files(config, job))})
+        return jsonify({**_api_job(job, brief=False), "files": sorted(_outbox_files(config, job))})
 
     @app.get("/api/jobs/<int:job_id>/log")
     def api_log(job_id: int):
@@ -283,21 +284,14 @@ def create_app(config: Config, *, store: Store | None = None) -> Flask:
                 f.seek(offset)
                 text = f.read(256 * 1024)
         return jsonify(text=text.decode("utf-8", "replace"), offset=offset + len(text),
-                       finished=JobStatus(job.status).finished)
+                       finished=job.state.finished)
 
     return app
 
 
-def _api_job(job) -> dict[str, Any]:
-    p = job.progress
-    fraction = 1.0 if job.status == "done" else (p.get("step", 0) / p["total"]) if p.get("total") else 0.0
-    return {
-        "id": job.id, "name": job.name, "status": job.status, "submitted": job.to_dict()["submitted"],
-        "duration_s": job.duration_s, "size": job.size, "iterations": job.iterations, "error": job.error,
-        "progress": {"fraction": round(fraction, 4), "step": p.get("step"), "total": p.get("total"),
-                     "eta": p.get("eta"), "loss": (p.get("losses") or {}).get("total")},
-        "outputs": job.outputs, "url": f"/jobs/{job.id}",
-    }
+def _api_job(job, *, brief: bool = True) -> dict[str, Any]:
+    """The job's one serialization, with the page's address."""
+    return {**job.to_dict(brief=brief), "url": f"/jobs/{job.id}"}
 
 
 def _job_or_404(store: Store, job_id: int):

@@ -23,7 +23,8 @@ from .config import Config
 from .files import write_bytes_atomic
 from .inbox import safe_component
 from .outbox import JobFolder, Outbox, error_text, loss_plot, preview
-from .store import Job, JobStatus, Store, StoreError
+from .status import JobProgress, JobStatus
+from .store import Job, Store, StoreError
 
 log = logging.getLogger("nst.worker")
 
@@ -292,14 +293,13 @@ class _Reporter:
                               f"{p.size[0]}x{p.size[1]} iteration {p.iteration}/{p.iterations}: {losses}")
         if now - self._last_store >= PROGRESS_EVERY_S or p.step == p.total_steps:
             self._last_store = now
-            progress = {
-                "step": p.step, "total": p.total_steps, "scale": p.scale + 1, "scales": p.scales,
-                "iteration": p.iteration, "iterations": p.iterations, "output": p.output + 1,
-                "outputs": p.outputs, "losses": p.losses, "elapsed": round(p.elapsed, 2), "eta": round(p.eta, 2),
-                "updated": time.time(),
-            }
+            progress = JobProgress(
+                step=p.step, total=p.total_steps, scale=p.scale + 1, scales=p.scales, iteration=p.iteration,
+                iterations=p.iterations, output=p.output + 1, outputs=p.outputs, losses=dict(p.losses),
+                elapsed=round(p.elapsed, 2), eta=round(p.eta, 2), updated=time.time(),
+            )
             try:
-                if not self.worker.store.update_progress(self.job.id, self.worker.run_id, progress):
+                if not self.worker.store.update_progress(self.job.id, self.worker.run_id, progress.to_dict()):
                     self.cancelled = self.worker.store.cancel_requested(self.job.id)
             except Exception as e:  # the database away for longer than the store waits: go on computing
                 log.warning("job %d: progress not recorded (%s)", self.job.id, e)

@@ -12,6 +12,18 @@ from service.outbox import Outbox
 from service.store import Store
 
 
+def bomb_png(path: Path, width: int, height: int) -> None:
+    """A small PNG whose header declares `width` x `height` pixels."""
+    import struct
+    import zlib
+
+    Image.new("RGB", (8, 8)).save(path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+
+
 class IntakeDir:
     def __init__(self, root: Path, **watch) -> None:
         self.root = root

@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from service.cli import main
-from service.store import JobStatus, Store
+from service.status import JobStatus
+from service.store import Store
 
 
 @pytest.fixture
@@ -61,7 +62,10 @@ def test_jobs_table_json_and_filters(env):
     data = json.loads(run("jobs", "--json").output)
     assert [d["id"] for d in data] == list(reversed(ids))
     assert set(data[0]) == {"id", "name", "status", "priority", "submitted", "started", "finished", "duration_s",
-                            "size", "iterations", "attempts", "error", "outputs", "outbox_dir"}
+                            "size", "iterations", "attempts", "error", "outputs", "outbox_dir", "progress"}
+    assert data[-1]["progress"]["fraction"] == 1.0  # done
+    shown = json.loads(run("show", str(ids[0]), "--json").output)
+    assert set(data[-1]) < set(shown) and {"params", "inputs", "record"} <= set(shown)  # one serialization
     assert [d["name"] for d in json.loads(run("jobs", "--json", "--status", "done").output)] == ["portrait-0"]
     assert len(json.loads(run("jobs", "--json", "--name", "portrait*").output)) == 2
     assert len(json.loads(run("jobs", "--json", "--limit", "1").output)) == 1
@@ -156,11 +160,19 @@ def test_status_without_a_daemon(env):
     assert "service: not running" in r.output and "queue: 2 job(s)" in r.output
 
 
-def test_history_commands_without_a_database_say_so(tmp_path):
+def test_an_empty_history_is_empty_not_an_error(tmp_path):
     cfg = tmp_path / "config.toml"
     cfg.write_text("")
+    r = CliRunner().invoke(main, ["--config", str(cfg), "jobs", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout) == []
     r = CliRunner().invoke(main, ["--config", str(cfg), "jobs"])
-    assert r.exit_code == 1 and "no job history yet" in r.stderr
+    assert r.exit_code == 0 and "No jobs yet" in r.stderr
+    for args in (["workers", "--json"], ["status", "--once"]):
+        r = CliRunner().invoke(main, ["--config", str(cfg), *args])
+        assert r.exit_code == 0, (args, r.output)
+    r = CliRunner().invoke(main, ["--config", str(cfg), "show", "1"])
+    assert r.exit_code == 1 and "no job '1'" in r.stderr
+    assert not (tmp_path / "state" / "jobs.sqlite3").exists()  # a read creates no database
 
 
 def test_bad_config_is_one_line(tmp_path):

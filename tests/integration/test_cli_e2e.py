@@ -20,7 +20,7 @@ def test_submit_status_jobs_show_logs_on_a_real_job(service_dir, pair_files):
     content, style = pair_files
     name = nst(svc, "submit", str(content), str(style), "--name", "e2e", "--set", "outputs=1").stdout.strip()
     assert name == "e2e"
-    svc.wait_for(lambda: (j := svc.job("e2e")) is not None and j.progress.get("step", 0) > 0,
+    svc.wait_for(lambda: (j := svc.job("e2e")) is not None and j.progress.step > 0,
                  what="the job to start")
     status = nst(svc, "status", "--once").stdout
     assert "service: running" in status and "running: job" in status and "ETA" in status
@@ -40,7 +40,7 @@ def test_submit_status_jobs_show_logs_on_a_real_job(service_dir, pair_files):
 def test_cancel_a_running_job_keeps_a_partial_result(service_dir):
     svc = service_dir(defaults={"size": 128, "iterations": 2000}).start()
     svc.drop("stopme", {})
-    svc.wait_for(lambda: (j := svc.job("stopme")) is not None and j.progress.get("step", 0) > 5,
+    svc.wait_for(lambda: (j := svc.job("stopme")) is not None and j.progress.step > 5,
                  what="the job to run")
     assert "next iteration" in nst(svc, "cancel", "stopme").stdout
     job = svc.wait_job("stopme", timeout=30)

@@ -5,7 +5,8 @@ import json
 from click.testing import CliRunner
 
 from service.cli import main
-from service.store import JobStatus, Store
+from service.status import JobStatus
+from service.store import Store
 
 
 def test_history_commands_and_db_copy_on_postgresql(tmp_path, postgres):

@@ -66,7 +66,7 @@ def test_a_killed_workers_job_is_taken_over_and_completes_once(cluster):
     a, b = cluster(2, defaults={"size": 128, "iterations": 150})
     a.start()
     a.drop("big", {})
-    a.wait_for(lambda: (j := a.job("big")) is not None and j.progress.get("step", 0) >= 30,
+    a.wait_for(lambda: (j := a.job("big")) is not None and j.progress.step >= 30,
                what="a to run the job past a checkpoint")
     b.start()
     killed_at = time.monotonic()

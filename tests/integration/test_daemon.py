@@ -88,7 +88,7 @@ def test_polling_observer(service_dir):
 def test_sigterm_mid_job_checkpoints_and_resumes(service_dir):
     svc = service_dir(defaults={"size": 128, "iterations": 400}).start()
     svc.drop("long", {})
-    svc.wait_for(lambda: (j := svc.job("long")) is not None and j.progress.get("step", 0) >= 20,
+    svc.wait_for(lambda: (j := svc.job("long")) is not None and j.progress.step >= 20,
                  what="the job to make progress")
     took = svc.stop(signal.SIGTERM)
     assert took < 10
@@ -105,7 +105,7 @@ def test_kill_9_mid_job_resumes_and_completes_once(service_dir):
     svc = service_dir(defaults={"size": 128, "iterations": 300}).start()
     svc.drop("crash", {})
     svc.drop("after", {"iterations": 2})
-    svc.wait_for(lambda: (j := svc.job("crash")) is not None and j.progress.get("step", 0) >= 40,
+    svc.wait_for(lambda: (j := svc.job("crash")) is not None and j.progress.step >= 40,
                  what="progress past a checkpoint")
     svc.kill()
     assert svc.job("crash").status == "running"

@@ -3,27 +3,20 @@
 import os
 import random
 import signal
-import struct
 import subprocess
 import sys
 import time
-import zlib
 
 import pytest
 from PIL import Image
 
+from intakekit import bomb_png
 from servicekit import small_pair
 
 FAULT_ROUNDS = int(os.environ.get("NST_FAULT_ROUNDS", "5"))  # the long run before resolving: 20
 DB_HOLD_S = int(os.environ.get("NST_DB_HOLD_S", "8"))  # the long run: 30
 
 
-def bomb_png(path, width, height):
-    Image.new("RGB", (8, 8)).save(path)
-    data = bytearray(path.read_bytes())
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    path.write_bytes(bytes(data))
 
 
 def test_bad_images_each_get_a_clear_answer_and_good_odd_images_work(service_dir):

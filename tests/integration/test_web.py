@@ -8,7 +8,8 @@ import zipfile
 import pytest
 
 from service.config import load_config
-from service.store import JobStatus, Store
+from service.status import JobStatus
+from service.store import Store
 from service.web import create_app
 
 

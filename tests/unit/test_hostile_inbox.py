@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from intakekit import IntakeDir
 from service.inbox import safe_component
 from service.outbox import JobFolder, Outbox
-from service.store import JobStatus
+from service.status import JobStatus
 from service.submit import resubmit_job
 
 MARKER = b"TOPSECRET-7d1f"
@@ -307,3 +307,28 @@ def test_a_newline_in_a_file_name_cannot_forge_a_log_line():
                                ("evil\n2026-01-01 00:00:00 INFO nst.worker: job 1 done\r.toml", "x"), None)
     line = OneLineFormatter("%(levelname)s %(name)s: %(message)s").format(record)
     assert "\n" not in line and "\r" not in line and "evil\\n2026" in line
+
+
+def test_a_settled_file_that_is_plainly_refused_fails_at_once(tmp_path):
+    from intakekit import bomb_png
+
+    box = IntakeDir(tmp_path, missing_timeout=300)
+    try:
+        box.pair("bomb")
+        bomb_png(box.inbox / "bomb.content.png", 40_000, 40_000)
+        os.remove(box.inbox / "bomb.content.jpg")
+        box.pair("text")
+        (box.inbox / "text.content.jpg").write_text("just words")
+        box.pair("cut")
+        data = (box.inbox / "cut.style.png").read_bytes()
+        (box.inbox / "cut.style.png").write_bytes(data[: len(data) // 2])  # may still be arriving
+        for name in ("bomb", "text", "cut"):
+            (box.inbox / f"{name}.toml").touch()
+        box.scan()
+        jobs = box.jobs()
+        assert jobs["bomb"].status == "failed" and "megapixels" in jobs["bomb"].error
+        assert "max_image_pixels" in (box.outbox_dir / "bomb" / "error.txt").read_text()
+        assert jobs["text"].status == "failed" and "not an image" in jobs["text"].error
+        assert "cut" not in jobs and (box.inbox / "cut.toml").exists()  # waits up to missing_timeout
+    finally:
+        box.close()

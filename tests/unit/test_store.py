@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from service.store import SCHEMA_VERSION, JobFilter, JobStatus, Store, StoreError
+from service.status import JobStatus
+from service.store import SCHEMA_VERSION, JobFilter, Store, StoreError
 
 
 @pytest.fixture
@@ -129,7 +130,7 @@ def test_a_silent_workers_job_is_taken_over_and_its_late_writes_refused(store):
         store.transition(job.id, JobStatus.DONE, run_id="a")
     with pytest.raises(StoreError, match="no longer ours"):
         store.reserve_outbox_dir(job.id, "a", "x")
-    assert store.get(job.id).progress == {}
+    assert store.get(job.id).progress.step == 0
 
 
 def test_workers_claim_only_what_they_can_run(store):

@@ -1,0 +1,275 @@
+"""The benchmark's GPU sections, in one run that fits a short lease (`bench/gpu.sh` calls it).
+
+Figures, each against pastiche on the same GPU in the same run where there is a
+reference: seconds per iteration at 512, 1024 and 2048 px and each side's peak
+GPU memory; our throughput against the measured bf16 convolution peak at 2048 px;
+time to pastiche's 300-step quality at 512 px; the default 512 px job's time;
+the largest size that runs, on the whole card and within 8 GiB.
+
+`--smoke` runs every section at toy sizes on whatever device there is, so the
+script itself is tested on a CPU before any GPU time is spent on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import bench  # noqa: E402  (the CPU benchmark's helpers: same pair, same pastiche command line)
+
+PEAK_WRAPPER = (
+    "import atexit, runpy, sys, torch\n"
+    "atexit.register(lambda: print('PEAK_MIB', torch.cuda.max_memory_allocated() / 2**20 "
+    "if torch.cuda.is_available() else 0.0))\n"
+    "sys.argv = ['pastiche'] + sys.argv[1:]\n"
+    "runpy.run_module('pastiche', run_name='__main__')\n"
+)
+
+
+class Budget:
+    """Sections start only while time is left, so the whole run ends inside the lease."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True, help="folder for gpu.json and comparison.png")
+    ap.add_argument("--budget-s", type=float, default=300.0, help="stop starting sections after this long")
+    ap.add_argument("--smoke", action="store_true", help="toy sizes on any device (tests this script)")
+    args = ap.parse_args()
+
+    import torch
+
+    from nst_engine.device import describe, pick_device
+
+    device = pick_device("auto")
+    if device.type != "cuda" and not args.smoke:
+        print("no CUDA GPU here: nothing to measure (use --smoke to test this script on the CPU)")
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    budget = Budget(args.budget_s)
+    results: dict = {"device": describe(device), "torch": torch.__version__, "smoke": args.smoke,
+                     "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        results["gpu"] = {"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
+                          "multiprocessors": props.multi_processor_count}
+    print(f"# nst GPU benchmark: {results['device']}, torch {torch.__version__}\n", flush=True)
+
+    sizes = [128, 192] if args.smoke else [512, 1024, 2048]
+    sections = [
+        ("speed", lambda: speed(device, sizes, args.smoke)),
+        ("throughput", lambda: throughput(device, results.get("speed", {}), sizes[-1])),
+        ("default_job", lambda: default_job(device, args.smoke)),
+        ("time_to_quality", lambda: quality(device, args.out, args.smoke)),
+        ("largest", lambda: largest(device, args.smoke, budget)),
+    ]
+    for name, run in sections:
+        if budget.left() < 20:
+            results[name] = {"skipped": "out of time in this lease"}
+            print(f"\n## {name}: skipped, out of time", flush=True)
+            continue
+        try:
+            results[name] = run()
+        except Exception as e:  # one broken section must not cost the others' figures
+            results[name] = {"error": f"{type(e).__name__}: {e}"}
+            print(f"\n## {name}: FAILED {type(e).__name__}: {e}", flush=True)
+        (args.out / "gpu.json").write_text(json.dumps(results, indent=2) + "\n")
+    results["goals"] = goals(results)
+    (args.out / "gpu.json").write_text(json.dumps(results, indent=2) + "\n")
+    print("\n## goals (H100 class)")
+    for row in results["goals"]:
+        print(f"{row['goal']:<48} {row['verdict']:<8} {row['figure']}")
+    return 0
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_pastiche(size: int, steps: int, device) -> tuple[float, float]:
+    """Seconds of a whole pastiche run, and its peak GPU memory in MiB."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [bench.PY, "-c", PEAK_WRAPPER, "--content", str(bench.CONTENT), "--styles", str(bench.STYLE),
+               "--output", f"{tmp}/p.png", "--size", str(size), "--num-steps", str(steps), "--device",
+               device.type, "--seed", "0", "--no-verbose"]
+        started = time.perf_counter()
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        seconds = time.perf_counter() - started
+    peak = [float(line.split()[1]) for line in out.splitlines() if line.startswith("PEAK_MIB")]
+    return seconds, peak[-1] if peak else float("nan")
+
+
+def ours(size: int, steps: int, device, **overrides) -> tuple[float, dict]:
+    from nst_engine import Params, load_image, stylize
+
+    params = Params(size=size, iterations=steps, scales=(1.0,), **overrides)
+    content, style = load_image(bench.CONTENT), load_image(bench.STYLE)
+    _sync(device)
+    started = time.perf_counter()
+    result = stylize(content, [style], params=params)
+    _sync(device)
+    return time.perf_counter() - started, result.record
+
+
+def speed(device, sizes, smoke: bool) -> dict:
+    """Per-iteration seconds as the difference of a long and a short run (start-up cancels out)."""
+    print("## 1. seconds per L-BFGS iteration (difference of a 5- and a 25-step run; median of 2)", flush=True)
+    print(f"{'size':>6} {'pastiche':>10} {'ours fp32':>10} {'ours bf16':>10} {'ratio bf16':>11} "
+          f"{'peak MiB: pastiche':>19} {'ours':>7}", flush=True)
+    short, long_ = (2, 4) if smoke else (5, 25)
+    ours(128, 2, device)  # warm: the service keeps the network loaded too
+    table = {}
+    for size in sizes:
+        ref, fp32, auto, ref_peak, our_peak = [], [], [], [], []
+        for _ in range(1 if smoke else 2):
+            (a, pa), (b, pb) = run_pastiche(size, long_, device), run_pastiche(size, short, device)
+            ref.append((a - b) / (long_ - short))
+            ref_peak.append(max(pa, pb))
+            fp32.append((ours(size, long_, device, precision="fp32")[0]
+                         - ours(size, short, device, precision="fp32")[0]) / (long_ - short))
+            ta, record = ours(size, long_, device)
+            auto.append((ta - ours(size, short, device)[0]) / (long_ - short))
+            our_peak.append(record.get("gpu_peak_memory_mib", float("nan")))
+        row = {"pastiche": statistics.median(ref), "ours_fp32": statistics.median(fp32),
+               "ours_auto": statistics.median(auto), "pastiche_peak_mib": max(ref_peak),
+               "ours_peak_mib": max(our_peak)}
+        row["ratio_auto"] = row["pastiche"] / row["ours_auto"]
+        row["ratio_fp32"] = row["pastiche"] / row["ours_fp32"]
+        table[str(size)] = row
+        print(f"{size:>6} {row['pastiche']:>10.4f} {row['ours_fp32']:>10.4f} {row['ours_auto']:>10.4f} "
+              f"{row['ratio_auto']:>10.2f}x {row['pastiche_peak_mib']:>19.0f} {row['ours_peak_mib']:>7.0f}",
+              flush=True)
+    return table
+
+
+def throughput(device, speed_table: dict, size: int) -> dict:
+    from nst_engine.device import use_bf16
+
+    print(f"\n## 2. throughput at {size} px against the measured convolution peak", flush=True)
+    row = speed_table.get(str(size))
+    if not row:
+        return {"skipped": "no speed figure at this size"}
+    peak = statistics.median(bench.conv_peak(device, use_bf16("auto", device)) for _ in range(3))
+    w, h = size, round(size * 768 / 1024)
+    flops = 2 * bench.vgg_flops(w, h)  # forward + input gradient
+    achieved = flops / row["ours_auto"]
+    out = {"size": size, "gflop_per_iteration": flops / 1e9, "achieved_gflops": achieved / 1e9,
+           "peak_gflops": peak / 1e9, "percent_of_peak": 100 * achieved / peak}
+    print(f"{flops / 1e9:.0f} GFLOP per iteration, {achieved / 1e12:.1f} TFLOP/s = "
+          f"{out['percent_of_peak']:.0f}% of the {peak / 1e12:.1f} TFLOP/s convolution peak", flush=True)
+    return out
+
+
+def default_job(device, smoke: bool) -> dict:
+    """The job a user gets with no parameters: 512 px, the default scales and iterations, warm."""
+    from nst_engine import Params, load_image, stylize
+
+    print("\n## 3. the default job (warm network, as in the service)", flush=True)
+    params = Params(size=128, iterations=5) if smoke else Params()
+    content, style = load_image(bench.CONTENT), load_image(bench.STYLE)
+    stylize(content, [style], params=Params(size=128, iterations=2, scales=(1.0,)))
+    times = []
+    for _ in range(1 if smoke else 3):
+        _sync(device)
+        started = time.perf_counter()
+        stylize(content, [style], params=params)
+        _sync(device)
+        times.append(time.perf_counter() - started)
+    out = {"params": {"size": params.size, "iterations": params.iterations, "scales": list(params.scales)},
+           "seconds": statistics.median(times), "all_seconds": times}
+    print(f"size {params.size}, {params.iterations} iterations x {len(params.scales)} scales: "
+          f"{out['seconds']:.2f} s (median of {len(times)})", flush=True)
+    return out
+
+
+def quality(device, out_dir: Path, smoke: bool) -> dict:
+    """The CPU benchmark's time-to-quality section, on this GPU; only the contact sheet is kept."""
+    with tempfile.TemporaryDirectory() as tmp:
+        table = bench.bench_quality(Path(tmp), device, quick=smoke)
+        if (Path(tmp) / "comparison.png").exists():
+            shutil.copy(Path(tmp) / "comparison.png", out_dir / "comparison.png")
+    return table
+
+
+def largest(device, smoke: bool, budget: Budget) -> dict:
+    """Sizes up to 8192 px, a few iterations each, on the whole card and within 8 GiB."""
+    import torch
+
+    print("\n## 5. the largest size that runs (5 iterations, one scale; L-BFGS's history is not full)",
+          flush=True)
+    sizes = [256, 384] if smoke else [2048, 3072, 4096, 6144, 8192]
+    out: dict = {}
+    caps = [("whole card", None)] + ([("8 GiB", 8 * 2**30)] if device.type == "cuda" else [])
+    for label, cap in caps:
+        rows = {}
+        if cap is not None:
+            total = torch.cuda.get_device_properties(device).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total), device)
+        try:
+            for size in sizes:
+                if budget.left() < 15:
+                    rows[str(size)] = {"skipped": "out of time"}
+                    break
+                try:
+                    seconds, record = ours(size, 5, device)
+                except torch.OutOfMemoryError:
+                    rows[str(size)] = {"fits": False}
+                    print(f"{label:>10} {size:>6}: out of memory", flush=True)
+                    torch.cuda.empty_cache()
+                    break
+                rows[str(size)] = {"fits": True, "seconds": seconds,
+                                   "peak_mib": record.get("gpu_peak_memory_mib"),
+                                   "seconds_per_iteration": record["timings"]["seconds_per_iteration"]}
+                print(f"{label:>10} {size:>6}: {seconds:6.1f} s, peak {record.get('gpu_peak_memory_mib', 0):.0f} MiB",
+                      flush=True)
+        finally:
+            if cap is not None:
+                torch.cuda.set_per_process_memory_fraction(1.0, device)
+                torch.cuda.empty_cache()
+        fitting = [int(s) for s, r in rows.items() if r.get("fits")]
+        out[label] = {"sizes": rows, "largest": max(fitting) if fitting else None}
+    return out
+
+
+def goals(results: dict) -> list[dict]:
+    """The issue's goals on an H100-class GPU."""
+    rows = []
+    row = results.get("speed", {}).get("1024")
+    rows.append(_goal(">= 3x pastiche per iteration at 1024 px", row and row["ratio_auto"], 3.0, "{:.2f}x"))
+    tp = results.get("throughput", {})
+    rows.append(_goal(">= 60% of the bf16 conv peak at 2048 px", tp.get("percent_of_peak"), 60.0, "{:.0f}%"))
+    dj = results.get("default_job", {})
+    seconds = dj.get("seconds")
+    rows.append({"goal": "the default 512 px job under 5 s", "figure": f"{seconds:.2f} s" if seconds else "-",
+                 "verdict": "-" if seconds is None else ("met" if seconds < 5.0 else "missed")})
+    return rows
+
+
+def _goal(goal: str, value, target: float, fmt: str) -> dict:
+    if value is None:
+        return {"goal": goal, "figure": "-", "verdict": "-"}
+    return {"goal": goal, "figure": fmt.format(value), "verdict": "met" if value >= target else "missed"}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""The outbox's partial folders: whose they are decides who may remove them."""
+
+import os
+import time
+
+from service.outbox import JobFolder, Outbox
+
+
+def test_a_restart_removes_its_own_partials_and_leaves_a_live_peers(tmp_path):
+    root = tmp_path / "outbox"
+    mine = Outbox(root, owner="host-a-1-run1")
+    peer = Outbox(root, owner="host-b-7-run9")
+    # A crash before the rename leaves these behind (publish() itself cleans up after an error).
+    ours_dead = root / f".a.1.{mine.owner}.partial"
+    theirs = root / f".b.2.{peer.owner}.partial"
+    stale = root / f".c.3.{peer.owner}.partial"
+    for folder in (ours_dead, theirs, stale):
+        folder.mkdir(parents=True)
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    restarted = Outbox(root, owner="host-a-1-run2")
+    removed = restarted.remove_partials(dead_owners=["host-a-1-run1"])
+    assert sorted(p.name for p in removed) == sorted([ours_dead.name, stale.name])
+    assert theirs.is_dir()
+
+
+def test_publish_names_its_partial_folder_with_its_owner(tmp_path):
+    outbox = Outbox(tmp_path / "outbox", owner="run-x")
+    seen = []
+    folder = JobFolder(5, "job")
+    folder.add_text("a.txt", "x")
+    final = outbox.publish(folder, lambda d: seen.extend(os.listdir(tmp_path / "outbox")))
+    assert seen == [f".job.5.{outbox.owner}.partial"] and final.name == "job"
