@@ -142,16 +142,15 @@ def bench_speed(sizes, reps, device) -> dict:
 
 def vgg_flops(width: int, height: int, last: str = "relu5_1") -> float:
     """Forward FLOPs of the convolutions up to `last` (2 per multiply-add)."""
-    from nst_engine.weights import CONV_NAMES
+    from nst_engine.topology import CONV_NAMES, block_of, conv_channels
 
-    channels = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}
     total, w, h, block = 0.0, width, height, 1
     for name in CONV_NAMES:
-        b = int(name[4])
+        b = block_of(name)
         if b != block:
             w, h, block = w // 2, h // 2, b
-        cin = 3 if name == "conv1_1" else channels[b if name[-1] != "1" else b - 1]
-        total += 2.0 * cin * channels[b] * 9 * w * h
+        cin, cout = conv_channels(name)
+        total += 2.0 * cin * cout * 9 * w * h
         if name == last.replace("relu", "conv"):
             break
     return total

@@ -22,9 +22,15 @@ class ImageError(ValueError):
     """An image a user gave cannot be used; the message names the file. `incomplete` says the
     file may still be arriving (empty, cut short), as opposed to a definite refusal."""
 
-    def __init__(self, message: str, *, incomplete: bool = False) -> None:
+    def __init__(self, message: str, *, incomplete: bool = False, hint: str | None = None) -> None:
         super().__init__(message)
         self.incomplete = incomplete
+        self.hint = hint or (REPLACE_INCOMPLETE if incomplete else REPLACE)
+
+
+REPLACE = "replace the file with a JPEG, PNG, WebP, TIFF, BMP or GIF picture"
+REPLACE_INCOMPLETE = "replace the file with a complete picture (it was empty or cut short)"
+SCALE_DOWN = "scale the picture down (or, in the service, raise [limits] max_image_pixels in config.toml)"
 
 
 def load_image(source: str | os.PathLike | BinaryIO, *, max_pixels: int = 80_000_000,
@@ -49,7 +55,7 @@ def load_image(source: str | os.PathLike | BinaryIO, *, max_pixels: int = 80_000
                 if width * height > max_pixels:
                     raise ImageError(
                         f"{name}: {width}x{height} is {width * height / 1e6:.0f} megapixels, "
-                        f"more than the limit of {max_pixels / 1e6:.0f}; scale it down first"
+                        f"more than the limit of {max_pixels / 1e6:.0f}; scale it down first", hint=SCALE_DOWN
                     )
                 img.seek(0)  # the first frame of an animation
                 img.load()
@@ -61,7 +67,7 @@ def load_image(source: str | os.PathLike | BinaryIO, *, max_pixels: int = 80_000
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(
             f"{name}: declares more than {max_pixels / 1e6:.0f} megapixels; refused as a possible "
-            "decompression bomb (scale it down first)"
+            "decompression bomb (scale it down first)", hint=SCALE_DOWN
         ) from None
     except FileNotFoundError:
         raise ImageError(f"{name}: file not found", incomplete=True) from None
@@ -94,7 +100,8 @@ def fit_long_edge(img: Image.Image, long_edge: int, *, what: str = "image") -> I
     if min(size) < MIN_EDGE:
         raise ImageError(
             f"{what}: {width}x{height} is too narrow; at {long_edge} px its short side would be "
-            f"{min(size)} px, below the {MIN_EDGE} px the network needs"
+            f"{min(size)} px, below the {MIN_EDGE} px the network needs",
+            hint="crop the picture to a less extreme aspect ratio, or ask for a larger size"
         )
     if size == img.size:
         return img

@@ -16,12 +16,8 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-LAYER_NAMES: tuple[str, ...] = tuple(
-    f"{kind}{block}_{index}"
-    for block, count in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
-    for index in range(1, count + 1)
-    for kind in ("conv", "relu")
-)
+from .topology import LAYER_NAMES
+
 OPTIMIZERS = ("lbfgs", "adam")
 POOLINGS = ("max", "avg")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -31,6 +27,8 @@ LR_SCHEDULES = ("plateau", "constant")
 
 class ParamError(ValueError):
     """A parameter a user gave is wrong; the message says which and how to fix it."""
+
+    hint = "correct the parameter; README 'Parameters' lists every key and its range"
 
 
 @dataclass(frozen=True)

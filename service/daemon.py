@@ -20,6 +20,8 @@ import time
 import uuid
 from pathlib import Path
 
+from sqlalchemy.exc import DBAPIError, OperationalError
+
 from .config import Config, redact_url
 from .intake import SWEEP_S, Intake
 from .outbox import Outbox
@@ -179,9 +181,14 @@ class Daemon:
                     run_id=self.run_id, max_size=cluster.max_size or self.config.limits.max_size,
                     has_gpu=self.has_gpu, tags=cluster.tags, takeover_s=cluster.takeover_seconds,
                 )
-            except Exception as e:
+            except (OperationalError, DBAPIError) as e:
                 log.error("cannot reach the job store (%s); retrying", e)
                 self.stopping.wait(2.0)
+                continue
+            except Exception:
+                log.exception("internal error while claiming a job (a bug in nst; please report it); "
+                              "trying again in 10 s")
+                self.stopping.wait(10.0)
                 continue
             if job is None:
                 self.wake.wait(1.0)

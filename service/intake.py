@@ -51,6 +51,12 @@ class _Input:
     own: bool  # moved with the job (else copied)
 
 
+MISSING_HINT = ("drop the missing image(s) into the inbox before the sidecar, or name them in it "
+                "(content = \"photo.jpg\", style = \"painting.jpg\"), then drop the sidecar again")
+# The advice of a refusal, kept beside its archived inputs until its folder is published.
+ERROR_FILE = "error.json"
+
+
 class _Incomplete(Exception):
     """An image that is empty or cut short: it may still be arriving."""
 
@@ -71,10 +77,6 @@ class Intake:
         self._waiting: dict[Path, float] = {}  # sidecar -> when it first waited for its images
         self._checked: dict[tuple[Path, int, int], None] = {}
         self.inbox_missing_reported = False
-
-    @property
-    def archive(self) -> Path:
-        return self.config.shared_dir / "jobs"
 
     def hint(self, path: Path) -> None:
         self.settle.hint(path)
@@ -195,7 +197,7 @@ class Intake:
         if sidecar.params.init not in ("content", "noise"):
             locate("init", sidecar.params.init)
         if missing:
-            self._wait_or_fail(sidecar_path, f"still missing: {', '.join(missing)}")
+            self._wait_or_fail(sidecar_path, f"still missing: {', '.join(missing)}", MISSING_HINT)
         undecodable = []
         for item in found:
             if not self.settle.settled(item.source):
@@ -205,23 +207,18 @@ class Intake:
             except _Incomplete as e:
                 undecodable.append(str(e))  # may still be arriving: wait for it
         if undecodable:
-            self._wait_or_fail(sidecar_path, "; ".join(undecodable))
+            self._wait_or_fail(sidecar_path, "; ".join(undecodable),
+                               "replace the picture with a complete one and drop the job again")
         taken = {item.source for item in found}
         # Every other NAME.* in the inbox root belongs to the job too and moves with it.
         found += [_Input("file", p, True) for p in self._own_files(sidecar.name, sidecar_path) if p not in taken]
         found.append(_Input("sidecar", sidecar_path, True))
         return found
 
-    def _wait_or_fail(self, sidecar_path: Path, why: str) -> None:
+    def _wait_or_fail(self, sidecar_path: Path, why: str, hint: str) -> None:
         first = self._waiting.setdefault(sidecar_path, self.clock())
         if self.clock() - first < self.config.watch.missing_timeout:
             raise _NotReady()
-        hint = None
-        if "still missing" in why:
-            hint = ("drop the missing image(s) into the inbox before the sidecar, or name them in it "
-                    "(content = \"photo.jpg\", style = \"painting.jpg\"), then drop the sidecar again")
-        elif "damaged" in why or "empty" in why:
-            hint = "replace the file with a complete JPEG, PNG, WebP, TIFF or BMP image and drop the sidecar again"
         raise SidecarError(f"gave up after waiting {self.config.watch.missing_timeout:.0f} s; {why}", hint=hint)
 
     def _decodes(self, path: Path) -> None:
@@ -237,7 +234,8 @@ class Intake:
             if getattr(e, "incomplete", False):
                 raise _Incomplete(str(e)) from None
             # A settled file that is plainly refused (not an image, too many pixels): at once.
-            raise SidecarError(str(e), hint=_image_hint(str(e))) from None
+            raise SidecarError(str(e), hint=f"{getattr(e, 'hint', 'replace the picture')}; then drop the job "
+                                            "again") from None
         self._checked[signature] = None
         if len(self._checked) > 10_000:
             self._checked.clear()
@@ -248,7 +246,7 @@ class Intake:
         """Copy shared images, move own files, the sidecar last; idempotent. Only regular
         files' bytes ever reach the archive; a link out or a special file is refused and
         recorded (its target is never opened)."""
-        target = self.archive / str(job_id) / "inputs"
+        target = self.config.archive(job_id) / "inputs"
         target.mkdir(parents=True, exist_ok=True)
         staged = []
         used: set[str] = set()
@@ -304,18 +302,23 @@ class Intake:
         own = [_Input("sidecar" if p == sidecar_path else "file", p, True)
                for p in [sidecar_path] + self._own_files(name, sidecar_path)]
         self._stage(job.id, own)  # not marked staged: no worker may claim it
+        (self.config.archive(job.id) / ERROR_FILE).write_text(json.dumps({"message": message, "hint": hint}))
         self._waiting.pop(sidecar_path, None)
-        self._publish_failure(job.id, name, message, hint)
+        self._publish_failure(job.id, name, message)
 
-    def _publish_failure(self, job_id: int, name: str, message: str, hint: str | None = None) -> None:
-        archive = self.archive / str(job_id)
+    def _publish_failure(self, job_id: int, name: str, message: str) -> None:
+        archive = self.config.archive(job_id)
         staged = _describe_archive(archive)
+        try:
+            hint = json.loads((archive / ERROR_FILE).read_text())["hint"]
+        except (OSError, ValueError, KeyError):
+            hint = SidecarError("").hint  # refused before its advice was kept (an older release)
         job = self.store.get(job_id)
         final = self.outbox.existing(job.outbox_dir, job_id)
         if final is None:
             folder = JobFolder(job_id, name, inputs_dir=archive / "inputs")
             refused = "".join(f"\n  not taken: {r['refused']}" for r in staged if r.get("refused"))
-            folder.add_text("error.txt", error_text(name, message + refused, hint or _hint_for(message)))
+            folder.add_text("error.txt", error_text(name, message + refused, hint))
             folder.add_json("job.json", {"id": job_id, "name": name, "status": "failed", "error": message,
                                          "inputs": staged})
             final = self.outbox.publish(folder, lambda dirname: self.store.reserve_outbox_dir(job_id, None, dirname))
@@ -330,7 +333,7 @@ class Intake:
     def _publish_cancelled(self, job_id: int, name: str) -> None:
         """A job cancelled before it ran gets its folder like any other end: its inputs and a
         record, so that `nst retry` can queue it again."""
-        archive = self.archive / str(job_id)
+        archive = self.config.archive(job_id)
         job = self.store.get(job_id)
         final = self.outbox.existing(job.outbox_dir, job_id)
         if final is None:
@@ -358,7 +361,7 @@ class Intake:
     def _finish_leftover(self, job_id: int, sidecar_path: Path) -> None:
         # The job exists and is staged, but its sidecar is still here: a crash between
         # moving the other files and the sidecar, or a second watcher. Move it now.
-        target = self.archive / str(job_id) / "inputs" / sidecar_path.name
+        target = self.config.archive(job_id) / "inputs" / sidecar_path.name
         if target.parent.is_dir() and os.path.lexists(sidecar_path):
             try:
                 self._take_own(sidecar_path, target)
@@ -378,7 +381,7 @@ class Intake:
         for job in self.store.list_jobs_unstaged():
             if (utcnow() - job.submitted_at).total_seconds() < grace_s:
                 continue  # perhaps being staged right now by another watcher
-            inputs_dir = self.archive / str(job.id) / "inputs"
+            inputs_dir = self.config.archive(job.id) / "inputs"
             if not inputs_dir.is_dir() or not any(p.suffix.lower() in SIDECAR_EXTS for p in inputs_dir.iterdir()):
                 continue  # the sidecar is still in the inbox; the scan will finish it
             if job.error:
@@ -386,7 +389,7 @@ class Intake:
                 continue
             self.store.mark_staged(job.id, _describe_archive(inputs_dir.parent))
         for job in self.store.list_unpublished():
-            if not (self.archive / str(job.id) / "inputs").is_dir():
+            if not (self.config.archive(job.id) / "inputs").is_dir():
                 continue
             if job.state == JobStatus.CANCELLED:
                 self._try(self._publish_cancelled, job.id, job.name)
@@ -398,20 +401,6 @@ class Intake:
             publish(*args)
         except OSError as e:
             log.warning("job %d: its outbox folder cannot be written yet (%s); trying again shortly", args[0], e)
-
-
-def _image_hint(message: str) -> str:
-    if "megapixels" in message:
-        return "scale the image down, or raise [limits] max_image_pixels in config.toml; then drop the job again"
-    return "replace the file with a JPEG, PNG, WebP, TIFF, BMP or GIF image and drop the job again"
-
-
-def _hint_for(message: str) -> str:
-    """Advice for a message recorded before errors carried their own (recovery after a crash)."""
-    if "still missing" in message:
-        return ("drop the missing image(s) into the inbox before the sidecar, or name them in it "
-                "(content = \"photo.jpg\", style = \"painting.jpg\"), then drop the sidecar again")
-    return SidecarError("").hint
 
 
 def _describe_archive(archive: Path) -> list[dict]:

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,7 +134,9 @@ class Job(Base):
         return out
 
 
-class Daemon(Base):
+class DaemonRecord(Base):
+    """A daemon start sharing this store: its host, roles and heartbeat (`nst workers`)."""
+
     __tablename__ = "daemons"
 
     run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -147,6 +150,38 @@ class Daemon(Base):
     # Schema 2
     roles: Mapped[str] = mapped_column(String(64), default="watch,work")
     home: Mapped[str] = mapped_column(Text, default="")  # the state folder whose lock this daemon holds
+
+
+_retrying = threading.local()
+
+
+def _survives_outages(method):
+    """Retry a store call while the database is briefly unreachable or locked (a restarting
+    PostgreSQL, a long SQLite writer): the daemon waits and goes on instead of failing a job.
+    A store method called from inside another is not retried on its own: the outer call
+    retries the whole, so waits never multiply."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if getattr(_retrying, "active", False):
+            return method(self, *args, **kwargs)
+        deadline = time.monotonic() + self.outage_s
+        delay = 0.2
+        _retrying.active = True
+        try:
+            while True:
+                try:
+                    return method(self, *args, **kwargs)
+                except (OperationalError, DBAPIError) as e:
+                    if isinstance(e, IntegrityError) or time.monotonic() + delay > deadline:
+                        raise
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+        finally:
+            _retrying.active = False
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -185,6 +220,7 @@ class Store:
 
     # -- schema -----------------------------------------------------------------
 
+    @_survives_outages
     def migrate(self) -> int:
         """Create the schema on first start; upgrade an older one step by step (same on every dialect).
 
@@ -221,6 +257,7 @@ class Store:
 
     # -- intake -----------------------------------------------------------------
 
+    @_survives_outages
     def enqueue(
         self, *, key: str, name: str, params: dict[str, Any], priority: int = 0,
         inputs: Sequence[dict[str, Any]] = (), error: str | None = None, requires_gpu: bool = False,
@@ -246,19 +283,23 @@ class Store:
             return found, False
         return job, True
 
+    @_survives_outages
     def find_by_key(self, key: str) -> Job | None:
         with self._session() as s:
             return s.scalars(select(Job).where(Job.key == key)).first()
 
+    @_survives_outages
     def list_jobs_unstaged(self) -> list[Job]:
         with self._session() as s:
             return list(s.scalars(select(Job).where(Job.status == JobStatus.QUEUED.value, Job.staged.is_(False))))
 
+    @_survives_outages
     def mark_staged(self, job_id: int, inputs: Sequence[dict[str, Any]]) -> None:
         with self._write() as s:  # the first watcher to finish staging wins; later calls change nothing
             s.execute(update(Job).where(Job.id == job_id, Job.staged.is_(False))
                       .values(staged=True, inputs_json=json.dumps(list(inputs))))
 
+    @_survives_outages
     def reserve_outbox_dir(self, job_id: int, run_id: str | None, dirname: str) -> None:
         """Remember the outbox folder before it is renamed into place, so a crash between
         the rename and `done` is recognized on restart instead of writing a second folder."""
@@ -270,6 +311,7 @@ class Store:
 
     # -- the one place that moves a job's status ---------------------------------
 
+    @_survives_outages
     def transition(
         self, job_id: int, to: JobStatus, *, run_id: str | None = None, expect: JobStatus | None = None,
         error: str | None = None, outputs: list[str] | None = None, record: dict[str, Any] | None = None,
@@ -283,6 +325,7 @@ class Store:
             return _move(job, to, run_id=run_id, expect=expect, error=error, outputs=outputs, record=record,
                          outbox_dir=outbox_dir, progress=progress)
 
+    @_survives_outages
     def claim_next(
         self, *, run_id: str, host: str | None = None, pid: int | None = None, max_size: int | None = None,
         has_gpu: bool = False, tags: Sequence[str] = (), takeover_s: float | None = None,
@@ -321,6 +364,7 @@ class Store:
                 return job
         return None
 
+    @_survives_outages
     def heartbeat_job(self, job_id: int, run_id: str) -> bool:
         """Renew our claim; False means the job is no longer ours (taken over): stop it."""
         with self._write() as s:
@@ -329,6 +373,7 @@ class Store:
                 .values(heartbeat_at=utcnow())
             ).rowcount)
 
+    @_survives_outages
     def update_progress(self, job_id: int, run_id: str, progress: dict[str, Any]) -> bool:
         """Record progress; False if the job is no longer ours or a cancel was asked."""
         with self._write() as s:
@@ -338,10 +383,12 @@ class Store:
             row = s.execute(select(Job.cancel_requested, Job.run_id).where(Job.id == job_id)).first()
         return row is not None and row.run_id == run_id and not row.cancel_requested
 
+    @_survives_outages
     def cancel_requested(self, job_id: int) -> bool:
         with self._session() as s:
             return bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
+    @_survives_outages
     def request_cancel(self, job_id: int) -> JobStatus:
         """Cancel a queued job now; ask a running one to stop. Returns the status after."""
         with self._write() as s:
@@ -357,34 +404,38 @@ class Store:
                 return JobStatus.CANCELLED
         raise StoreError(f"job {job_id} is {job.status}; only queued or running jobs can be cancelled")
 
+    @_survives_outages
     def earlier_runs(self, *, run_id: str, host: str, home: str) -> list[str]:
         """The run ids of earlier starts of this daemon (same host and state folder): all dead,
         since we hold that folder's lock."""
         with self._session() as s:
-            return list(s.scalars(select(Daemon.run_id).where(Daemon.host == host, Daemon.home == home,
-                                                             Daemon.run_id != run_id)))
+            return list(s.scalars(select(DaemonRecord.run_id).where(DaemonRecord.host == host, DaemonRecord.home == home,
+                                                             DaemonRecord.run_id != run_id)))
 
+    @_survives_outages
     def requeue_orphans(self, *, run_id: str, host: str, home: str) -> list[int]:
         """Jobs left running by an earlier start of *this* daemon (same host and the same
         state folder, whose lock we now hold, so that start is dead): queue them again at once.
         Jobs of other daemons are left to the heartbeat takeover."""
         with self._write() as s:
-            dead = select(Daemon.run_id).where(Daemon.host == host, Daemon.home == home, Daemon.run_id != run_id)
+            dead = select(DaemonRecord.run_id).where(DaemonRecord.host == host, DaemonRecord.home == home, DaemonRecord.run_id != run_id)
             orphans = list(s.scalars(select(Job).where(Job.status == JobStatus.RUNNING.value,
                                                        Job.run_id.in_(dead)).with_for_update()))
-            s.execute(update(Daemon).where(Daemon.run_id.in_(dead)).values(stopped=True, current_job=None))
+            s.execute(update(DaemonRecord).where(DaemonRecord.run_id.in_(dead)).values(stopped=True, current_job=None))
             for job in orphans:
                 _move(job, JobStatus.QUEUED, expect=JobStatus.RUNNING)
             return [job.id for job in orphans]
 
     # -- queries ------------------------------------------------------------------
 
+    @_survives_outages
     def get(self, job_id: int) -> Job | None:
         if not 0 < job_id <= MAX_ID:
             return None  # no such row, and a number too large for the database's integers
         with self._session() as s:
             return s.get(Job, job_id)
 
+    @_survives_outages
     def find(self, ref: str) -> Job | None:
         """A job by id, or by name (the newest of that name)."""
         if ref.isdigit():
@@ -394,6 +445,7 @@ class Store:
         with self._session() as s:
             return s.scalars(select(Job).where(Job.name == ref).order_by(Job.id.desc())).first()
 
+    @_survives_outages
     def list_jobs(self, f: JobFilter = JobFilter()) -> list[Job]:
         q = select(Job).order_by(Job.submitted_at.desc(), Job.id.desc())
         if f.status:
@@ -409,6 +461,7 @@ class Store:
         with self._session() as s:
             return list(s.scalars(q))
 
+    @_survives_outages
     def list_unpublished(self, *, within_days: float = 7.0) -> list[Job]:
         """Jobs that ended without an outbox folder (cancelled while queued, refused while the
         outbox could not be written): the intake publishes their inputs."""
@@ -418,6 +471,7 @@ class Store:
                 Job.status.in_([JobStatus.CANCELLED.value, JobStatus.FAILED.value]), Job.outbox_dir.is_(None),
                 Job.finished_at >= since)))
 
+    @_survives_outages
     def queue(self) -> list[Job]:
         with self._session() as s:
             return list(s.scalars(
@@ -425,36 +479,42 @@ class Store:
                 .order_by(Job.priority.desc(), Job.submitted_at, Job.id)
             ))
 
+    @_survives_outages
     def running(self) -> list[Job]:
         with self._session() as s:
             return list(s.scalars(select(Job).where(Job.status == JobStatus.RUNNING.value)))
 
+    @_survives_outages
     def counts(self) -> dict[str, int]:
         with self._session() as s:
             return {status: n for status, n in s.execute(select(Job.status, func.count()).group_by(Job.status))}
 
     # -- daemons --------------------------------------------------------------------
 
+    @_survives_outages
     def register_daemon(self, run_id: str, *, device: str, roles: Sequence[str] = ("watch", "work"),
                         home: str = "") -> None:
         with self._write() as s:
-            s.add(Daemon(run_id=run_id, host=socket.gethostname(), pid=os.getpid(), device=device,
+            s.add(DaemonRecord(run_id=run_id, host=socket.gethostname(), pid=os.getpid(), device=device,
                          roles=",".join(roles), home=home))
 
+    @_survives_outages
     def heartbeat(self, run_id: str, *, current_job: int | None) -> None:
         with self._write() as s:
-            s.execute(update(Daemon).where(Daemon.run_id == run_id).values(heartbeat_at=utcnow(), current_job=current_job))
+            s.execute(update(DaemonRecord).where(DaemonRecord.run_id == run_id).values(heartbeat_at=utcnow(), current_job=current_job))
 
+    @_survives_outages
     def unregister_daemon(self, run_id: str) -> None:
         with self._write() as s:
-            s.execute(update(Daemon).where(Daemon.run_id == run_id).values(stopped=True, current_job=None))
+            s.execute(update(DaemonRecord).where(DaemonRecord.run_id == run_id).values(stopped=True, current_job=None))
 
-    def live_daemons(self, *, within_s: float = 30.0) -> list[Daemon]:
+    @_survives_outages
+    def live_daemons(self, *, within_s: float = 30.0) -> list[DaemonRecord]:
         cutoff = utcnow() - dt.timedelta(seconds=within_s)
         with self._session() as s:
             return list(s.scalars(
-                select(Daemon).where(Daemon.stopped.is_(False), Daemon.heartbeat_at >= cutoff)
-                .order_by(Daemon.started_at)
+                select(DaemonRecord).where(DaemonRecord.stopped.is_(False), DaemonRecord.heartbeat_at >= cutoff)
+                .order_by(DaemonRecord.started_at)
             ))
 
     def copy_from(self, other: "Store") -> int:
@@ -477,9 +537,10 @@ class Store:
                                  "COALESCE((SELECT MAX(id) FROM jobs), 1))"))
         return copied
 
-    def all_daemons(self) -> list[Daemon]:
+    @_survives_outages
+    def all_daemons(self) -> list[DaemonRecord]:
         with self._session() as s:
-            return list(s.scalars(select(Daemon).where(Daemon.stopped.is_(False)).order_by(Daemon.started_at)))
+            return list(s.scalars(select(DaemonRecord).where(DaemonRecord.stopped.is_(False)).order_by(DaemonRecord.started_at)))
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -535,36 +596,6 @@ def _move(job: Job, to: JobStatus, *, run_id: str | None = None, expect: JobStat
     if progress is not None:
         job.progress_json = json.dumps(progress)
     return job
-
-
-def _survives_outages(method):
-    """Retry a store call while the database is briefly unreachable or locked (a restarting
-    PostgreSQL, a long SQLite writer): the daemon waits and goes on instead of failing a job."""
-    import functools
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        deadline = time.monotonic() + self.outage_s
-        delay = 0.2
-        while True:
-            try:
-                return method(self, *args, **kwargs)
-            except (OperationalError, DBAPIError) as e:
-                if isinstance(e, IntegrityError) or time.monotonic() + delay > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-
-    return wrapper
-
-
-for _name in (
-    "migrate", "enqueue", "find_by_key", "list_jobs_unstaged", "mark_staged", "reserve_outbox_dir", "transition",
-    "claim_next", "heartbeat_job", "update_progress", "cancel_requested", "request_cancel", "requeue_orphans",
-    "get", "find", "list_jobs", "list_unpublished", "queue", "running", "counts", "register_daemon", "heartbeat",
-    "unregister_daemon", "live_daemons", "all_daemons", "earlier_runs",
-):
-    setattr(Store, _name, _survives_outages(getattr(Store, _name)))
 
 
 def _sqlite_pragmas(busy_timeout_s: float, *, autocommit_driver: bool = False):

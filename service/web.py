@@ -274,8 +274,7 @@ def create_app(config: Config, *, store: Store | None = None) -> Flask:
             offset = max(0, int(request.args.get("offset", 0)))
         except ValueError:
             return jsonify(error="offset must be a whole number of bytes"), 400
-        live = config.archive(job.id) / "job.log"
-        final = config.outbox / job.outbox_dir / "job.log" if job.outbox_dir else None
+        live, final = config.live_log(job.id), config.published_log(job.outbox_dir)
         path = live if live.exists() else final
         text = b""
         if path is not None and path.exists():

