@@ -504,10 +504,10 @@ def db_migrate(ctx: click.Context) -> None:
     Example:
       nst --config cluster.toml db migrate
     """
-    from .store import SCHEMA_VERSION
+    from .migrations import head
 
     store = _store(ctx, create=True)
-    click.echo(f"{redact_url(store.url)}: schema version {store.schema_version()} (this release: {SCHEMA_VERSION})")
+    click.echo(f"{redact_url(store.url)}: schema version {store.schema_version()} (this release: {head()})")
 
 
 @db.command("copy")

@@ -36,7 +36,8 @@ def _folder(label: str, folder: Path) -> Check:
 
 
 def _database(config: Config) -> Check:
-    from .store import SCHEMA_VERSION, Store
+    from .migrations import head
+    from .store import Store
 
     try:
         store = Store(config.database)
@@ -47,7 +48,7 @@ def _database(config: Config) -> Check:
     except Exception as e:
         return False, "database", f"{config.database}: {e}"
     jobs = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs yet"
-    return version == SCHEMA_VERSION, "database", f"{config.database} (schema {version}; {jobs})"
+    return version == head(), "database", f"{config.database} (schema {version}; {jobs})"
 
 
 def _weights() -> Check:

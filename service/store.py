@@ -26,7 +26,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from .status import TRANSITIONS, JobProgress, JobStatus
 
-SCHEMA_VERSION = 2
 MAX_ID = 2**63 - 1  # the largest id (and LIMIT) both databases take
 
 
@@ -40,12 +39,6 @@ class Base(DeclarativeBase):
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
-
-class Meta(Base):
-    __tablename__ = "nst_meta"
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
 
 
 class Job(Base):
@@ -222,38 +215,28 @@ class Store:
 
     @_survives_outages
     def migrate(self) -> int:
-        """Create the schema on first start; upgrade an older one step by step (same on every dialect).
+        """Create the schema on first start or upgrade an older one: Alembic's revisions in
+        `service/migrations`, the same on every dialect. A database newer than this release is
+        refused. One transaction under a lock (PostgreSQL: an advisory lock; SQLite: BEGIN
+        IMMEDIATE), so daemons starting together on a new database do not race to create it."""
+        from sqlalchemy import text
 
-        One transaction under a lock (PostgreSQL: an advisory lock; SQLite: BEGIN IMMEDIATE), so
-        daemons starting together on a new database do not race to create it.
-        """
-        from sqlalchemy import inspect, text
+        from .migrations import head, upgrade
 
         with self._write_engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(7310001)"))
-            fresh = not inspect(conn).has_table("jobs")
-            Base.metadata.create_all(conn)  # on an old schema this adds only missing tables
-            with Session(bind=conn) as s:
-                row = s.get(Meta, "schema_version")
-                current = SCHEMA_VERSION if fresh else (int(row.value) if row else 1)
-                if current > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"the database has schema version {current}, newer than this release's {SCHEMA_VERSION}"
-                    )
-                for version in range(current + 1, SCHEMA_VERSION + 1):
-                    _MIGRATIONS[version](s)
-                if row is None:
-                    s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-                else:
-                    row.value = str(SCHEMA_VERSION)
-                s.flush()
-        return SCHEMA_VERSION
+            current = _revision(conn)
+            if current is not None and current > head():
+                raise StoreError(
+                    f"the database has schema version {current}, newer than this release's {head()}: "
+                    "run the nst release that wrote it, or point [paths] database elsewhere")
+            upgrade(conn, legacy=_legacy_version(conn) if current is None else None)
+        return head()
 
     def schema_version(self) -> int:
-        with self._session() as s:
-            row = s.get(Meta, "schema_version")
-            return int(row.value) if row else 0
+        with self.engine.connect() as conn:
+            return _revision(conn) or _legacy_version(conn) or 0
 
     # -- intake -----------------------------------------------------------------
 
@@ -618,19 +601,19 @@ def _glob_to_like(glob: str) -> str:
     return escaped.replace("*", "%").replace("?", "_")
 
 
-def _migration_2(session: Session) -> None:
-    """Version 2: job claims with heartbeats and worker capabilities (scale-out)."""
-    from sqlalchemy import text
+def _revision(conn) -> int | None:
+    """The Alembic revision the database is at, as a number, or None before Alembic."""
+    from alembic.runtime.migration import MigrationContext
 
-    for statement in (
-        "ALTER TABLE jobs ADD COLUMN heartbeat_at TIMESTAMP",
-        "ALTER TABLE jobs ADD COLUMN requires_gpu BOOLEAN NOT NULL DEFAULT FALSE",
-        "ALTER TABLE jobs ADD COLUMN tags_json TEXT NOT NULL DEFAULT '[]'",
-        "ALTER TABLE daemons ADD COLUMN roles VARCHAR(64) NOT NULL DEFAULT 'watch,work'",
-        "ALTER TABLE daemons ADD COLUMN home TEXT NOT NULL DEFAULT ''",
-    ):
-        session.execute(text(statement))
+    rev = MigrationContext.configure(conn).get_current_revision()
+    return int(rev) if rev else None
 
 
-_MIGRATIONS = {2: _migration_2}
+def _legacy_version(conn) -> int | None:
+    """Releases before Alembic kept their schema version in `nst_meta`."""
+    from sqlalchemy import inspect, text
 
+    if not inspect(conn).has_table("nst_meta"):
+        return None
+    value = conn.execute(text("SELECT value FROM nst_meta WHERE key = 'schema_version'")).scalar()
+    return int(value) if value else 1

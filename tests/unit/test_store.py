@@ -7,7 +7,8 @@ import threading
 import pytest
 
 from service.status import JobStatus
-from service.store import SCHEMA_VERSION, JobFilter, Store, StoreError
+from service.migrations import head
+from service.store import JobFilter, Store, StoreError
 
 
 @pytest.fixture
@@ -25,29 +26,60 @@ def add(store, key="a", name="job", **kw):
 
 
 def test_schema_is_versioned_and_migrate_is_idempotent(store):
-    assert store.schema_version() == SCHEMA_VERSION == 2
+    assert store.schema_version() == head() == 2
     assert store.migrate() == 2
 
 
-def test_a_version_1_database_is_upgraded(database_url):
-    from sqlalchemy import text
+def test_the_migrations_build_exactly_the_models_schema(store):
+    """Alembic's revisions and the SQLAlchemy models describe the same tables and indexes."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
 
-    old = Store(database_url)
-    old.migrate()
-    add(old, "v1-job", "kept")
-    with old._write() as s:  # turn it back into release 1's schema
-        for column in ("heartbeat_at", "requires_gpu", "tags_json"):
-            s.execute(text(f"ALTER TABLE jobs DROP COLUMN {column}"))
-        for column in ("roles", "home"):
-            s.execute(text(f"ALTER TABLE daemons DROP COLUMN {column}"))
-        s.execute(text("UPDATE nst_meta SET value = '1' WHERE key = 'schema_version'"))
-    old.dispose()
+    from service.store import Base
+
+    with store.engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diffs == []
+
+
+def _release_1_database(url: str) -> None:
+    """A database as release 1 left it: schema 1, its version in nst_meta, no Alembic table."""
+    from sqlalchemy import create_engine, text
+
+    from service.migrations import upgrade
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        upgrade(conn, to="0001")
+        conn.execute(text("DROP TABLE alembic_version"))
+        conn.execute(text("CREATE TABLE nst_meta (key VARCHAR(64) PRIMARY KEY, value TEXT)"))
+        conn.execute(text("INSERT INTO nst_meta VALUES ('schema_version', '1')"))
+        conn.execute(text(
+            "INSERT INTO jobs (key, name, status, priority, staged, submitted_at, params_json, inputs_json, "
+            "outputs_json, record_json, progress_json, attempts, cancel_requested) VALUES ('v1-job', 'kept', "
+            "'queued', 0, TRUE, '2026-01-01 00:00:00', '{}', '[]', '[]', '{}', '{}', 0, FALSE)"))
+    engine.dispose()
+
+
+def test_a_release_1_database_is_upgraded_by_the_migrations(database_url):
+    _release_1_database(database_url)
     upgraded = Store(database_url)
+    assert upgraded.schema_version() == 1
     assert upgraded.migrate() == 2 and upgraded.schema_version() == 2
     job = upgraded.find("kept")
     assert job.requires_gpu is False and job.tags_json == "[]"
     assert upgraded.claim_next(run_id="r").name == "kept"
+    assert upgraded.migrate() == 2  # again: nothing to do
     upgraded.dispose()
+
+
+def test_a_database_newer_than_this_release_is_refused(store):
+    from sqlalchemy import text
+
+    with store._write() as s:
+        s.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    with pytest.raises(StoreError, match="schema version 99, newer than this release's 2"):
+        store.migrate()
 
 
 def test_enqueue_is_idempotent_per_key(store):
@@ -233,4 +265,4 @@ def test_daemons_starting_together_create_the_schema_once(database_url):
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert errors == []
-    assert Store(database_url).schema_version() == SCHEMA_VERSION
+    assert Store(database_url).schema_version() == head()
