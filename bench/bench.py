@@ -371,26 +371,38 @@ def bench_service(reps: int) -> dict:
     table = {}
     table["nst_help_s"] = median_cmd([PY, "-m", "service.cli", "--help"], reps=5)
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        cfg = _small_site(root)
-        fill_store(root / "state" / "jobs.sqlite3", 10_000)
-        table["nst_jobs_10000_rows_s"] = median_cmd([PY, "-m", "service.cli", "--config", str(cfg), "jobs"], reps=5)
+        site = _small_site(Path(tmp))
+        fill_store(site.config.state / "jobs.sqlite3", 10_000)
+        cfg = str(site.config_path)
+        table["nst_jobs_10000_rows_s"] = median_cmd([PY, "-m", "service.cli", "--config", cfg, "jobs"], reps=5)
         table["nst_jobs_json_10000_rows_s"] = median_cmd(
-            [PY, "-m", "service.cli", "--config", str(cfg), "jobs", "--json", "--limit", "1000"], reps=5)
+            [PY, "-m", "service.cli", "--config", cfg, "jobs", "--json", "--limit", "1000"], reps=5)
     print(f"nst --help: {table['nst_help_s']:.2f} s; nst jobs on 10,000 rows: {table['nst_jobs_10000_rows_s']:.2f} s "
           f"(--json --limit 1000: {table['nst_jobs_json_10000_rows_s']:.2f} s)")
     table.update(bench_daemon_throughput())
     return table
 
 
-def _small_site(root: Path) -> Path:
-    """A config for small, quick jobs and its folders, in `root`."""
-    cfg = root / "config.toml"
-    cfg.write_text('[defaults]\nsize = 128\niterations = 10\nscales = [1.0]\n'
-                   '[watch]\nsettle_seconds = 0.5\nrescan_seconds = 5.0\n')
-    for sub in ("inbox", "outbox", "state"):
-        (root / sub).mkdir()
-    return cfg
+def _service_dir(root: Path, **kw):
+    """The tests' harness (tests/servicekit.py): a config, the folders, the daemon as a subprocess."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from servicekit import ServiceDir
+
+    return ServiceDir(root, **kw)
+
+
+def _small_site(root: Path):
+    """A site for small, quick jobs in `root`."""
+    return _service_dir(root, defaults={"size": 128, "iterations": 10, "scales": [1.0]},
+                        watch={"settle_seconds": 0.5, "rescan_seconds": 5.0})
+
+
+def _drop(inbox: Path, name: str, content, sidecar: str = 'style = "styles/s.png"\n') -> None:
+    """The content image, then the sidecar, each renamed into place."""
+    content.save(inbox / f".{name}.png")
+    os.rename(inbox / f".{name}.png", inbox / f"{name}.content.png")
+    (inbox / f".{name}.toml").write_text(sidecar)
+    os.rename(inbox / f".{name}.toml", inbox / f"{name}.toml")
 
 
 def median_cmd(cmd, *, reps: int) -> float:
@@ -417,74 +429,62 @@ def fill_store(path: Path, n: int) -> None:
     store.dispose()
 
 
-def bench_daemon_throughput(n: int = 20) -> dict:
-    """20 small jobs through one warm daemon against 20 separate `nst stylize` processes."""
+def _thumb(path: Path, edge: int):
     from PIL import Image
 
-    from service.store import JobFilter, Store
+    img = Image.open(path).convert("RGB")
+    img.thumbnail((edge, edge))
+    return img
 
+
+def bench_daemon_throughput(n: int = 20) -> dict:
+    """20 small jobs through one warm daemon against 20 separate `nst stylize` processes."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        cfg = _small_site(root)
-        content = Image.open(CONTENT).convert("RGB")
-        content.thumbnail((256, 256))
-        style = Image.open(STYLE).convert("RGB")
-        style.thumbnail((256, 256))
+        site = _small_site(root)
+        cfg, inbox = str(site.config_path), site.inbox
+        content, style = _thumb(CONTENT, 256), _thumb(STYLE, 256)
         content.save(root / "c.png")
         style.save(root / "s.png")
-        (root / "inbox" / "styles").mkdir()
-        style.save(root / "inbox" / "styles" / "s.png")
+        (inbox / "styles").mkdir()
+        style.save(inbox / "styles" / "s.png")
 
         # Separate processes, as a user without the service would run them.
         started = time.perf_counter()
         for i in range(n):
-            subprocess.run([PY, "-m", "service.cli", "--config", str(cfg), "stylize", str(root / "c.png"),
+            subprocess.run([PY, "-m", "service.cli", "--config", cfg, "stylize", str(root / "c.png"),
                             str(root / "s.png"), "-o", str(root / f"cli-{i}.png"), "--quiet"], check=True,
                            capture_output=True, cwd=ROOT)
         cli_seconds = time.perf_counter() - started
 
-        proc = subprocess.Popen([PY, "-m", "service.cli", "--config", str(cfg), "serve"], cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        store = Store(f"sqlite:///{root / 'state' / 'jobs.sqlite3'}")
+        site.start()
         try:
-            _wait(lambda: (root / "state" / "jobs.sqlite3").exists(), 60)
-            time.sleep(1.0)
             # Latency: one sidecar, from its rename into the inbox to the job's start.
-            content.save(root / "inbox" / "first.content.png")
-            (root / "inbox" / ".first.toml").write_text('style = "styles/s.png"\n')
             dropped = time.time()
-            os.rename(root / "inbox" / ".first.toml", root / "inbox" / "first.toml")
-            _wait(lambda: any(j.started_at for j in store.list_jobs(JobFilter(limit=None))), 60)
-            job = store.list_jobs(JobFilter(limit=None))[0]
-            latency = job.started_at.replace(tzinfo=dt.timezone.utc).timestamp() - dropped
-            _wait(lambda: store.list_jobs(JobFilter(limit=None))[0].status == "done", 60)
+            _drop(inbox, "first", content)
+            site.wait_for(lambda: (j := site.job("first")) is not None and j.started_at is not None, timeout=60)
+            latency = site.job("first").started_at.replace(tzinfo=dt.timezone.utc).timestamp() - dropped
+            site.wait_job("first", "done", timeout=60)
 
             # One ordinary job (256 px, 30 iterations) from drop to done, against `nst stylize` on it.
-            content.save(root / "inbox" / ".same.png")
-            (root / "inbox" / ".same.toml").write_text('style = "styles/s.png"\nsize = 256\niterations = 30\n')
-            os.rename(root / "inbox" / ".same.png", root / "inbox" / "same.content.png")
             dropped_same = time.perf_counter()
-            os.rename(root / "inbox" / ".same.toml", root / "inbox" / "same.toml")
-            _wait(lambda: any(j.name == "same" and j.status == "done"
-                              for j in store.list_jobs(JobFilter(limit=None))), 300)
+            _drop(inbox, "same", content, 'style = "styles/s.png"\nsize = 256\niterations = 30\n')
+            site.wait_job("same", "done", timeout=300)
             same_daemon = time.perf_counter() - dropped_same
             started = time.perf_counter()
-            subprocess.run([PY, "-m", "service.cli", "--config", str(cfg), "stylize", str(root / "c.png"),
+            subprocess.run([PY, "-m", "service.cli", "--config", cfg, "stylize", str(root / "c.png"),
                             str(root / "s.png"), "-o", str(root / "same.png"), "--size", "256", "--iterations",
                             "30", "--quiet"], check=True, capture_output=True, cwd=ROOT)
             same_cli = time.perf_counter() - started
 
             started = time.perf_counter()
             for i in range(n):
-                content.save(root / "inbox" / f".j{i}.png")
-                os.rename(root / "inbox" / f".j{i}.png", root / "inbox" / f"j{i}.content.png")
-                (root / "inbox" / f"j{i}.toml").write_text('style = "styles/s.png"\n')
-            _wait(lambda: sum(j.status == "done" for j in store.list_jobs(JobFilter(limit=None))) == n + 2, 600)
+                _drop(inbox, f"j{i}", content)
+            site.wait_for(lambda: sum(j.status == "done" for j in site.jobs()) == n + 2, timeout=600)
             daemon_seconds = time.perf_counter() - started
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-            store.dispose()
+            site.stop()
+            site.close()
     result = {"arrival_to_start_s": latency, "arrival_to_start_settle_s": 0.5,
               "same_job_daemon_s": same_daemon, "same_job_cli_s": same_cli,
               "daemon_jobs_per_minute": 60 * n / daemon_seconds, "cli_jobs_per_minute": 60 * n / cli_seconds}
@@ -496,15 +496,6 @@ def bench_daemon_throughput(n: int = 20) -> dict:
           f"separate nst stylize {result['cli_jobs_per_minute']:.1f} jobs/min: "
           f"{result['throughput_ratio']:.1f}x")
     return result
-
-
-def _wait(condition, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise TimeoutError("benchmark step timed out")
 
 
 # -- 6. several workers on PostgreSQL ---------------------------------------------------------
@@ -548,97 +539,56 @@ def bench_cluster(*, quick: bool) -> dict:
     return table
 
 
-def _cluster_config(root: Path, url: str, i: int, defaults: str, cluster: str = "") -> Path:
-    cfg = root / f"n{i}.toml"
-    cfg.write_text(f'[paths]\ninbox = "inbox"\noutbox = "outbox"\nstate = "state-{i}"\nshared = "shared"\n'
-                   f'database = "{url}"\n[defaults]\n{defaults}\n'
-                   '[watch]\nsettle_seconds = 0.3\nrescan_seconds = 2.0\npolling = true\n'
-                   f'[worker]\ncheckpoint_seconds = 0.5\n[cluster]\n{cluster}\n')
-    return cfg
+def _nodes(root: Path, url: str, count: int, defaults: dict, cluster: dict | None = None) -> list:
+    """`count` daemons sharing one inbox, outbox and PostgreSQL store, started."""
+    return [_service_dir(root, node=f"n{i}", defaults=defaults,
+                         watch={"polling": True, "settle_seconds": 0.3, "rescan_seconds": 2.0},
+                         paths={"inbox": "inbox", "outbox": "outbox", "state": f"state-{i}", "shared": "shared",
+                                "database": url},
+                         cluster=cluster).start() for i in range(count)]
 
 
 def _cluster_run(url: str, workers: int, n: int) -> float:
-    from PIL import Image
-
-    from service.store import JobFilter, Store
-
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        for sub in ("inbox", "outbox", "shared"):
-            (root / sub).mkdir()
-        procs = [subprocess.Popen([PY, "-m", "service.cli", "--config",
-                                   str(_cluster_config(root, url, i, "size = 64\niterations = 5\nscales = [1.0]")),
-                                   "serve"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                 for i in range(workers)]
-        store = Store(url)
+        nodes = _nodes(Path(tmp), url, workers, {"size": 64, "iterations": 5, "scales": [1.0]})
         try:
-            _wait(lambda: len(store.live_daemons()) == workers if _has_schema(store) else False, 90)
-            content = Image.open(CONTENT).convert("RGB")
-            content.thumbnail((64, 64))
-            style = Image.open(STYLE).convert("RGB")
-            style.thumbnail((64, 64))
-            (root / "inbox" / "styles").mkdir()
-            style.save(root / "inbox" / "styles" / "s.png")
+            inbox = nodes[0].inbox
+            content = _thumb(CONTENT, 64)
+            (inbox / "styles").mkdir()
+            _thumb(STYLE, 64).save(inbox / "styles" / "s.png")
             started = time.perf_counter()
             for i in range(n):
-                content.save(root / "inbox" / f".j{i}.png")
-                os.rename(root / "inbox" / f".j{i}.png", root / "inbox" / f"j{i}.content.png")
-                (root / "inbox" / f"j{i}.toml").write_text('style = "styles/s.png"\n')
-            _wait(lambda: sum(j.status == "done" for j in store.list_jobs(JobFilter(limit=None))) == n, 600)
+                _drop(inbox, f"j{i}", content)
+            nodes[0].wait_for(lambda: sum(j.status == "done" for j in nodes[0].jobs()) == n, timeout=600)
             return time.perf_counter() - started
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.wait(timeout=30)
-            store.dispose()
-
-
-def _has_schema(store) -> bool:
-    try:
-        store.live_daemons()
-        return True
-    except Exception:
-        return False
+            for node in nodes:
+                node.stop()
+                node.close()
 
 
 def _takeover_wait(url: str) -> float:
-    from PIL import Image
-
-    from service.store import JobFilter, Store
-
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        for sub in ("inbox", "outbox", "shared"):
-            (root / sub).mkdir()
-        cluster = "heartbeat_seconds = 1.0\ntakeover_seconds = 5.0"
-        defaults = "size = 128\niterations = 400\nscales = [1.0]"
-        procs = [subprocess.Popen([PY, "-m", "service.cli", "--config",
-                                   str(_cluster_config(root, url, i, defaults, cluster)), "serve"],
-                                  cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(2)]
-        store = Store(url)
+        nodes = _nodes(Path(tmp), url, 2, {"size": 128, "iterations": 400, "scales": [1.0]},
+                       {"heartbeat_seconds": 1.0, "takeover_seconds": 5.0})
         try:
-            _wait(lambda: len(store.live_daemons()) == 2 if _has_schema(store) else False, 90)
-            content = Image.open(CONTENT).convert("RGB")
-            content.thumbnail((128, 128))
-            content.save(root / "inbox" / "big.content.png")
-            Image.open(STYLE).convert("RGB").resize((128, 80)).save(root / "inbox" / "big.style.png")
-            (root / "inbox" / "big.toml").write_text("")
-            _wait(lambda: any(j.status == "running" and j.progress.step > 5
-                              for j in store.list_jobs(JobFilter(limit=None))), 120)
-            job = store.list_jobs(JobFilter(limit=None))[0]
-            victim = next(p for p in procs if p.pid == job.pid)
+            inbox = nodes[0].inbox
+            _thumb(CONTENT, 128).save(inbox / "big.content.png")
+            _thumb(STYLE, 128).save(inbox / "big.style.png")
+            (inbox / "big.toml").write_text("")
+            nodes[0].wait_for(lambda: (j := nodes[0].job("big")) is not None and j.status == "running"
+                              and j.progress.step > 5, timeout=120)
+            job = nodes[0].job("big")
+            victim = next(node for node in nodes if node.proc.pid == job.pid)
             victim.kill()
             killed = time.perf_counter()
-            _wait(lambda: store.get(job.id).attempts == 2, 120)
+            nodes[0].wait_for(lambda: nodes[0].job("big").attempts == 2, timeout=120)
             return time.perf_counter() - killed
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.terminate()
-            for p in procs:
-                p.wait(timeout=30)
-            store.dispose()
+            for node in nodes:
+                if node.proc is not None:
+                    node.stop()
+                node.close()
 
 
 # -- summary --------------------------------------------------------------------------------

@@ -133,7 +133,7 @@ def stylize(
     started = time.perf_counter()
     if not styles:
         raise ValueError("at least one style image is needed")
-    if params.init not in ("content", "noise") and init_image is None:
+    if params.init_is_image and init_image is None:
         raise ValueError(f"init={params.init!r} names an image: pass it as init_image")
     device = pick_device(params.device)
     if device.type == "cuda":
@@ -321,7 +321,8 @@ class _Run:
             self.step += 1
             self.pixel_steps_done += width * height
             self.last_losses = losses
-            self.history.append({"step": self.step, **losses})
+            self.history.append({"step": self.step, **losses,
+                                 **({"lr": optimizer.param_groups[0]["lr"]} if p.optimizer == "adam" else {})})
             if self.progress is not None:
                 self.progress(self._report(output_index, scale_index, iteration, losses, x, finished))
             if self.should_stop is not None and self.should_stop():

@@ -150,6 +150,11 @@ class Params:
         """Plain JSON/TOML-friendly values (tuples as lists), for records and sidecars."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    @property
+    def init_is_image(self) -> bool:
+        """`init` names an image file (anything but "content" and "noise")."""
+        return self.init not in INITS
+
     def deepest_layer(self) -> str:
         used = set(self.content_layers) | set(self.style_layers)
         return max(used, key=LAYER_NAMES.index)

@@ -111,7 +111,7 @@ def stylize(
         content_img = load_image(content, max_pixels=config.limits.max_image_pixels)
         style_imgs = [load_image(s, max_pixels=config.limits.max_image_pixels) for s in styles]
         init_img = None
-        if params.init not in ("content", "noise"):
+        if params.init_is_image:
             init_img = load_image(params.init, max_pixels=config.limits.max_image_pixels)
         reporter = None if quiet else _TerminalProgress()
         result = run_stylize(content_img, style_imgs, params=params, init_image=init_img, progress=reporter)

@@ -30,7 +30,6 @@ from .store import Store
 
 log = logging.getLogger("nst.daemon")
 
-HEARTBEAT_S = 5.0
 INTAKE_TICK_S = 0.5
 
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from PIL import Image
 
@@ -30,10 +28,6 @@ def write_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
 
 def write_text_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
     write_bytes_atomic(path, text.encode("utf-8"), mode=mode)
-
-
-def write_json_atomic(path: Path, value: Any, *, mode: int = 0o644) -> None:
-    write_text_atomic(path, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n", mode=mode)
 
 
 def image_bytes(img: Image.Image, suffix: str = ".png") -> bytes:

@@ -25,9 +25,6 @@ from .safefiles import read_regular
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 SIDECAR_EXTS = (".toml", ".json")
 MAX_SIDECAR_BYTES = 64 * 1024
-# Sidecar keys that say where the images are and how urgent the job is; every other
-# key is an engine parameter.
-JOB_KEYS = ("content", "style", "priority", "requires_gpu", "tags")
 
 
 # Room in a 255-byte file name for what the service adds to a job's name
@@ -61,10 +58,6 @@ def job_name(sidecar: Path) -> str:
     return sidecar.name[: -len(sidecar.suffix)]
 
 
-def is_sidecar(path: Path) -> bool:
-    return path.suffix.lower() in SIDECAR_EXTS
-
-
 def parse_sidecar(data: bytes, *, name: str, suffix: str, base: Params, limits: Limits) -> Sidecar:
     """Bytes of `NAME.toml` / `NAME.json` to a job description, or SidecarError."""
     if len(data) > MAX_SIDECAR_BYTES:
@@ -74,6 +67,8 @@ def parse_sidecar(data: bytes, *, name: str, suffix: str, base: Params, limits: 
     except UnicodeDecodeError as e:
         raise SidecarError(f"{name}{suffix}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     values = _decode(text, name + suffix, suffix.lower())
+    # The keys that say where the images are, how urgent the job is and where it may run;
+    # every other key is an engine parameter.
     content = values.pop("content", None)
     style = values.pop("style", None)
     priority = values.pop("priority", 0)

@@ -194,7 +194,7 @@ class Intake:
         locate("content", sidecar.content)
         for style in sidecar.styles or [None]:
             locate("style", style)
-        if sidecar.params.init not in ("content", "noise"):
+        if sidecar.params.init_is_image:
             locate("init", sidecar.params.init)
         if missing:
             self._wait_or_fail(sidecar_path, f"still missing: {', '.join(missing)}", MISSING_HINT)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from nst_engine.images import ImageError, load_image
+from nst_engine.params import INITS
 
 from .config import Config
 from .files import write_bytes_atomic
@@ -56,7 +57,7 @@ def resubmit_job(config: Config, job: Any, overrides: dict[str, Any]) -> str:
     if content is None or not styles or not content.exists() or not all(s.exists() for s in styles):
         raise SubmitError(f"job {job.id}'s archived inputs in {inputs_dir} lack its content or style image")
     values = {**job.params, **overrides}
-    if values.get("init") not in (None, "content", "noise"):
+    if values.get("init") not in (None, *INITS):
         values.pop("init")  # an init image is not among the archived inputs we re-send
     return submit_job(config, content, styles, name=job.name, values=values, priority=job.priority)
 

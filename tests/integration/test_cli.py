@@ -297,4 +297,4 @@ def test_bad_config_values_are_refused_and_doctor_reports_them(tmp_path, text, m
     assert r.exit_code == 1 and message in r.stderr and "Traceback" not in r.output
     assert "pw@" not in r.output  # a database password is never shown
     r = CliRunner().invoke(main, ["--config", str(cfg), "doctor"])
-    assert r.exit_code == 1 and f"[FAIL] config: " in r.output and message in r.output
+    assert r.exit_code == 1 and "[FAIL] config: " in r.output and message in r.output

@@ -145,10 +145,20 @@ def test_several_styles_blend_and_preserve_color(content_image, style_image):
         stylize(content_image, [style_image], params=Params(**TINY, style_blend=(1.0, 2.0)))
 
 
-def test_adam_with_plateau_schedule_and_noise_init(content_image, style_image):
+def test_adam_with_noise_init_lowers_the_loss(content_image, style_image):
     p = Params(**TINY, optimizer="adam", learning_rate=0.05, init="noise")
     result = stylize(content_image, [style_image], params=p)
     assert result.history[-1]["total"] < result.history[0]["total"]
+
+
+def test_the_plateau_schedule_halves_the_rate_when_the_loss_stops_falling(content_image, style_image):
+    # A rate far too large: the loss stops improving at once, so after `patience` steps
+    # the plateau schedule halves it; the constant schedule keeps it.
+    common = {**TINY, "iterations": 40, "optimizer": "adam", "learning_rate": 2.0}
+    plateau = stylize(content_image, [style_image], params=Params(**common, lr_schedule="plateau"))
+    constant = stylize(content_image, [style_image], params=Params(**common, lr_schedule="constant"))
+    assert plateau.history[0]["lr"] == 2.0 and plateau.history[-1]["lr"] <= 1.0
+    assert {h["lr"] for h in constant.history} == {2.0}
 
 
 def test_init_from_a_given_image(content_image, style_image):

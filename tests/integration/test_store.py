@@ -1,4 +1,4 @@
-"""The job store against a real SQLite file."""
+"""The job store against real databases: every test on a SQLite file and on a throwaway PostgreSQL."""
 
 import datetime as dt
 import sqlite3
