@@ -31,7 +31,7 @@ from .inbox import (
 from .outbox import JobFolder, Outbox, error_text
 from .safefiles import copy_regular, inside, kind_of, open_regular, refusal, sha256_regular
 from .status import JobStatus
-from .store import Store, utcnow
+from .store import Store, StoreError, utcnow
 
 log = logging.getLogger("nst.intake")
 
@@ -65,6 +65,14 @@ class _NotReady(Exception):
     """Images named by a sidecar are missing, still being written, or not decodable yet."""
 
 
+class _Waiting(_NotReady):
+    """A sidecar waits for its images (up to missing_timeout): `why` says for what."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
 class Intake:
     def __init__(self, config: Config, store: Store, outbox: Outbox,
                  image_check: Callable[[Path], None] | None = None, clock: Callable[[], float] = time.monotonic):
@@ -75,6 +83,7 @@ class Intake:
         self.clock = clock
         self.image_check = image_check or _decode_check(config.limits.max_image_pixels, config.inbox)
         self._waiting: dict[Path, float] = {}  # sidecar -> when it first waited for its images
+        self._waiting_jobs: dict[Path, int] = {}  # sidecar -> the job recorded as waiting
         self._checked: dict[tuple[Path, int, int], None] = {}
         self.inbox_missing_reported = False
 
@@ -121,7 +130,22 @@ class Intake:
         self.settle.keep_only(p for p in list(self.settle.tracked()) if p.exists())
         for gone in [p for p in self._waiting if p not in seen]:
             del self._waiting[gone]
+        for gone in [p for p in self._waiting_jobs if p not in seen]:
+            self._forget_waiting(self._waiting_jobs.pop(gone), gone)
         return queued
+
+    def _forget_waiting(self, job_id: int, sidecar_path: Path) -> None:
+        """A sidecar that waited for its images left the inbox: staged by another watcher (its
+        sidecar is in the archive), or taken back by its owner: then the job ends, saying so."""
+        job = self.store.get(job_id)
+        taken = (self.config.archive(job_id) / "inputs" / sidecar_path.name).exists()
+        if job is None or job.staged or taken or job.state != JobStatus.QUEUED:
+            return
+        try:
+            self.store.transition(job_id, JobStatus.CANCELLED, expect=JobStatus.QUEUED,
+                                  error="its sidecar was taken out of the inbox while it waited for its images")
+        except StoreError:
+            pass  # moved on meanwhile (another watcher, a cancel)
 
     def _take(self, sidecar_path: Path) -> bool:
         """Record and stage one settled sidecar. True if a job was queued."""
@@ -145,22 +169,30 @@ class Intake:
         except SidecarError as e:
             self._fail(key, name, sidecar_path, str(e), e.hint)
             return False
-        job, created = self.store.enqueue(
-            key=key, name=name, params=sidecar.params.to_dict(), priority=sidecar.priority,
-            requires_gpu=sidecar.requires_gpu, tags=sidecar.tags,
-        )
+        except _Waiting as e:
+            # Shown in the history at once: a queued job, and what it waits for.
+            job = self._record(key, name, sidecar)[0]
+            self.store.note_waiting(job.id, e.why)
+            self._waiting_jobs[sidecar_path] = job.id
+            raise
+        job, _created = self._record(key, name, sidecar)
         if job.state != JobStatus.QUEUED or job.staged:
             # Already taken by an earlier scan or another watcher: only its leftovers remain.
             self._finish_leftover(job.id, sidecar_path)
             return False
-        if not created and (utcnow() - job.submitted_at).total_seconds() < STAGING_GRACE_S:
-            return False  # another watcher recorded it a moment ago and is staging it
+        if not self.store.begin_staging(job.id, grace_s=STAGING_GRACE_S):
+            return False  # another watcher is staging it right now
+        self._waiting_jobs.pop(sidecar_path, None)
         staged = self._stage(job.id, inputs)
         self.store.mark_staged(job.id, staged)
         self._waiting.pop(sidecar_path, None)
         self.settle.forget(sidecar_path)
         log.info("queued job %d %r (%s)", job.id, name, ", ".join(i["name"] for i in staged))
         return True
+
+    def _record(self, key: str, name: str, sidecar: Sidecar):
+        return self.store.enqueue(key=key, name=name, params=sidecar.params.to_dict(), priority=sidecar.priority,
+                                  requires_gpu=sidecar.requires_gpu, tags=sidecar.tags)
 
     def _parse(self, path: Path, data: bytes) -> Sidecar:
         return parse_sidecar(
@@ -218,7 +250,7 @@ class Intake:
     def _wait_or_fail(self, sidecar_path: Path, why: str, hint: str) -> None:
         first = self._waiting.setdefault(sidecar_path, self.clock())
         if self.clock() - first < self.config.watch.missing_timeout:
-            raise _NotReady()
+            raise _Waiting(why)
         raise SidecarError(f"gave up after waiting {self.config.watch.missing_timeout:.0f} s; {why}", hint=hint)
 
     def _decodes(self, path: Path) -> None:

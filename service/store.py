@@ -26,6 +26,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from .status import TRANSITIONS, JobProgress, JobStatus
 
+# The note on a recorded job whose sidecar waits for its images.
+WAITING = "waiting for its images: "
+
 MAX_ID = 2**63 - 1  # the largest id (and LIMIT) both databases take
 
 
@@ -281,6 +284,27 @@ class Store:
         with self._write() as s:  # the first watcher to finish staging wins; later calls change nothing
             s.execute(update(Job).where(Job.id == job_id, Job.staged.is_(False))
                       .values(staged=True, inputs_json=json.dumps(list(inputs))))
+
+    @_survives_outages
+    def note_waiting(self, job_id: int, why: str) -> None:
+        """A recorded job whose sidecar waits for its images: say for what (`nst jobs`, the page)."""
+        with self._write() as s:
+            s.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED.value,
+                                        Job.staged.is_(False), or_(Job.error.is_(None), Job.error.like(WAITING + "%")))
+                      .values(error=f"{WAITING}{why}"[:2000]))
+
+    @_survives_outages
+    def begin_staging(self, job_id: int, *, grace_s: float) -> bool:
+        """Take the staging of a recorded job: True for one watcher at a time. A job waiting for
+        its images, or one whose stager went silent for `grace_s`, may be taken."""
+        now = utcnow()
+        stale = now - dt.timedelta(seconds=grace_s)
+        with self._write() as s:
+            return bool(s.execute(update(Job).where(
+                Job.id == job_id, Job.status == JobStatus.QUEUED.value, Job.staged.is_(False),
+                or_(Job.error.like(WAITING + "%"),
+                    and_(Job.error.is_(None), or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale))),
+            ).values(heartbeat_at=now, error=None)).rowcount)
 
     @_survives_outages
     def reserve_outbox_dir(self, job_id: int, run_id: str | None, dirname: str) -> None:

@@ -329,6 +329,28 @@ def test_a_settled_file_that_is_plainly_refused_fails_at_once(tmp_path):
         assert jobs["bomb"].status == "failed" and "megapixels" in jobs["bomb"].error
         assert "max_image_pixels" in (box.outbox_dir / "bomb" / "error.txt").read_text()
         assert jobs["text"].status == "failed" and "not an image" in jobs["text"].error
-        assert "cut" not in jobs and (box.inbox / "cut.toml").exists()  # waits up to missing_timeout
+        # May still be arriving: waits up to missing_timeout, and the history says so meanwhile.
+        assert jobs["cut"].status == "queued" and (box.inbox / "cut.toml").exists()
+        assert jobs["cut"].error.startswith("waiting for its images: ") and "truncated" in jobs["cut"].error
+    finally:
+        box.close()
+
+
+def test_a_waiting_sidecar_shows_in_the_history_and_its_job_goes_on_when_the_images_come(tmp_path):
+    box = IntakeDir(tmp_path, missing_timeout=300)
+    try:
+        (box.inbox / "late.toml").write_text("size = 64\n")
+        (box.inbox / "gone.toml").write_text("size = 64\n")
+        box.scan()
+        jobs = box.jobs()
+        assert jobs["late"].status == "queued" and "still missing: late.content.jpg" in jobs["late"].error
+        assert box.store.claim_next(run_id="w") is None  # not staged: no worker takes it
+        box.pair("late")
+        (box.inbox / "gone.toml").unlink()  # its owner takes it back
+        assert box.scan() == 1
+        jobs = box.jobs()
+        assert jobs["late"].status == "queued" and jobs["late"].error is None and jobs["late"].staged
+        assert len(box.store.list_jobs()) == 2  # the waiting job itself went on: none recorded twice
+        assert jobs["gone"].status == "cancelled" and "taken out of the inbox" in jobs["gone"].error
     finally:
         box.close()
