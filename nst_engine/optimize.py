@@ -89,6 +89,16 @@ class Progress:
     elapsed: float
     eta: float
     snapshot: Callable[[], RunState] = field(repr=False, compare=False)
+    # The work, in megapixel-iterations (pixels times iterations, over every scale and output):
+    # what a bar and an ETA should measure, since a fine scale's step costs far more than a
+    # coarse one's.
+    work: float = 0.0
+    work_total: float = 0.0
+    image: Callable[[], Image.Image] | None = field(default=None, repr=False, compare=False)  # as it is now
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.work / self.work_total) if self.work_total else 0.0
 
 
 @dataclass(frozen=True)
@@ -339,6 +349,7 @@ class _Run:
         elapsed = time.perf_counter() - self.started
         remaining_pixel_steps = self._remaining_pixel_steps(output_index, scale_index, iteration)
         rate = self._seconds_per_pixel_step(elapsed)
+        total = self.total_pixel_steps()
         return Progress(
             output=output_index,
             outputs=self.params.outputs,
@@ -356,7 +367,13 @@ class _Run:
                 output_index, scale_index, iteration, x.detach().float().cpu().clone(), tuple(finished()),
                 tuple(self.history),
             ),
+            work=(total - remaining_pixel_steps) / 1e6,
+            work_total=total / 1e6,
+            image=lambda: to_image(x.detach()[0].float().clamp(0, 1).cpu()),
         )
+
+    def total_pixel_steps(self) -> float:
+        return sum(w * h for w, h in self.plan) * self.params.iterations * self.params.outputs
 
     def _seconds_per_pixel_step(self, elapsed: float) -> float:
         """Measured from the end of the first iteration, which pays for warm-up and setup;
@@ -407,6 +424,7 @@ def _result(finished, content, params, run, weights, device, bf16, setup_seconds
             "total_s": round(total, 3),
             "seconds_per_iteration": run.seconds_per_iteration,
         },
+        "work_mpix_iterations": round(run.total_pixel_steps() / 1e6, 3),
         "stopped": run.stopped,
     }
     if device.type == "cuda":

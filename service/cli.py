@@ -575,8 +575,6 @@ def retry(ctx: click.Context, job: str, assignments: tuple[str, ...]) -> None:
 
     config = _config(ctx)
     j = _job(_store(ctx), job)
-    if not j.state.retryable:
-        raise UserError(f"job {j.id} is {j.status}; only failed or cancelled jobs can be retried")
     values = overrides_from(assignments)
     build_params(config, {**j.params, **values})
     try:
@@ -584,6 +582,8 @@ def retry(ctx: click.Context, job: str, assignments: tuple[str, ...]) -> None:
     except SubmitError as e:
         raise UserError(str(e)) from None
     click.echo(name)
+    click.echo(f"dropped into the inbox as {name!r}; the service gives it a job id as it takes it "
+               f"(nst show {name})", err=True)
 
 
 @main.command()

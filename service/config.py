@@ -101,6 +101,14 @@ class Config:
         """The log a job writes while it runs (moved into its outbox folder when it ends)."""
         return self.archive(job_id) / "job.log"
 
+    def live_image(self, job_id: int) -> Path:
+        """The image a running job is making, replaced every few seconds."""
+        return self.archive(job_id) / "live.jpg"
+
+    def live_losses(self, job_id: int) -> Path:
+        """A running job's loss curve so far (JSON), replaced with the live image."""
+        return self.archive(job_id) / "live-losses.json"
+
     def published_log(self, outbox_dir: str | None) -> Path | None:
         return self.outbox / outbox_dir / "job.log" if outbox_dir else None
 

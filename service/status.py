@@ -66,9 +66,15 @@ class JobProgress:
     elapsed: float = 0.0
     eta: float | None = None
     updated: float | None = None  # wall-clock seconds
+    work: float = 0.0  # megapixel-iterations done (pixels x iterations, every scale and output)
+    work_total: float = 0.0
 
     @property
     def fraction(self) -> float:
+        """The share of the work done: by pixels times iterations, so that the bar and the ETA
+        measure the same thing (a coarse scale's iterations are cheap)."""
+        if self.work_total:
+            return min(1.0, self.work / self.work_total)
         return min(1.0, self.step / self.total) if self.total else 0.0
 
     def to_dict(self) -> dict[str, Any]:

@@ -479,6 +479,22 @@ class Store:
                 Job.finished_at >= since)))
 
     @_survives_outages
+    def device_rate(self, device: str, *, recent: int = 50) -> float | None:
+        """Seconds per megapixel-iteration of this device's recent finished jobs (their median),
+        or None before the first: the cost model behind a new job's ETA."""
+        with self._session() as s:
+            records = s.scalars(select(Job.record_json).where(Job.status == JobStatus.DONE.value)
+                                .order_by(Job.finished_at.desc()).limit(recent))
+            rates = []
+            for text in records:
+                record = json.loads(text or "{}")
+                work = record.get("work_mpix_iterations")
+                seconds = (record.get("timings") or {}).get("optimize_s")
+                if record.get("device") == device and work and seconds:
+                    rates.append(seconds / work)
+        return sorted(rates)[len(rates) // 2] if rates else None
+
+    @_survives_outages
     def queue(self) -> list[Job]:
         with self._session() as s:
             return list(s.scalars(

@@ -43,19 +43,38 @@ def submit_job(config: Config, content: Path, styles: Sequence[Path], *, name: s
     return name
 
 
-def resubmit_job(config: Config, job: Any, overrides: dict[str, Any]) -> str:
-    """Queue a finished job again from the inputs archived in its outbox folder."""
+def _archived_images(config: Config, job: Any) -> tuple[Path | None, list[Path]]:
+    """The content and style images kept in a finished job's outbox folder, where they exist."""
     if not job.outbox_dir:
-        raise SubmitError(f"job {job.id} has no outbox folder to take its inputs from yet "
-                          "(a cancelled job's folder appears within seconds while the service runs)")
+        return None, []
     inputs_dir = config.outbox / job.outbox_dir / "inputs"
     by_role: dict[str, list[Path]] = {}
     for item in job.inputs:
-        by_role.setdefault(item.get("role", "file"), []).append(inputs_dir / item["name"])
+        if not item.get("refused"):
+            by_role.setdefault(item.get("role", "file"), []).append(inputs_dir / item["name"])
     content = (by_role.get("content") or [None])[0]
     styles = by_role.get("style") or []
-    if content is None or not styles or not content.exists() or not all(s.exists() for s in styles):
-        raise SubmitError(f"job {job.id}'s archived inputs in {inputs_dir} lack its content or style image")
+    if content is None or not styles or not content.is_file() or not all(s.is_file() for s in styles):
+        return None, []
+    return content, styles
+
+
+def can_resubmit(config: Config, job: Any) -> bool:
+    """The retry rule: a failed or cancelled job whose images were kept in its outbox folder."""
+    return job.state.retryable and _archived_images(config, job)[0] is not None
+
+
+def resubmit_job(config: Config, job: Any, overrides: dict[str, Any]) -> str:
+    """Queue a finished job again from the inputs archived in its outbox folder."""
+    if not job.state.retryable:
+        raise SubmitError(f"job {job.id} is {job.status}; only failed or cancelled jobs can be retried")
+    if not job.outbox_dir:
+        raise SubmitError(f"job {job.id} has no outbox folder to take its inputs from yet "
+                          "(a cancelled job's folder appears within seconds while the service runs)")
+    content, styles = _archived_images(config, job)
+    if content is None:
+        raise SubmitError(f"job {job.id}'s outbox folder does not hold its content and style images "
+                          "(it failed before they were taken in): drop them into the inbox again")
     values = {**job.params, **overrides}
     if values.get("init") not in (None, *INITS):
         values.pop("init")  # an init image is not among the archived inputs we re-send

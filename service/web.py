@@ -35,7 +35,7 @@ from .inbox import IMAGE_EXTS
 from .status import NAMES as STATUS_NAMES
 from .status import JobStatus
 from .store import JobFilter, Store, StoreError
-from .submit import SubmitError, resubmit_job, submit_job
+from .submit import SubmitError, can_resubmit, resubmit_job, submit_job
 
 # The form's fields, in order: (key, label, input type).
 FORM_FIELDS = (
@@ -199,7 +199,31 @@ def create_app(config: Config, *, store: Store | None = None) -> Flask:
     def job_page(job_id: int):
         job = _job_or_404(store, job_id)
         files = _outbox_files(config, job)
-        return render_template("job.html", job=job, files=files, params=json.dumps(job.params, indent=2))
+        live, published = config.live_log(job.id), config.published_log(job.outbox_dir)
+        return render_template(
+            "job.html", job=job, files=files, params=json.dumps(job.params, indent=2) if job.params else "",
+            has_log=live.exists() or bool(published and published.exists()) or job.state == JobStatus.RUNNING,
+            can_retry=can_resubmit(config, job))
+
+    @app.get("/jobs/<int:job_id>/live.jpg")
+    def job_live(job_id: int):
+        """The image being made, while the job runs (the worker replaces it every few seconds)."""
+        job = _job_or_404(store, job_id)
+        path = config.live_image(job.id)
+        if job.state != JobStatus.RUNNING or not path.is_file():
+            abort(404)
+        response = send_file(io.BytesIO(path.read_bytes()), mimetype="image/jpeg")
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.get("/api/jobs/<int:job_id>/losses")
+    def api_losses(job_id: int):
+        """The loss curve so far: [{step, total, content, style, tv}, ...] (thinned to at most 500)."""
+        job = _job_or_404(store, job_id)
+        try:
+            return jsonify(json.loads(config.live_losses(job.id).read_text()))
+        except (OSError, ValueError):
+            return jsonify([])
 
     @app.get("/jobs/<int:job_id>/files/<path:name>")
     def job_file(job_id: int, name: str):
@@ -240,8 +264,9 @@ def create_app(config: Config, *, store: Store | None = None) -> Flask:
     @app.post("/jobs/<int:job_id>/retry")
     def retry(job_id: int):
         job = _job_or_404(store, job_id)
-        if not job.state.retryable:
-            flash(f"job {job_id} is {job.status}; only failed or cancelled jobs can be retried", "danger")
+        if not can_resubmit(config, job):
+            flash(f"job {job_id} cannot be retried: only a failed or cancelled job whose images were kept "
+                  "can be (drop its files into the inbox again instead)", "danger")
         else:
             try:
                 name = resubmit_job(config, job, {})

@@ -16,11 +16,12 @@ from typing import Any
 import torch
 
 from nst_engine import ImageError, Params, Progress, RunState, WeightsError, load_image, preload, stylize
+from nst_engine.device import describe, pick_device
 from nst_engine.params import ParamError
 
 from . import __version__
 from .config import Config
-from .files import write_bytes_atomic
+from .files import image_bytes, write_bytes_atomic
 from .inbox import safe_component
 from .outbox import JobFolder, Outbox, error_text, loss_plot, preview
 from .status import JobProgress, JobStatus
@@ -30,6 +31,10 @@ log = logging.getLogger("nst.worker")
 
 PROGRESS_EVERY_S = 1.0
 LOG_EVERY_ITERATIONS = 10
+PREVIEW_EVERY_S = 3.0  # the live image and loss curve
+LIVE_EDGE = 512  # px, the live image's long edge
+LIVE_POINTS = 500  # at most this many points of the live loss curve
+ETA_OWN_RATE_AFTER = 0.25  # share of the work after which a job's own measured rate sets its ETA
 
 
 class JobLog:
@@ -118,7 +123,8 @@ class Worker:
             return self._fail(job, joblog, str(e), _advice(e))
         joblog.write("parameters: " + json.dumps(params.to_dict(), sort_keys=True))
         resume = self._load_checkpoint(job.id, joblog, params.outputs)
-        reporter = _Reporter(self, job, joblog, params)
+        device = describe(pick_device(params.device))
+        reporter = _Reporter(self, job, joblog, params, rate=self.store.device_rate(device))
         try:
             result = stylize(content, styles, params=params, init_image=init, progress=reporter,
                              should_stop=reporter.should_stop, resume=resume)
@@ -280,11 +286,15 @@ class Worker:
 class _Reporter:
     """The engine's progress callback and stop check for one job."""
 
-    def __init__(self, worker: Worker, job: Job, joblog: JobLog, params: Params) -> None:
+    def __init__(self, worker: Worker, job: Job, joblog: JobLog, params: Params,
+                 rate: float | None = None) -> None:
         self.worker, self.job, self.joblog, self.params = worker, job, joblog, params
+        self.rate = rate  # seconds per megapixel-iteration on this device, from earlier jobs
         self.cancelled = False
         self._last_store = 0.0
+        self._last_preview = float("-inf")
         self._last_checkpoint = time.monotonic()
+        self.losses: list[dict[str, float]] = []  # the curve so far, for the live plot
 
     def __call__(self, p: Progress) -> None:
         now = time.monotonic()
@@ -293,12 +303,17 @@ class _Reporter:
             losses = " ".join(f"{k} {v:.4g}" for k, v in p.losses.items())
             self.joblog.write(f"output {p.output + 1}/{p.outputs} scale {p.scale + 1}/{p.scales} "
                               f"{p.size[0]}x{p.size[1]} iteration {p.iteration}/{p.iterations}: {losses}")
+        self.losses.append({"step": p.step, **p.losses})
+        if now - self._last_preview >= PREVIEW_EVERY_S and p.image is not None:
+            self._last_preview = now
+            self._write_live(p)
         if now - self._last_store >= PROGRESS_EVERY_S or p.step == p.total_steps:
             self._last_store = now
             progress = JobProgress(
                 step=p.step, total=p.total_steps, scale=p.scale + 1, scales=p.scales, iteration=p.iteration,
                 iterations=p.iterations, output=p.output + 1, outputs=p.outputs, losses=dict(p.losses),
-                elapsed=round(p.elapsed, 2), eta=round(p.eta, 2), updated=time.time(),
+                elapsed=round(p.elapsed, 2), eta=round(self._eta(p), 2), updated=time.time(),
+                work=round(p.work, 4), work_total=round(p.work_total, 4),
             )
             try:
                 if not self.worker.store.update_progress(self.job.id, self.worker.run_id, progress.to_dict()):
@@ -311,6 +326,27 @@ class _Reporter:
 
     def should_stop(self) -> bool:
         return self.cancelled or self.worker.stopping.is_set() or self.worker.lost_claim
+
+    def _eta(self, p: Progress) -> float:
+        """Remaining work times this device's rate from earlier jobs, until this job has measured
+        its own over a fair share of the work: its first, coarse iterations are no guide."""
+        remaining = max(0.0, p.work_total - p.work)
+        if self.rate is not None and p.fraction < ETA_OWN_RATE_AFTER:
+            return remaining * self.rate
+        return p.eta
+
+    def _write_live(self, p: Progress) -> None:
+        """The image being made and the loss curve so far, beside the live log, each replaced
+        atomically (the page and `nst show` read them while the job runs)."""
+        try:
+            image = p.image()
+            image.thumbnail((LIVE_EDGE, LIVE_EDGE))
+            config = self.worker.config
+            write_bytes_atomic(config.live_image(self.job.id), image_bytes(image, ".jpg"))
+            curve = self.losses[:: max(1, len(self.losses) // LIVE_POINTS)]
+            write_bytes_atomic(config.live_losses(self.job.id), json.dumps(curve).encode())
+        except OSError as e:  # a full disk costs the live view, never the job
+            log.warning("job %d: live preview not written (%s)", self.job.id, e)
 
 
 def _advice(error: Exception) -> str:

@@ -8,11 +8,16 @@ const nst = (() => {
     return h ? `${h}:${String(m % 60).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}` : `${m}:${String(s % 60).padStart(2, "0")}`;
   };
   const paint = (badge, status) => { badge.textContent = status; badge.className = `badge status bg-${colours[status] || "secondary"}`; };
-  const describe = (job) => {
+  // One line about a job. The list shows a failed job's error here; the job page shows it once, above.
+  const describe = (job, inList) => {
     const p = job.progress;
-    if (job.status === "running" && p.total) return `step ${p.step}/${p.total} · loss ${p.loss ? p.loss.toExponential(2) : "-"} · ETA ${fmt(p.eta)}`;
+    if (job.status === "running" && p.total) {
+      return `${Math.floor(p.fraction * 100)}% · scale ${p.scale}/${p.scales} · loss ${p.loss ? p.loss.toExponential(2) : "-"} · ETA ${fmt(p.eta)}`;
+    }
     if (job.status === "done") return `done in ${fmt(job.duration_s)}`;
-    return job.status === "failed" ? (job.error || "failed") : job.status;
+    if (job.status === "queued" && job.error) return job.error;  // waiting for its images
+    if (["failed", "cancelled"].includes(job.status)) return inList ? (job.error || job.status) : "";
+    return job.status;
   };
   async function followList(status) {
     let known = new Set([...document.querySelectorAll("tr[data-job]")].map((r) => r.dataset.job));
@@ -24,27 +29,63 @@ const nst = (() => {
         if (!row) continue;
         paint(row.querySelector(".status"), job.status);
         row.querySelector(".progress-bar").style.width = `${(job.progress.fraction * 100).toFixed(1)}%`;
-        row.querySelector(".eta").textContent = describe(job);
+        row.querySelector(".eta").textContent = describe(job, true);
       }
     };
     await tick();
     setInterval(tick, 1000);
   }
+  // The loss curve so far, log scale, one polyline per term; a dashed line where a scale begins.
+  const lossColours = {total: "#212529", style: "#dc3545", content: "#0d6efd", tv: "#198754"};
+  function drawLosses(svg, points, job) {
+    if (!points.length) return;
+    const W = 600, H = 200, pad = 4, keys = Object.keys(lossColours).filter((k) => points.some((p) => p[k] > 0));
+    const values = points.flatMap((p) => keys.map((k) => p[k])).filter((v) => v > 0).map(Math.log10);
+    const lo = Math.min(...values), hi = Math.max(...values), steps = job.progress.total || points[points.length - 1].step;
+    const x = (s) => pad + (W - 2 * pad) * (s / Math.max(steps, 1));
+    const y = (v) => H - pad - (H - 2 * pad) * ((Math.log10(v) - lo) / Math.max(hi - lo, 1e-9));
+    const ns = "http://www.w3.org/2000/svg";
+    svg.replaceChildren();
+    const perScale = job.progress.iterations || 0;
+    for (let s = perScale; perScale && s < steps; s += perScale) {
+      const line = document.createElementNS(ns, "line");
+      line.setAttribute("x1", x(s)); line.setAttribute("x2", x(s)); line.setAttribute("y1", 0); line.setAttribute("y2", H);
+      line.setAttribute("class", "scale-mark");
+      svg.appendChild(line);
+    }
+    for (const k of keys) {
+      const line = document.createElementNS(ns, "polyline");
+      line.setAttribute("points", points.filter((p) => p[k] > 0).map((p) => `${x(p.step).toFixed(1)},${y(p[k]).toFixed(1)}`).join(" "));
+      line.setAttribute("stroke", lossColours[k]);
+      line.setAttribute("class", `loss-${k}`);
+      svg.appendChild(line);
+    }
+  }
   async function followJob(id, initial) {
-    let offset = 0, last = initial;
+    let offset = 0, last = initial, lastPicture = 0;
     const log = document.getElementById("log");
+    const live = document.getElementById("live"), plot = document.getElementById("live-loss");
     const tick = async () => {
       const job = await (await fetch(`/api/jobs/${id}`)).json();
       paint(document.getElementById("status"), job.status);
       document.getElementById("bar").style.width = `${(job.progress.fraction * 100).toFixed(1)}%`;
       document.getElementById("eta").textContent = describe(job);
-      const chunk = await (await fetch(`/api/jobs/${id}/log?offset=${offset}`)).json();
-      if (chunk.text) {
-        const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
-        log.textContent += chunk.text;
-        if (atBottom) log.scrollTop = log.scrollHeight;
+      if (log) {
+        const chunk = await (await fetch(`/api/jobs/${id}/log?offset=${offset}`)).json();
+        if (chunk.text) {
+          const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+          log.textContent += chunk.text;
+          if (atBottom) log.scrollTop = log.scrollHeight;
+        }
+        offset = chunk.offset;
       }
-      offset = chunk.offset;
+      if (live && job.status === "running" && Date.now() - lastPicture > 2500) {
+        lastPicture = Date.now();
+        const next = new Image();
+        next.onload = () => { live.src = next.src; live.hidden = false; document.getElementById("live-caption").textContent = `the image being made · step ${job.progress.step}/${job.progress.total}`; };
+        next.src = `/jobs/${id}/live.jpg?t=${lastPicture}`;
+        drawLosses(plot, await (await fetch(`/api/jobs/${id}/losses`)).json(), job);
+      }
       // A job that just ended has new files to show: reload once.
       if (job.status !== last && ["done", "failed", "cancelled"].includes(job.status)) { window.location.reload(); return false; }
       last = job.status;
@@ -56,6 +97,10 @@ const nst = (() => {
 })();
 // Started from the script tag's data attributes: the Content-Security-Policy allows no inline script.
 (() => {
+  // Sliders show their value (no inline handlers: the Content-Security-Policy forbids them).
+  for (const input of document.querySelectorAll("input[data-shows]")) {
+    input.addEventListener("input", () => { document.getElementById(input.dataset.shows).value = input.value; });
+  }
   const me = document.currentScript;
   if (!me) return;
   if (me.dataset.followJob) nst.followJob(Number(me.dataset.followJob), me.dataset.status);

@@ -74,3 +74,60 @@ def test_upload_progress_preview_download(service_dir, browser, pair_files, tmp_
     page.goto(base + "/?status=done")
     page.screenshot(path=str(ARTIFACTS / "4-done-filter.png"), full_page=True)
     assert page.locator("tr[data-job]").count() == 1
+
+
+def test_live_preview_honest_progress_and_a_phone_width(service_dir, browser):
+    """While a two-scale job runs: the image being made and the loss curve appear, the bar only
+    moves forward and measures the work (a 128 px iteration costs a quarter of a 256 px one),
+    and the page sets no Content-Security-Policy violation off. The job list fits a phone."""
+    port = free_port()
+    svc = service_dir(defaults={"size": 256, "iterations": 100, "scales": [0.5, 1.0]},
+                      extra=f'[web]\nenabled = true\nport = {port}\n').start()
+    base = f"http://127.0.0.1:{port}"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    violations = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    svc.drop("live", {})
+    svc.wait_for(lambda: (j := svc.job("live")) is not None and j.status == "running", what="the job to start")
+    page.goto(f"{base}/jobs/{svc.job('live').id}")
+    page.wait_for_function("() => { const i = document.getElementById('live'); return i && !i.hidden && "
+                           "i.naturalWidth > 0; }", timeout=30_000)
+    page.wait_for_function("() => document.querySelectorAll('#live-loss polyline').length >= 2", timeout=30_000)
+    from playwright.sync_api import Error as PageError
+
+    samples = []
+    while True:
+        job = svc.job("live")
+        if job.status != "running" or len(samples) > 400:
+            break
+        try:
+            width = page.evaluate("parseFloat(document.getElementById('bar').style.width)")
+        except PageError:  # the page reloads itself as the job ends
+            break
+        samples.append((width, job.progress))
+        if len(samples) == 30:
+            page.screenshot(path=str(ARTIFACTS / "5-live.png"), full_page=True)
+        page.wait_for_timeout(150)
+    widths = [w for w, _ in samples]
+    assert widths == sorted(widths), widths  # never backwards
+    n = 100
+    for _, p in samples:  # the recorded fraction is the share of pixels times iterations done
+        if p.total:
+            expected = (min(p.step, n) * 1 + max(0, p.step - n) * 4) / (n * 5)
+            assert abs(p.fraction - expected) < 0.01, (p.step, p.fraction, expected)
+    assert svc.wait_job("live").status == "done"
+    assert not violations, violations
+
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True).new_page()
+    phone.goto(base + "/")
+    phone.wait_for_selector("tr[data-job]")
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+    heading = phone.locator("h1").bounding_box()
+    filters = phone.locator("[aria-label=filter]").bounding_box()
+    assert heading["y"] + heading["height"] <= filters["y"] or heading["x"] + heading["width"] <= filters["x"]
+    phone.screenshot(path=str(ARTIFACTS / "6-phone.png"), full_page=True)
+    phone.goto(f"{base}/jobs/{svc.job('live').id}")
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    phone.screenshot(path=str(ARTIFACTS / "7-phone-job.png"), full_page=True)
