@@ -16,9 +16,13 @@ $(VENV)/.installed: pyproject.toml
 
 run: venv
 	@# On the very first run, queue the bundled sample pair so there is something to look at.
+	@# A small one (256 px), so that a CPU shows a result within a minute.
 	@test -e state/jobs.sqlite3 || test -e inbox/demo.json || \
-		$(VENV)/bin/nst --config config.toml submit samples/tubingen.jpg samples/starry_night.jpg --name demo
-	@echo "web page: http://127.0.0.1:8750/   (results in ./outbox, history: .venv/bin/nst jobs)"
+		$(VENV)/bin/nst --config config.toml submit samples/tubingen.jpg samples/starry_night.jpg --name demo \
+			--set size=256 --set iterations=40
+	@$(PY) -c "from service.config import load_config; w = load_config('config.toml').web; \
+		print(f'web page: http://{w.host}:{w.port}/' if w.enabled else 'web page: off ([web] enabled = true)', \
+		'  (results in ./outbox, history: .venv/bin/nst jobs)')"
 	$(VENV)/bin/nst --config config.toml serve
 
 test: venv

@@ -153,6 +153,11 @@ def _job(store, ref: str):
     job = store.find(ref)
     if job is None:
         raise UserError(f"no job {ref!r} (nst jobs lists them)")
+    if not (ref.isdigit() and job.id == int(ref)):
+        same = store.count_named(job.name)
+        if same > 1:
+            click.echo(f"nst: {same} jobs are named {job.name!r}; this is the newest, job {job.id} "
+                       f"(nst jobs --name {job.name!r} lists them; give an id to choose)", err=True)
     return job
 
 
@@ -286,8 +291,15 @@ def jobs(ctx: click.Context, status, since, until, name_glob, limit, as_json) ->
     click.echo(table(
         ["ID", "NAME", "STATUS", "SUBMITTED", "DURATION", "SIZE", "ITERS", "OUTPUTS"],
         [[j.id, _clip(j.name), j.status, local_time(j.submitted_at), duration(j.duration_s), j.size,
-          j.iterations, len(j.outputs)] for j in rows],
+          j.iterations, _pictures(j)] for j in rows],
     ))
+
+
+def _pictures(job) -> str:
+    """How many stylized pictures a job made (each also has a colour-corrected copy)."""
+    if not job.state.finished:
+        return "-"
+    return str(sum(".stylized" in name for name in job.outputs))
 
 
 def _clip(text: str, width: int = 32) -> str:
@@ -661,7 +673,7 @@ def service_install(ctx: click.Context, user: bool, print_only: bool, run_as: st
 
     import pwd
 
-    from .systemd import default_account, unit_path, unit_text
+    from .systemd import under_tmp, default_account, unit_path, unit_text, unwritable_for
 
     config = _config(ctx)
     if config.path is None:
@@ -674,6 +686,18 @@ def service_install(ctx: click.Context, user: bool, print_only: bool, run_as: st
         except KeyError:
             raise UserError(f"--run-as: no account named {run_as!r} on this machine") from None
     account = None if user else (run_as or default_account(config))
+    if account:
+        blocked = unwritable_for(config, account)
+        if blocked:
+            raise UserError(f"the account {account!r} cannot write {', '.join(map(str, blocked))}: "
+                            f"give it the folders (chown -R {account}: FOLDER) or choose another with --run-as")
+    elif not user:
+        click.echo("nst: the service folder is owned by root, so the unit runs as root; a dedicated account "
+                   "is safer: useradd --system nst && chown -R nst: FOLDER, then --run-as nst", err=True)
+    if under_tmp(config):
+        click.echo("nst: a folder of the service is under /tmp: the unit leaves PrivateTmp off so that the "
+                   "service sees it (and /tmp may be emptied at boot: /srv or /var/lib suit a service better)",
+                   err=True)
     exe = _shutil.which("nst") or sys.argv[0]
     text = unit_text(config, user=user, executable=str(Path(exe).resolve()), run_as=account)
     if print_only:

@@ -453,6 +453,11 @@ class Store:
             return s.scalars(select(Job).where(Job.name == ref).order_by(Job.id.desc())).first()
 
     @_survives_outages
+    def count_named(self, name: str) -> int:
+        with self._session() as s:
+            return s.scalar(select(func.count()).select_from(Job).where(Job.name == name)) or 0
+
+    @_survives_outages
     def list_jobs(self, f: JobFilter = JobFilter()) -> list[Job]:
         q = select(Job).order_by(Job.submitted_at.desc(), Job.id.desc())
         if f.status:

@@ -46,7 +46,8 @@ def unit_text(config: Config, *, user: bool, executable: str | None = None, run_
         "AmbientCapabilities=",
         "ProtectSystem=strict",
         f"ReadWritePaths={writable}",
-        "PrivateTmp=yes",
+        "PrivateTmp=yes" if not under_tmp(config) else
+        "# PrivateTmp off: a folder of the service is under /tmp or /var/tmp, which it would hide",
         "ProtectKernelTunables=yes",
         "ProtectKernelModules=yes",
         "ProtectControlGroups=yes",
@@ -77,6 +78,42 @@ def unit_text(config: Config, *, user: bool, executable: str | None = None, run_
         at = lines.index("Type=notify")
         lines[at:at] = [f"User={run_as}", f"Group={group}"]
     return "\n".join(lines)
+
+
+def folders(config: Config) -> list[Path]:
+    return [config.inbox, config.outbox, config.state] + ([config.shared] if config.shared else [])
+
+
+def under_tmp(config: Config) -> bool:
+    tmp = (Path("/tmp"), Path("/var/tmp"))
+    return any(t == p or t in p.parents for p in (f.resolve() for f in folders(config)) for t in tmp)
+
+
+def unwritable_for(config: Config, account: str) -> list[Path]:
+    """The service's folders (or, where one does not exist yet, the folder it would be made in)
+    that `account` could not write: a unit running as it would fail at its first job."""
+    import os
+    import stat
+
+    entry = pwd.getpwnam(account)
+    if entry.pw_uid == 0:
+        return []
+    groups = {entry.pw_gid} | {g.gr_gid for g in grp.getgrall() if account in g.gr_mem}
+    blocked = []
+    for folder in folders(config):
+        probe = folder.resolve()
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        st = os.stat(probe)
+        if st.st_uid == entry.pw_uid:
+            ok = st.st_mode & stat.S_IWUSR
+        elif st.st_gid in groups:
+            ok = st.st_mode & stat.S_IWGRP
+        else:
+            ok = st.st_mode & stat.S_IWOTH
+        if not ok:
+            blocked.append(folder)
+    return blocked
 
 
 def default_account(config: Config) -> str | None:

@@ -96,6 +96,12 @@ def create_app(config: Config, *, store: Store | None = None) -> Flask:
             return None
         if hmac.compare_digest(str(session.get("auth", "")), password_tag):
             return None
+        if request.path == "/metrics":
+            given = request.authorization.password if request.authorization else ""
+            if given and hmac.compare_digest(given.encode(), config.web.password.encode()):
+                return None
+            return "log in first (HTTP Basic, any user name, the [web] password)\n", 401, {
+                "WWW-Authenticate": 'Basic realm="nst metrics"'}
         if request.path.startswith("/api/"):
             return jsonify(error="log in first"), 401
         return redirect(url_for("login", next=request.path))
@@ -275,6 +281,15 @@ def create_app(config: Config, *, store: Store | None = None) -> Flask:
                 flash(str(e), "danger")
         return redirect(url_for("index"))
 
+    @app.get("/metrics")
+    def metrics():
+        """The Prometheus text format; README 'Metrics' lists the series and example alerts."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        from .metrics import registry_for
+
+        return generate_latest(registry_for(store)), 200, {"Content-Type": CONTENT_TYPE_LATEST}
+
     @app.get("/api/jobs")
     def api_jobs():
         try:
@@ -437,10 +452,25 @@ def _secret_key(config: Config) -> bytes:
     return path.read_bytes()
 
 
-def serve(config: Config, *, host: str | None = None, port: int | None = None):
-    """A threaded WSGI server for the page; returns it so a caller can shut it down."""
-    from werkzeug.serving import make_server
+class WebServer:
+    """The page served by waitress (a production WSGI server: pure Python, threads), with the
+    two calls the daemon and `nst web` need. No access log: the page polls once a second, and
+    those lines would drown the service log."""
 
-    app = create_app(config)
-    return make_server(host or config.web.host, port or config.web.port, app, threaded=True)
+    def __init__(self, app: Flask, host: str, port: int, *, threads: int = 8) -> None:
+        from waitress import create_server
 
+        self._server = create_server(app, host=host, port=port, threads=threads, ident="nst",
+                                     clear_untrusted_proxy_headers=True)
+        self.host, self.port = host, self._server.effective_port
+
+    def serve_forever(self) -> None:
+        self._server.run()
+
+    def shutdown(self) -> None:
+        self._server.close()
+
+
+def serve(config: Config, *, host: str | None = None, port: int | None = None) -> WebServer:
+    """The web page's server; `serve_forever()` runs it, `shutdown()` stops it."""
+    return WebServer(create_app(config), host or config.web.host, config.web.port if port is None else port)

@@ -85,6 +85,19 @@ def test_show_by_id_and_name(env):
     assert d["id"] == ids[0] and d["inputs"][0]["sha256"] == "ab"
     missing = run("show", "nope")
     assert missing.exit_code == 1 and missing.stderr.strip() == "nst: no job 'nope' (nst jobs lists them)"
+    again, _ = store.enqueue(key="again", name="portrait-0", params={})
+    r = run("show", "portrait-0")  # two of that name: the newest, and it says so
+    assert f"job {again.id}: portrait-0" in r.stdout and "2 jobs are named 'portrait-0'" in r.stderr
+    assert "jobs are named" not in run("show", str(ids[0])).stderr
+
+
+def test_the_outputs_column_counts_pictures(env):
+    _, store, run = env
+    ids = fill(store, 2)
+    store.claim_next(run_id="r")
+    store.transition(ids[0], JobStatus.DONE, run_id="r", outputs=["a.stylized.png", "a.corrected.png"])
+    rows = {line.split()[0]: line.split()[-1] for line in run("jobs").output.splitlines()[1:]}
+    assert rows == {str(ids[0]): "1", str(ids[1]): "-"}
 
 
 def test_cancel_and_retry(env):
@@ -115,7 +128,7 @@ def test_retry_requeues_from_the_archived_inputs(env, content_image, style_image
     store.transition(job.id, JobStatus.FAILED, error="x")
     r = run("retry", "again", "--set", "size=96")
     assert r.exit_code == 0, r.output
-    assert r.output.strip() == "again"
+    assert r.stdout.strip() == "again" and "the service gives it a job id" in r.stderr
     sidecar = json.loads((root / "inbox" / "again.json").read_text())
     assert sidecar["size"] == 96 and sidecar["iterations"] == 3
     assert (root / "inbox" / sidecar["content"]).exists()
@@ -203,7 +216,7 @@ def test_service_install_prints_a_hardened_unit(env, tmp_path, monkeypatch):
         assert str(root / sub) in rw
     assert f"--config {root / 'config.toml'} serve" in unit
     monkeypatch.setenv("HOME", str(tmp_path))
-    user_unit = run("service", "install", "--user", "--print").output
+    user_unit = run("service", "install", "--user", "--print").stdout
     assert "WantedBy=default.target" in user_unit and "ProtectHome=read-only" not in user_unit
     r = run("service", "install", "--user")
     assert r.exit_code == 0 and (tmp_path / ".config/systemd/user/nst.service").read_text() == user_unit
@@ -217,15 +230,23 @@ def test_system_unit_runs_as_the_folder_owner_or_the_named_account(env):
         assert not any(line.startswith("User=") for line in unit)
     else:
         assert f"User={pwd.getpwuid(owner).pw_name}" in unit
-    nobody = run("service", "install", "--print", "--run-as", "nobody").output.splitlines()
-    assert "User=nobody" in nobody
-    assert f"Group={grp.getgrgid(pwd.getpwnam('nobody').pw_gid).gr_name}" in nobody
     if os.geteuid() == 0:
-        os.chown(root, pwd.getpwnam("nobody").pw_uid, -1)
+        refused = run("service", "install", "--print", "--run-as", "nobody")  # the folders are root's
+        assert refused.exit_code == 1 and "'nobody' cannot write" in refused.stderr and "chown -R nobody:" in \
+            refused.stderr
+        nobody_uid = pwd.getpwnam("nobody").pw_uid
+        for folder in (root, root / "inbox", root / "outbox", root / "state"):
+            os.chown(folder, nobody_uid, -1)
         try:
-            assert "User=nobody" in run("service", "install", "--print").output.splitlines()
+            unit = run("service", "install", "--print", "--run-as", "nobody").output.splitlines()
+            assert "User=nobody" in unit
+            assert f"Group={grp.getgrgid(pwd.getpwnam('nobody').pw_gid).gr_name}" in unit
+            assert "User=nobody" in run("service", "install", "--print").output.splitlines()  # the owner
         finally:
-            os.chown(root, owner, -1)
+            for folder in (root, root / "inbox", root / "outbox", root / "state"):
+                os.chown(folder, owner, -1)
+        as_root = run("service", "install", "--print")
+        assert "owned by root, so the unit runs as root" in as_root.stderr
     r = run("service", "install", "--print", "--run-as", "no-such-account-here")
     assert r.exit_code != 0 and "no account named" in r.output
     r = run("service", "install", "--print", "--user", "--run-as", "nobody")
@@ -253,17 +274,22 @@ def test_history_commands_do_not_import_torch(env):
     assert out.stdout.strip() == "False"
 
 
-def test_unit_hardening_by_systemd_analyze(env, tmp_path):
+def test_unit_hardening_by_systemd_analyze(tmp_path):
     import shutil
+    from pathlib import Path
 
-    _, _, run = env
+    from service.config import config_from_dict
+    from service.systemd import unit_text
+
+    site = Path("/srv/nst")  # a service's usual home; the unit is only written, not run
+    config = config_from_dict({}, root=site, path=site / "config.toml")
     unit = tmp_path / "nst.service"
-    unit.write_text(run("service", "install", "--print").output)
-    for setting in ("NoNewPrivileges=yes", "ProtectSystem=strict", "CapabilityBoundingSet=",
+    unit.write_text(unit_text(config, user=False, executable="/usr/local/bin/nst", run_as="nobody"))
+    for setting in ("NoNewPrivileges=yes", "ProtectSystem=strict", "CapabilityBoundingSet=", "PrivateTmp=yes",
                     "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "SystemCallFilter=@system-service"):
         assert setting in unit.read_text().splitlines()
     if shutil.which("systemd-analyze") is None:
-        return  # the settings above are the check where systemd is not installed
+        pytest.skip("systemd-analyze is not installed (scripts/test-deps.sh installs systemd)")
     out = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(unit)], capture_output=True,
                          text=True).stdout
     exposure = float(re.search(r"Overall exposure level for nst.service: ([0-9.]+)", out).group(1))
@@ -298,3 +324,10 @@ def test_bad_config_values_are_refused_and_doctor_reports_them(tmp_path, text, m
     assert "pw@" not in r.output  # a database password is never shown
     r = CliRunner().invoke(main, ["--config", str(cfg), "doctor"])
     assert r.exit_code == 1 and "[FAIL] config: " in r.output and message in r.output
+
+
+def test_folders_under_tmp_keep_private_tmp_off_and_say_so(env):
+    root, _, run = env  # the test's folders are under /tmp
+    r = run("service", "install", "--print")
+    assert "PrivateTmp=yes" not in r.stdout.splitlines() and "# PrivateTmp off" in r.stdout
+    assert "under /tmp" in r.stderr

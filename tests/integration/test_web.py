@@ -253,3 +253,35 @@ def test_login_redirects_only_to_our_own_paths(tmp_path, target):
     assert r.status_code == 302 and r.headers["Location"] == "/", target
     r = _login(client, "s3cret", "/jobs/3")
     assert r.headers["Location"] == "/jobs/3"
+
+
+def test_metrics_in_the_prometheus_format(site, content_image):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    config, store, client = site
+    finished_job(config, store, content_image)
+    queued, _ = store.enqueue(key="q2", name="waiting", params={})
+    store.register_daemon("run-1", device="cpu")
+    r = client.get("/metrics")
+    assert r.status_code == 200 and r.mimetype == "text/plain"
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(r.get_data(as_text=True)) for s in family.samples}
+    assert samples[("nst_jobs", (("status", "done"),))] == 1
+    assert samples[("nst_jobs", (("status", "queued"),))] == 1
+    assert samples[("nst_queue_depth", ())] == 1
+    assert samples[("nst_job_duration_seconds_count", ())] == 1
+    ages = [v for (name, _), v in samples.items() if name == "nst_worker_heartbeat_age_seconds"]
+    assert len(ages) == 1 and 0 <= ages[0] < 60
+
+
+def test_metrics_need_the_password_when_one_is_set(tmp_path):
+    import base64
+
+    (tmp_path / "config.toml").write_text('[web]\npassword = "s3cret"\n')
+    client = create_app(load_config(tmp_path / "config.toml")).test_client()
+    r = client.get("/metrics")
+    assert r.status_code == 401 and "Basic" in r.headers["WWW-Authenticate"]
+    wrong = base64.b64encode(b"prometheus:nope").decode()
+    assert client.get("/metrics", headers={"Authorization": f"Basic {wrong}"}).status_code == 401
+    right = base64.b64encode(b"prometheus:s3cret").decode()
+    assert client.get("/metrics", headers={"Authorization": f"Basic {right}"}).status_code == 200
