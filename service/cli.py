@@ -347,6 +347,8 @@ def show(ctx: click.Context, job: str, as_json: bool) -> None:
     if j.status == "running" and progress.total:
         lines.append(f"  progress    step {progress.step}/{progress.total} ({progress.fraction:.0%}), "
                      f"ETA {duration(progress.eta)}")
+        if config.live_image(j.id).exists():
+            lines.append(f"  live image  {config.live_image(j.id)} (the picture being made, every few seconds)")
     record = j.record
     if record.get("final_losses"):
         lines.append("  losses      " + ", ".join(f"{k} {v:.4g}" for k, v in record["final_losses"].items()))

@@ -20,6 +20,7 @@ def run_checks(config: Config) -> Iterator[Check]:
     yield _weights()
     yield from _device(config)
     yield _observer(config)
+    yield from _running(config)
 
 
 def _folder(label: str, folder: Path) -> Check:
@@ -103,3 +104,31 @@ def _observer(config: Config) -> Check:
     except OSError:
         pass
     return True, "observer", f"native ({kind}){fs_hint}; rescan every {config.watch.rescan_seconds:g} s"
+
+
+def _running(config: Config) -> Iterator[Check]:
+    """Whether the daemon runs (its heartbeat in the store) and the web page answers. Neither
+    running is no fault of the configuration: these lines inform, they do not fail."""
+    import socket
+
+    from .store import Store
+
+    try:
+        store = Store(config.database, outage_s=2.0)
+        daemons = store.live_daemons()
+        store.dispose()
+    except Exception as e:
+        yield True, "daemon", f"unknown: the database cannot be read ({e})"
+        daemons = None
+    if daemons is not None:
+        yield True, "daemon", ("running: " + ", ".join(f"{d.host} pid {d.pid} ({d.roles})" for d in daemons)
+                               if daemons else "not running (start it with nst serve, or systemctl start nst)")
+    where = f"http://{config.web.host}:{config.web.port}/"
+    try:
+        with socket.create_connection((config.web.host, config.web.port), timeout=1.0):
+            answering = True
+    except OSError:
+        answering = False
+    state = "answering" if answering else ("not answering" if config.web.enabled else
+                                           "off ([web] enabled = false; nst web serves it alone)")
+    yield True, "web page", f"{where} {state}"

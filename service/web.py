@@ -144,7 +144,8 @@ def create_app(config: Config, *, store: Store | None = None) -> Flask:
         jobs = store.list_jobs(JobFilter(status=request.args.get("status") or None, limit=100))
         return render_template(
             "index.html", jobs=jobs, statuses=STATUS_NAMES, current=request.args.get("status", ""),
-            fields=FORM_FIELDS, values=values or config.defaults.to_dict(), limits=config.limits,
+            fields=FORM_FIELDS, values=values or {**config.defaults.to_dict(), **session.get("form", {})},
+            limits=config.limits,
         ), status
 
     @app.get("/")
@@ -175,6 +176,16 @@ def create_app(config: Config, *, store: Store | None = None) -> Flask:
         session.clear()
         return redirect(url_for("login") if config.web.password else url_for("index"))
 
+    @app.post("/api/validate")
+    def api_validate():
+        """The form's fields checked before its files are sent: a wrong field costs no upload and
+        keeps the chosen files (the page calls this first)."""
+        try:
+            Params.from_mapping(_form_values(request.form), base=config.defaults, limits=config.limits)
+        except ParamError as e:
+            return jsonify(ok=False, error=str(e)), 200
+        return jsonify(ok=True)
+
     @app.post("/submit")
     def submit():
         values = _form_values(request.form)
@@ -183,6 +194,7 @@ def create_app(config: Config, *, store: Store | None = None) -> Flask:
         except ParamError as e:
             flash(f"not submitted: {e}", "danger")
             return render_index(values={**config.defaults.to_dict(), **values}, status=400)
+        session["form"] = values  # the next form starts from these
         content = request.files.get("content")
         styles = [f for f in request.files.getlist("style") if f and f.filename]
         if not content or not content.filename or not styles:
@@ -193,8 +205,9 @@ def create_app(config: Config, *, store: Store | None = None) -> Flask:
                 # The server names the files; the user's names only suggest the job name.
                 content_path = _save_upload(content, Path(tmp) / "content", config)
                 style_paths = [_save_upload(f, Path(tmp) / f"style-{i}", config) for i, f in enumerate(styles)]
-                name = submit_job(config, content_path, style_paths, name=_suggest_name(content.filename),
-                                  values=values)
+                wanted = request.form.get("name", "").strip()
+                name = submit_job(config, content_path, style_paths,
+                                  name=_suggest_name(wanted or content.filename, stem=not wanted), values=values)
             except (ImageError, SubmitError) as e:
                 flash(f"not submitted: {e}", "danger")
                 return render_index(values={**config.defaults.to_dict(), **values}, status=400)
@@ -436,8 +449,8 @@ class _LoginFailures:
             self._times.pop(client, None)
 
 
-def _suggest_name(filename: str | None) -> str:
-    stem = Path(filename or "upload").stem
+def _suggest_name(filename: str | None, *, stem: bool = True) -> str:
+    stem = Path(filename or "upload").stem if stem else (filename or "upload")
     return "".join(c if c.isalnum() or c in "-_ " else "_" for c in stem)[:60] or "upload"
 
 

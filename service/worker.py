@@ -242,7 +242,8 @@ class Worker:
         try:
             folder.add_image("preview.png", preview(tiles))
             if result.history:
-                folder.add_image("loss.png", loss_plot(result.history, title=f"{job.name} (job {job.id})"))
+                folder.add_image("loss.png", loss_plot(result.history, title=f"{job.name} (job {job.id})",
+                                                       scales=_scale_marks(result.record, params)))
         except Exception as e:  # a bug in drawing the extras must not cost the finished pictures
             log.exception("job %d: could not draw its preview or loss plot", job.id)
             joblog.write(f"internal error drawing the preview or loss plot ({type(e).__name__}: {e}); "
@@ -347,6 +348,18 @@ class _Reporter:
             write_bytes_atomic(config.live_losses(self.job.id), json.dumps(curve).encode())
         except OSError as e:  # a full disk costs the live view, never the job
             log.warning("job %d: live preview not written (%s)", self.job.id, e)
+
+
+def _scale_marks(record: dict[str, Any], params: Params) -> list[tuple[int, str]]:
+    """Where each scale after the first begins in the loss history, and its size."""
+    sizes = record.get("scales") or []
+    marks = []
+    for output in range(params.outputs):
+        for index, (w, h) in enumerate(sizes):
+            if output or index:
+                marks.append((1 + (output * len(sizes) + index) * params.iterations,
+                              f"{w}x{h}" if index else f"output {output + 1}"))
+    return marks
 
 
 def _advice(error: Exception) -> str:

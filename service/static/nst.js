@@ -97,6 +97,22 @@ const nst = (() => {
 })();
 // Started from the script tag's data attributes: the Content-Security-Policy allows no inline script.
 (() => {
+  // The form's fields are checked before the files go: a wrong field keeps the chosen files.
+  const form = document.getElementById("upload");
+  if (form) {
+    form.addEventListener("submit", async (event) => {
+      if (form.dataset.checked === "yes") return;
+      event.preventDefault();
+      const fields = new FormData(form);
+      fields.delete("content"); fields.delete("style");
+      const answer = await (await fetch("/api/validate", {method: "POST", body: fields})).json();
+      const box = document.getElementById("form-error");
+      if (!answer.ok) { box.textContent = `not submitted: ${answer.error}`; box.classList.remove("d-none"); return; }
+      box.classList.add("d-none");
+      form.dataset.checked = "yes";
+      form.requestSubmit();
+    });
+  }
   // Sliders show their value (no inline handlers: the Content-Security-Policy forbids them).
   for (const input of document.querySelectorAll("input[data-shows]")) {
     input.addEventListener("input", () => { document.getElementById(input.dataset.shows).value = input.value; });

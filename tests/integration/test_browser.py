@@ -44,8 +44,14 @@ def test_upload_progress_preview_download(service_dir, browser, pair_files, tmp_
     page.screenshot(path=str(ARTIFACTS / "1-index.png"), full_page=True)
     page.set_input_files("#content", str(content))
     page.set_input_files("#style", str(style))
+    page.fill("#size", "ninety")  # a wrong field: said at once, and the chosen files stay chosen
+    page.click("#submit")
+    page.wait_for_selector("#form-error:not(.d-none)")
+    assert "size" in page.inner_text("#form-error")
+    assert page.evaluate("document.getElementById('content').files.length") == 1
     page.fill("#size", "96")
     page.fill("#iterations", "80")
+    page.fill("#name", "my holiday")
     page.click("#submit")
     page.wait_for_selector("[data-flash=success]")
     row = page.wait_for_selector("tr[data-job] a", timeout=30_000)  # the list reloads when the job appears
@@ -67,10 +73,12 @@ def test_upload_progress_preview_download(service_dir, browser, pair_files, tmp_
     download = info.value
     saved = tmp_path / download.suggested_filename
     download.save_as(saved)
-    job = svc.job("photo")
+    job = svc.job("my holiday")
     assert job.status == "done"
     assert saved.read_bytes() == (svc.outbox / job.outbox_dir / download.suggested_filename).read_bytes()
 
+    page.goto(base + "/")
+    assert page.input_value("#iterations") == "80"  # the next form starts from the last one
     page.goto(base + "/?status=done")
     page.screenshot(path=str(ARTIFACTS / "4-done-filter.png"), full_page=True)
     assert page.locator("tr[data-job]").count() == 1

@@ -199,8 +199,10 @@ def test_doctor(env):
     _, _, run = env
     r = run("doctor")
     assert r.exit_code == 0, r.output
-    for check in ("config", "inbox", "outbox", "state", "database", "weights", "device", "precision", "observer"):
+    for check in ("config", "inbox", "outbox", "state", "database", "weights", "device", "precision", "observer",
+                  "daemon", "web page"):
         assert f"] {check}:" in r.output
+    assert "daemon: not running" in r.output
 
 
 def test_service_install_prints_a_hardened_unit(env, tmp_path, monkeypatch):

@@ -24,6 +24,8 @@ def test_submit_status_jobs_show_logs_on_a_real_job(service_dir, pair_files):
                  what="the job to start")
     status = nst(svc, "status", "--once").stdout
     assert "service: running" in status and "running: job" in status and "ETA" in status
+    doctor = nst(svc, "doctor", check=False).stdout
+    assert "] daemon: running:" in doctor and f"pid {svc.proc.pid}" in doctor
     follow = nst(svc, "logs", "e2e", "--follow").stdout  # returns when the job ends
     assert "iteration 60/60" in follow and "finished" in follow
     jobs = json.loads(nst(svc, "jobs", "--json").stdout)
@@ -35,6 +37,7 @@ def test_submit_status_jobs_show_logs_on_a_real_job(service_dir, pair_files):
     assert all(len(i["sha256"]) == 64 for i in shown["inputs"])
     text = nst(svc, "show", "e2e").stdout
     assert "status      done" in text and "weights" in text
+    assert not svc.config.live_image(shown["id"]).exists()  # the live view goes with the archive
 
 
 def test_cancel_a_running_job_keeps_a_partial_result(service_dir):
