@@ -76,6 +76,7 @@ def test_upload_progress_preview_download(service_dir, browser, pair_files, tmp_
     job = svc.job("my holiday")
     assert job.status == "done"
     assert saved.read_bytes() == (svc.outbox / job.outbox_dir / download.suggested_filename).read_bytes()
+    assert "GET /api" not in svc.log_text()  # waitress: the page's polling stays out of the service log
 
     page.goto(base + "/")
     assert page.input_value("#iterations") == "80"  # the next form starts from the last one

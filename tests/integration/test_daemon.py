@@ -92,6 +92,8 @@ def test_sigterm_mid_job_checkpoints_and_resumes(service_dir):
                  what="the job to make progress")
     took = svc.stop(signal.SIGTERM)
     assert took < 10
+    stopping = svc.log_text().split("stop requested", 1)[1]
+    assert "again" not in stopping and stopping.rstrip().endswith("stopped")  # no "watching ... again"
     job = svc.job("long")
     assert job.status == "queued" and job.attempts == 0
     assert (svc.config.checkpoints / f"{job.id}.pt").exists()

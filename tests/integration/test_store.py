@@ -266,3 +266,14 @@ def test_daemons_starting_together_create_the_schema_once(database_url):
     [t.join() for t in threads]
     assert errors == []
     assert Store(database_url).schema_version() == head()
+
+
+def test_the_device_rate_comes_from_recent_done_jobs_on_that_device(store):
+    assert store.device_rate("cpu") is None
+    for i, (device, seconds) in enumerate([("cpu", 10.0), ("cpu", 30.0), ("cpu", 20.0), ("cuda (H100)", 1.0)]):
+        job = add(store, f"r{i}", f"r{i}")
+        store.claim_next(run_id="w")
+        store.transition(job.id, JobStatus.DONE, run_id="w", record={
+            "device": device, "work_mpix_iterations": 10.0, "timings": {"optimize_s": seconds}})
+    assert store.device_rate("cpu") == 2.0  # the median of 1, 3 and 2 seconds per megapixel-iteration
+    assert store.device_rate("cuda (H100)") == 0.1

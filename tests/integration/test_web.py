@@ -285,3 +285,20 @@ def test_metrics_need_the_password_when_one_is_set(tmp_path):
     assert client.get("/metrics", headers={"Authorization": f"Basic {wrong}"}).status_code == 401
     right = base64.b64encode(b"prometheus:s3cret").decode()
     assert client.get("/metrics", headers={"Authorization": f"Basic {right}"}).status_code == 200
+
+
+def test_a_job_refused_before_its_images_were_kept_offers_no_retry_and_shows_what_is_known(site):
+    config, store, client = site
+    job, _ = store.enqueue(key="bad", name="bad", params={}, error="bad.toml: not valid TOML: ...")
+    folder = config.outbox / "bad"
+    (folder / "inputs").mkdir(parents=True)
+    (folder / "inputs" / "bad.toml").write_text("size = = 3")
+    (folder / "error.txt").write_text("What went wrong ...")
+    (folder / "job.json").write_text(json.dumps({"id": job.id}))
+    store.reserve_outbox_dir(job.id, None, "bad")
+    store.transition(job.id, JobStatus.FAILED, error="bad.toml: not valid TOML: ...")
+    page = client.get(f"/jobs/{job.id}").get_data(as_text=True)
+    assert 'id="retry"' not in page and 'id="params"' not in page and 'id="log"' not in page
+    assert page.count("not valid TOML") == 1 and 'id="cancel"' not in page
+    r = client.post(f"/jobs/{job.id}/retry", data={"csrf_token": token(client)}, follow_redirects=True)
+    assert "cannot be retried" in r.get_data(as_text=True)

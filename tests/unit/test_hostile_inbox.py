@@ -354,3 +354,4 @@ def test_a_waiting_sidecar_shows_in_the_history_and_its_job_goes_on_when_the_ima
         assert jobs["gone"].status == "cancelled" and "taken out of the inbox" in jobs["gone"].error
     finally:
         box.close()
+
