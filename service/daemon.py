@@ -31,6 +31,7 @@ from .store import Store
 log = logging.getLogger("nst.daemon")
 
 INTAKE_TICK_S = 0.5
+POLL_S = 1.0  # [watch] polling: how often the inbox root is scanned
 
 
 class AlreadyRunning(RuntimeError):
@@ -133,7 +134,7 @@ class Daemon:
             t.start()
         log.info("serving: inbox %s, outbox %s, database %s, device %s, %s observer, roles %s (%.1f s to start)",
                  self.config.inbox, self.config.outbox, redact_url(self.config.database), device,
-                 "polling" if self.config.watch.polling else "native", "+".join(roles),
+                 f"polling every {POLL_S:g} s" if self.config.watch.polling else "native", "+".join(roles),
                  time.monotonic() - started)
         sd_notify(f"READY=1\nSTATUS=idle, watching {self.config.inbox}")
         try:
@@ -254,12 +255,13 @@ class Daemon:
     # -- watching --------------------------------------------------------------------
 
     def _start_observer(self) -> None:
-        from watchdog.events import FileSystemEventHandler
-
         if self.config.watch.polling:
-            from watchdog.observers.polling import PollingObserver as ObserverClass
-        else:
-            from watchdog.observers import Observer as ObserverClass
+            # Polling is the intake's own scan of the inbox root every POLL_S: cheaper than a
+            # recursive snapshot of the whole share each second, and with no first snapshot
+            # to race a drop against.
+            return
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer as ObserverClass
 
         daemon = self
 
@@ -277,7 +279,7 @@ class Daemon:
         if not inbox.is_dir():
             return
         try:
-            observer = ObserverClass(timeout=1.0) if self.config.watch.polling else ObserverClass()
+            observer = ObserverClass()
             observer.schedule(Hints(), str(inbox), recursive=True)
             observer.daemon = True
             observer.start()
@@ -300,7 +302,7 @@ class Daemon:
                     wake.set()
 
         try:
-            observer = observer_class(timeout=1.0) if self.config.watch.polling else observer_class()
+            observer = observer_class()
             observer.schedule(InboxItself(), str(self.config.inbox.parent), recursive=False)
             observer.daemon = True
             observer.start()
@@ -321,7 +323,7 @@ class Daemon:
 
     def _check_observer(self) -> None:
         """The inbox deleted and recreated, or remounted: watch the new one."""
-        if self.stopping.is_set():
+        if self.stopping.is_set() or self.config.watch.polling:
             return
         inbox = self.config.inbox
         try:
@@ -341,7 +343,7 @@ class Daemon:
     def _intake_loop(self) -> None:
         last_scan = float("-inf")  # the start-up scan: whatever was dropped while we were down
         last_sweep = time.monotonic()
-        rescan = self.config.watch.rescan_seconds
+        rescan = POLL_S if self.config.watch.polling else self.config.watch.rescan_seconds
         while not self.stopping.is_set():
             hinted = self.wake_intake.wait(INTAKE_TICK_S)
             self.wake_intake.clear()

@@ -1,0 +1,261 @@
+"""`make bench-quality`: our defaults against the reference on a grid of real pairs.
+
+Six photographs (Tübingen, and scikit-image's astronaut, chelsea, coffee, rocket and
+motorcycle) times three paintings (The Starry Night; The Scream, a figure with a face:
+the test for objects copied from a painting; The Shipwreck), at 512 px.
+
+For each pair: our defaults (and their colour-corrected copy) and the reference,
+pastiche with 300 L-BFGS steps at the same size. The reference does not change with
+our code: `--reference` computes it, pair by pair (each is kept as soon as it is made,
+so an interrupted run goes on where it stopped), into bench/results/quality/reference/.
+
+Figures per pair, all measured by one evaluator (our VGG-19 in float32, at the output's
+size): seconds; structure: SSIM of luminance against the photograph and the relu4_2
+feature distance (relative); style: the Gram distance over relu1_1..relu5_1 to the
+painting, relative to the photograph's own distance (1.0: no style at all; lower: more
+of the painting's statistics). Writes bench/results/quality/figures.json, the contact
+sheet docs/quality-sheet.png (photograph, painting, reference, ours, ours corrected)
+and the tables in docs/quality.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+SAMPLES = ROOT / "samples"
+RESULTS = ROOT / "bench" / "results" / "quality"
+DOCS = ROOT / "docs"
+SIZE = 512
+REFERENCE_STEPS = 300
+CONTENTS = ("tubingen", "astronaut", "chelsea", "coffee", "rocket", "motorcycle")
+STYLES = ("starry_night", "the_scream", "shipwreck")
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reference", action="store_true", help="compute the missing reference images first")
+    ap.add_argument("--pairs", nargs="*", help="only these pairs (content-style), e.g. astronaut-the_scream")
+    ap.add_argument("--size", type=int, default=SIZE)
+    ap.add_argument("--set", dest="overrides", nargs="*", default=[],
+                    help="parameters for our side (key=value, TOML values), to try other defaults")
+    ap.add_argument("--label", default="defaults", help="a name for this run of our side")
+    args = ap.parse_args()
+
+    pairs = [(c, s) for c in CONTENTS for s in STYLES]
+    if args.pairs:
+        pairs = [p for p in pairs if f"{p[0]}-{p[1]}" in args.pairs]
+    work = Path(tempfile.mkdtemp(prefix="nst-quality-"))
+    for content, _ in pairs:
+        _content_file(content, work)
+    if args.reference:
+        for content, style in pairs:
+            reference(content, style, args.size, work)
+    figures = run_ours(pairs, args.size, work, args.overrides, args.label)
+    sheet(pairs, figures, args.label)
+    report(figures, args.label, args.size, args.overrides)
+    return 0
+
+
+# -- inputs ----------------------------------------------------------------------------------
+
+def _content_file(name: str, work: Path) -> Path:
+    """The photograph as a file (scikit-image's ship as arrays)."""
+    if name == "tubingen":
+        return SAMPLES / "tubingen.jpg"
+    path = work / f"{name}.png"
+    if not path.exists():
+        import skimage.data
+        from PIL import Image
+
+        array = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)()
+        Image.fromarray(array).convert("RGB").save(path)
+    return path
+
+
+def _style_file(name: str) -> Path:
+    return SAMPLES / f"{name}.jpg"
+
+
+def _pair(content: str, style: str) -> str:
+    return f"{content}-{style}"
+
+
+# -- the reference -----------------------------------------------------------------------------
+
+def reference(content: str, style: str, size: int, work: Path) -> None:
+    """pastiche, 300 L-BFGS steps, kept as soon as it is made (resumable pair by pair)."""
+    folder = RESULTS / "reference"
+    folder.mkdir(parents=True, exist_ok=True)
+    image, record = folder / f"{_pair(content, style)}.png", folder / f"{_pair(content, style)}.json"
+    if image.exists() and record.exists():
+        return
+    cmd = [sys.executable, "-m", "pastiche", "--content", str(_content_file(content, work)),
+           "--styles", str(_style_file(style)), "--output", str(work / "ref.png"), "--size", str(size),
+           "--num-steps", str(REFERENCE_STEPS), "--device", "cpu", "--seed", "0", "--no-verbose"]
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    seconds = time.perf_counter() - started
+    (work / "ref.png").replace(image)
+    record.write_text(json.dumps({"steps": REFERENCE_STEPS, "size": size, "seconds": seconds,
+                                  "cpu_flags": _cpu_flags()}, indent=2) + "\n")
+    print(f"reference {_pair(content, style)}: {seconds:.0f} s", flush=True)
+
+
+def _cpu_flags() -> str:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "?"
+    return " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags)
+
+
+# -- our side and the evaluator -----------------------------------------------------------------
+
+class Evaluator:
+    """Structure and style figures of any image, by one fixed float32 VGG-19."""
+
+    def __init__(self) -> None:
+        from nst_engine.optimize import _network
+        import torch
+
+        self.net = _network("caffe", "max", torch.device("cpu"), "relu5_1", False)
+
+    def figures(self, output, photo, painting) -> dict:
+        import numpy as np
+        import torch
+        from skimage.metrics import structural_similarity
+
+        from nst_engine.images import fit_long_edge, to_tensor
+        from nst_engine.losses import gram
+
+        photo = photo.resize(output.size)
+        paint = fit_long_edge(painting, max(output.size))
+
+        def luminance(img):
+            return np.asarray(img.convert("YCbCr"), dtype=np.float64)[..., 0] / 255.0
+
+        ssim = structural_similarity(luminance(output), luminance(photo), data_range=1.0)
+        with torch.no_grad():
+            layers = set(STYLE_LAYERS) | {"relu4_2"}
+            fo, fp, fs = (self.net(to_tensor(i), layers) for i in (output, photo, paint))
+
+            def style_distance(f):
+                return statistics.mean(float((gram(f[k]) - gram(fs[k])).pow(2).sum() / gram(fs[k]).pow(2).sum())
+                                       for k in STYLE_LAYERS)
+
+            content = float((fo["relu4_2"] - fp["relu4_2"]).pow(2).mean() / fp["relu4_2"].pow(2).mean())
+            style = style_distance(fo) / style_distance(fp)
+        return {"ssim": round(ssim, 4), "content_distance": round(content, 4), "style_relative": round(style, 4)}
+
+
+def run_ours(pairs, size: int, work: Path, overrides: list[str], label: str) -> dict:
+    from nst_engine import Params, load_image, stylize
+    from nst_engine.params import parse_assignment
+
+    values = dict(parse_assignment(a) for a in overrides)
+    params = Params.from_mapping({"size": size, **values})
+    evaluator = Evaluator()
+    out_dir = RESULTS / label
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stylize(load_image(SAMPLES / "tubingen.jpg"), [load_image(_style_file("starry_night"))],
+            params=Params(size=128, iterations=2, scales=(1.0,)))  # warm, as the service is
+    figures: dict = {}
+    for content, style in pairs:
+        name = _pair(content, style)
+        photo, painting = load_image(_content_file(content, work)), load_image(_style_file(style))
+        started = time.perf_counter()
+        result = stylize(photo, [painting], params=params)
+        seconds = time.perf_counter() - started
+        ours = result.outputs[0]
+        ours.stylized.save(out_dir / f"{name}.png")
+        if ours.corrected is not None:
+            ours.corrected.save(out_dir / f"{name}.corrected.png")
+        row = {"seconds": round(seconds, 2), **evaluator.figures(ours.stylized, photo, painting)}
+        ref_png = RESULTS / "reference" / f"{name}.png"
+        if ref_png.exists():
+            ref = json.loads((RESULTS / "reference" / f"{name}.json").read_text())
+            row["reference"] = {"seconds": round(ref["seconds"], 1),
+                                **evaluator.figures(load_image(ref_png), photo, painting)}
+        figures[name] = row
+        print(f"{name:<26} {seconds:6.1f} s  SSIM {row['ssim']:.3f}  content {row['content_distance']:.3f}  "
+              f"style {row['style_relative']:.3f}"
+              + (f"   reference: SSIM {row['reference']['ssim']:.3f} style {row['reference']['style_relative']:.3f}"
+                 if "reference" in row else ""), flush=True)
+    (RESULTS / f"figures-{label}.json").write_text(json.dumps(
+        {"size": size, "params": params.to_dict(), "cpu_flags": _cpu_flags(), "pairs": figures}, indent=2) + "\n")
+    return figures
+
+
+# -- the sheet and the report -------------------------------------------------------------------
+
+def sheet(pairs, figures: dict, label: str) -> Path:
+    """One row per pair: photograph, painting, reference, ours, ours colour-corrected."""
+    from PIL import Image, ImageDraw
+
+    from nst_engine import load_image
+
+    height, gap, caption = 150, 6, 16
+    columns = ("photograph", "painting", "reference (pastiche 300)", f"ours ({label})", "ours, corrected")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for content, style in pairs:
+            name = _pair(content, style)
+            cells = [load_image(_content_file(content, Path(tmp))), load_image(_style_file(style))]
+            for path in (RESULTS / "reference" / f"{name}.png", RESULTS / label / f"{name}.png",
+                         RESULTS / label / f"{name}.corrected.png"):
+                cells.append(load_image(path) if path.exists() else None)
+            rows.append((name, cells))
+    width = 5 * (int(height * 1.5) + gap) + gap
+    canvas = Image.new("RGB", (width, caption + len(rows) * (height + caption + gap) + gap), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, title in enumerate(columns):
+        draw.text((gap + i * (int(height * 1.5) + gap), 2), title, fill="black")
+    y = caption
+    for name, cells in rows:
+        fig = figures.get(name, {})
+        draw.text((gap, y), f"{name}: ours SSIM {fig.get('ssim', 0):.2f}, style {fig.get('style_relative', 0):.2f}"
+                  + (f"; reference SSIM {fig['reference']['ssim']:.2f}, style {fig['reference']['style_relative']:.2f}"
+                     if "reference" in fig else ""), fill="black")
+        for i, cell in enumerate(cells):
+            if cell is None:
+                continue
+            scale = min(int(height * 1.5) / cell.width, height / cell.height)  # fit the cell, up or down
+            cell = cell.resize((max(1, round(cell.width * scale)), max(1, round(cell.height * scale))))
+            canvas.paste(cell, (gap + i * (int(height * 1.5) + gap), y + caption))
+        y += height + caption + gap
+    path = DOCS / f"quality-sheet-{label}.png"
+    canvas.save(path, optimize=True)
+    return path
+
+
+def report(figures: dict, label: str, size: int, overrides: list[str]) -> None:
+    lines = [f"\n## {label} at {size} px ({time.strftime('%Y-%m-%d')}, CPU flags: {_cpu_flags()})\n",
+             f"Parameters: the defaults{' with ' + ', '.join(overrides) if overrides else ''}. "
+             f"Contact sheet: `docs/quality-sheet-{label}.png`.\n",
+             "| pair | seconds | SSIM | content dist. | style (rel.) | ref. seconds | ref. SSIM | ref. style |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, f in figures.items():
+        ref = f.get("reference", {})
+        lines.append(f"| {name} | {f['seconds']:.1f} | {f['ssim']:.3f} | {f['content_distance']:.3f} | "
+                     f"{f['style_relative']:.3f} | {ref.get('seconds', '-')} | {ref.get('ssim', '-')} | "
+                     f"{ref.get('style_relative', '-')} |")
+    doc = DOCS / "quality.md"
+    if not doc.exists():
+        doc.write_text("# Quality on a grid of pairs\n\nWritten by `make bench-quality` "
+                       "(`bench/quality.py`; its docstring says what each figure means).\n")
+    with doc.open("a") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
