@@ -51,7 +51,7 @@ class Params:
 
     size: int = 512
     iterations: int = 80
-    scales: tuple[float, ...] = (0.25, 0.5, 1.0)
+    scales: tuple[float, ...] = (1.0,)  # one scale: see README "Why these defaults"
     optimizer: str = "lbfgs"
     learning_rate: float = 0.02
     lr_schedule: str = "plateau"

@@ -180,3 +180,29 @@ def test_preload_builds_the_network_a_run_then_uses(content_image, style_image):
     stylize(content_image, [style_image], params=params)
     after = optimize._network.cache_info()
     assert after.misses == built.misses and after.hits > built.hits
+
+
+@pytest.mark.parametrize("photo, painting, floor", [
+    ("tubingen", "starry_night", 0.40),  # measured 0.478 when the floor was set
+    ("astronaut", "the_scream", 0.28),  # a face and a painted face: measured 0.354
+])
+def test_the_defaults_keep_the_photographs_structure(photo, painting, floor):
+    """A floor under the defaults' picture quality at 128 px (SSIM of luminance against the
+    photograph), so that a speed change cannot silently give structure back."""
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+    from skimage.metrics import structural_similarity
+
+    from conftest import SAMPLES
+
+    content = Image.open(SAMPLES / "tubingen.jpg").convert("RGB") if photo == "tubingen" else \
+        Image.fromarray(getattr(skimage.data, photo)())
+    style = Image.open(SAMPLES / f"{painting}.jpg").convert("RGB")
+    out = stylize(content, [style], params=Params(size=128)).outputs[0].stylized
+
+    def luminance(img):
+        return np.asarray(img.convert("YCbCr"), dtype=np.float64)[..., 0] / 255.0
+
+    ssim = structural_similarity(luminance(out), luminance(content.resize(out.size)), data_range=1.0)
+    assert ssim > floor, ssim
