@@ -1,5 +1,7 @@
 """End-to-end stylizations with the real weights on tiny images."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -194,11 +196,10 @@ def test_the_defaults_keep_the_photographs_structure(photo, painting, floor):
     from PIL import Image
     from skimage.metrics import structural_similarity
 
-    from conftest import SAMPLES
-
-    content = Image.open(SAMPLES / "tubingen.jpg").convert("RGB") if photo == "tubingen" else \
+    samples = Path(__file__).resolve().parents[2] / "samples"
+    content = Image.open(samples / "tubingen.jpg").convert("RGB") if photo == "tubingen" else \
         Image.fromarray(getattr(skimage.data, photo)())
-    style = Image.open(SAMPLES / f"{painting}.jpg").convert("RGB")
+    style = Image.open(samples / f"{painting}.jpg").convert("RGB")
     out = stylize(content, [style], params=Params(size=128)).outputs[0].stylized
 
     def luminance(img):
