@@ -84,6 +84,7 @@ class Intake:
         self.image_check = image_check or _decode_check(config.limits.max_image_pixels, config.inbox)
         self._waiting: dict[Path, float] = {}  # sidecar -> when it first waited for its images
         self._waiting_jobs: dict[Path, int] = {}  # sidecar -> the job recorded as waiting
+        self._waiting_notes: dict[Path, str] = {}  # sidecar -> what its job was last noted waiting for
         self._checked: dict[tuple[Path, int, int], None] = {}
         self.inbox_missing_reported = False
 
@@ -131,6 +132,7 @@ class Intake:
         for gone in [p for p in self._waiting if p not in seen]:
             del self._waiting[gone]
         for gone in [p for p in self._waiting_jobs if p not in seen]:
+            self._waiting_notes.pop(gone, None)
             self._forget_waiting(self._waiting_jobs.pop(gone), gone)
         return queued
 
@@ -170,10 +172,13 @@ class Intake:
             self._fail(key, name, sidecar_path, str(e), e.hint)
             return False
         except _Waiting as e:
-            # Shown in the history at once: a queued job, and what it waits for.
-            job = self._record(key, name, sidecar)[0]
-            self.store.note_waiting(job.id, e.why)
-            self._waiting_jobs[sidecar_path] = job.id
+            # Shown in the history at once: a queued job, and what it waits for. Written when
+            # the reason changes, not at every scan of the wait (twice a second).
+            if self._waiting_notes.get(sidecar_path) != e.why:
+                job = self._record(key, name, sidecar)[0]
+                self.store.note_waiting(job.id, e.why)
+                self._waiting_jobs[sidecar_path] = job.id
+                self._waiting_notes[sidecar_path] = e.why
             raise
         job, _created = self._record(key, name, sidecar)
         if job.state != JobStatus.QUEUED or job.staged:
@@ -183,6 +188,7 @@ class Intake:
         if not self.store.begin_staging(job.id, grace_s=STAGING_GRACE_S):
             return False  # another watcher is staging it right now
         self._waiting_jobs.pop(sidecar_path, None)
+        self._waiting_notes.pop(sidecar_path, None)
         staged = self._stage(job.id, inputs)
         self.store.mark_staged(job.id, staged)
         self._waiting.pop(sidecar_path, None)

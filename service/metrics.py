@@ -8,8 +8,8 @@ import time
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from .status import NAMES, JobStatus
-from .store import JobFilter, Store, utcnow
+from .status import NAMES
+from .store import Store, utcnow
 
 
 class StoreCollector(Collector):
@@ -31,11 +31,10 @@ class StoreCollector(Collector):
         yield from self._workers()
 
     def _durations(self):
-        done = self.store.list_jobs(JobFilter(status=JobStatus.DONE.value, limit=None))
-        seconds = [j.duration_s for j in done if j.duration_s is not None]
+        count, total, latest = self.store.done_durations()
         yield SummaryMetricFamily("nst_job_duration_seconds", "Start to end of each done job",
-                                  count_value=len(seconds), sum_value=sum(seconds))
-        peak = done[0].record.get("gpu_peak_memory_mib") if done else None
+                                  count_value=count, sum_value=total)
+        peak = latest.record.get("gpu_peak_memory_mib") if latest else None
         if peak is not None:
             yield GaugeMetricFamily("nst_last_job_gpu_peak_memory_bytes",
                                     "Peak GPU memory of the most recent done job", value=peak * 2**20)

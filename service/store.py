@@ -484,6 +484,16 @@ class Store:
                 Job.finished_at >= since)))
 
     @_survives_outages
+    def done_durations(self) -> tuple[int, float, Job | None]:
+        """Count and sum of done jobs' durations, and the latest done job (metrics)."""
+        with self._session() as s:
+            done = Job.status == JobStatus.DONE.value
+            count, total = s.execute(select(func.count(Job.duration_s), func.coalesce(func.sum(Job.duration_s), 0.0))
+                                     .where(done)).one()
+            latest = s.scalars(select(Job).where(done).order_by(Job.finished_at.desc()).limit(1)).first()
+        return int(count), float(total), latest
+
+    @_survives_outages
     def device_rate(self, device: str, *, recent: int = 50) -> float | None:
         """Seconds per megapixel-iteration of this device's recent finished jobs (their median),
         or None before the first: the cost model behind a new job's ETA."""
