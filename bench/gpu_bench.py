@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,14 +27,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bench  # noqa: E402  (the CPU benchmark's helpers: same pair, same pastiche command line)
-
-PEAK_WRAPPER = (
-    "import atexit, runpy, sys, torch\n"
-    "atexit.register(lambda: print('PEAK_MIB', torch.cuda.max_memory_allocated() / 2**20 "
-    "if torch.cuda.is_available() else 0.0))\n"
-    "sys.argv = ['pastiche'] + sys.argv[1:]\n"
-    "runpy.run_module('pastiche', run_name='__main__')\n"
-)
 
 
 class Budget:
@@ -51,6 +43,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="folder for gpu.json and comparison.png")
     ap.add_argument("--budget-s", type=float, default=300.0, help="stop starting sections after this long")
+    ap.add_argument("--sections", default="", help="comma-separated names of the sections to run (default: all)")
     ap.add_argument("--smoke", action="store_true", help="toy sizes on any device (tests this script)")
     args = ap.parse_args()
 
@@ -79,7 +72,10 @@ def main() -> int:
         ("default_job", lambda: default_job(device, args.smoke)),
         ("time_to_quality", lambda: quality(device, args.out, args.smoke)),
         ("largest", lambda: largest(device, args.smoke, budget)),
+        ("profile", lambda: profile(device, args.out, args.smoke)),
     ]
+    if args.sections:
+        sections = [s for s in sections if s[0] in args.sections.split(",")]
     for name, run in sections:
         if budget.left() < 20:
             results[name] = {"skipped": "out of time in this lease"}
@@ -107,16 +103,41 @@ def _sync(device) -> None:
 
 
 def run_pastiche(size: int, steps: int, device) -> tuple[float, float]:
-    """Seconds of a whole pastiche run, and its peak GPU memory in MiB."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [bench.PY, "-c", PEAK_WRAPPER, "--content", str(bench.CONTENT), "--styles", str(bench.STYLE),
-               "--output", f"{tmp}/p.png", "--size", str(size), "--num-steps", str(steps), "--device",
-               device.type, "--seed", "0", "--no-verbose"]
-        started = time.perf_counter()
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        seconds = time.perf_counter() - started
-    peak = [float(line.split()[1]) for line in out.splitlines() if line.startswith("PEAK_MIB")]
-    return seconds, peak[-1] if peak else float("nan")
+    """Seconds per L-BFGS step of pastiche, in this process, and its peak GPU memory in MiB.
+
+    In-process, timed between synchronizations after two warm-up steps: a subprocess per run
+    spent most of the lease on Python, torch and CUDA start-up, and differences of whole runs
+    were noise at 512 px (one came out negative).
+    """
+    import torch
+    from pastiche import pastiche as ref
+
+    args = ref._parse_args(["pastiche", "--content", str(bench.CONTENT), "--styles", str(bench.STYLE),
+                            "--output", "unused.png", "--size", str(size), "--device", device.type, "--seed", "0"])
+    torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    artist = ref.PasticheArtist(
+        args.content, args.styles, pooling=args.pooling, optimizer=args.optimizer, device=args.device,
+        random_init=args.random_init, init=args.init, preserve_color=args.preserve_color,
+        content_layers=args.content_layers, style_layers=args.style_layers,
+        content_layer_weights=args.content_layer_weights, style_layer_weights=args.style_layer_weights,
+        content_weight=args.content_weight, style_weights=args.style_weights, tv_weight=args.tv_weight,
+        size_pixels=args.size_pixels, size=args.size, style_size_pixels=args.style_size_pixels,
+        style_size=args.style_size)
+    for _ in range(2):
+        artist.draw()
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        artist.draw()
+    _sync(device)
+    seconds = (time.perf_counter() - started) / steps
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+    del artist
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return seconds, peak
 
 
 def ours(size: int, steps: int, device, **overrides) -> tuple[float, dict]:
@@ -133,7 +154,7 @@ def ours(size: int, steps: int, device, **overrides) -> tuple[float, dict]:
 
 def speed(device, sizes, smoke: bool) -> dict:
     """Per-iteration seconds as the difference of a long and a short run (start-up cancels out)."""
-    print("## 1. seconds per L-BFGS iteration (difference of a 5- and a 25-step run; median of 2)", flush=True)
+    print("## 1. seconds per L-BFGS iteration (pastiche: 20 timed steps after 2; ours: difference of a 5- and a 25-step run)", flush=True)
     print(f"{'size':>6} {'pastiche':>10} {'ours fp32':>10} {'ours bf16':>10} {'ratio bf16':>11} "
           f"{'peak MiB: pastiche':>19} {'ours':>7}", flush=True)
     short, long_ = (2, 4) if smoke else (5, 25)
@@ -141,10 +162,10 @@ def speed(device, sizes, smoke: bool) -> dict:
     table = {}
     for size in sizes:
         ref, fp32, auto, ref_peak, our_peak = [], [], [], [], []
-        for _ in range(1 if smoke else 2):
-            (a, pa), (b, pb) = run_pastiche(size, long_, device), run_pastiche(size, short, device)
-            ref.append((a - b) / (long_ - short))
-            ref_peak.append(max(pa, pb))
+        for _ in range(1 if smoke or size > 512 else 2):
+            per_step, peak = run_pastiche(size, long_ - short, device)
+            ref.append(per_step)
+            ref_peak.append(peak)
             fp32.append((ours(size, long_, device, precision="fp32")[0]
                          - ours(size, short, device, precision="fp32")[0]) / (long_ - short))
             ta, record = ours(size, long_, device)
@@ -220,11 +241,13 @@ def largest(device, smoke: bool, budget: Budget) -> dict:
     sizes = [256, 384] if smoke else [2048, 3072, 4096, 6144, 8192]
     out: dict = {}
     caps = [("whole card", None)] + ([("8 GiB", 8 * 2**30)] if device.type == "cuda" else [])
+    if os.environ.get("LARGEST_CAPS"):  # e.g. "8 GiB": only the capped run, when the card's was measured
+        caps = [c for c in caps if c[0] in os.environ["LARGEST_CAPS"].split(",")]
     for label, cap in caps:
         rows = {}
         if cap is not None:
             total = torch.cuda.get_device_properties(device).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total), device)
+            torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total), _index(device))
         try:
             for size in sizes:
                 if budget.left() < 15:
@@ -244,10 +267,44 @@ def largest(device, smoke: bool, budget: Budget) -> dict:
                       flush=True)
         finally:
             if cap is not None:
-                torch.cuda.set_per_process_memory_fraction(1.0, device)
+                torch.cuda.set_per_process_memory_fraction(1.0, _index(device))
                 torch.cuda.empty_cache()
         fitting = [int(s) for s, r in rows.items() if r.get("fits")]
         out[label] = {"sizes": rows, "largest": max(fitting) if fitting else None}
+    return out
+
+
+def _index(device) -> int:
+    """The CUDA device's index (set_per_process_memory_fraction refuses a bare "cuda")."""
+    import torch
+
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def profile(device, out_dir: Path, smoke: bool) -> dict:
+    """Where an iteration's time goes at 1024 px: cuDNN's autotuner on and off, and the top kernels."""
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    size = 192 if smoke else 1024
+    short, long_ = (2, 4) if smoke else (5, 25)
+    print(f"\n## 6. where the time goes at {size} px", flush=True)
+    out = {}
+    for tuned in (False, True):
+        torch.backends.cudnn.benchmark = tuned
+        ours(size, short, device)  # the autotuner's first pass is not an iteration's cost
+        per = (ours(size, long_, device)[0] - ours(size, short, device)[0]) / (long_ - short)
+        out[f"cudnn_benchmark_{tuned}"] = per
+        print(f"cudnn.benchmark={tuned}: {per:.4f} s per iteration", flush=True)
+    torch.backends.cudnn.benchmark = False
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        ours(size, 10, device)
+    key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    table = prof.key_averages().table(sort_by=key, row_limit=30)
+    (out_dir / "profile.txt").write_text(table + "\n")
+    print(table[:6000], flush=True)
     return out
 
 

@@ -43,7 +43,7 @@ class _Gram(torch.autograd.Function):
       second product, started from minus the rounded result, accumulates
       exactly that rounding error: the sum is good to about 1e-5 relative, like
       a float32 product of upcast features (1e-6), in a quarter of its time on
-      CPUs with bf16 units. (On CUDA the features are upcast instead.)
+      CPUs with bf16 units. (On CUDA only where bf16 reductions stay float32.)
     - The backward is one product, X (dG + dG^T), instead of autograd's two.
     - Used as a tap inside the network (`gram_tap`), the features' gradient
       from the layers above is the product's starting value, so autograd does
@@ -84,8 +84,11 @@ class _Gram(torch.autograd.Function):
 
 def _split_products(x: torch.Tensor) -> bool:
     # On CUDA, cuBLAS may reduce bf16 products in bf16 (split-K), which would spoil the
-    # second product; float32 products there cost little next to the convolutions anyway.
-    return x.dtype == torch.bfloat16 and x.device.type == "cpu"
+    # second product, unless torch is told not to (`stylize` does); otherwise the features
+    # are upcast, which on an H200 cost a third of a 1024 px iteration's GPU time in copies.
+    if x.dtype != torch.bfloat16:
+        return False
+    return x.device.type == "cpu" or not torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction
 
 
 def _reduction_dtype(x: torch.Tensor) -> torch.dtype:

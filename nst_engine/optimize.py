@@ -151,6 +151,8 @@ def stylize(
         # cuDNN rounds float32 convolutions to TF32 by default; "fp32" promises float32.
         torch.backends.cudnn.allow_tf32 = params.precision != "fp32"
         torch.backends.cuda.matmul.allow_tf32 = False
+        # bf16 products reduced in float32 throughout: the Gram matrices' split products need it.
+        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
     bf16 = use_bf16(params.precision, device)
     weights = _weights(params.weights)
     net = _network(params.weights, params.pooling, device, params.deepest_layer(), bf16)

@@ -104,3 +104,30 @@ def test_a_job_cancelled_and_resumed_on_the_gpu(service_dir):
     folder = svc.outbox / "long"
     assert "resuming from checkpoint" in (folder / "job.log").read_text()
     assert (folder / "long.stylized-partial.png").is_file()
+
+
+def test_bf16_gram_products_on_cuda_keep_float32_accuracy():
+    """The split products (a bf16 product plus its rounding error) run on CUDA once torch keeps
+    bf16 reductions in float32, as `stylize` sets: a Gram matrix and its gradient to 1e-4 of the
+    same bf16 features' float32 products, with no float32 copy of the features."""
+    from nst_engine.losses import _split_products, gram
+
+    flag = torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction
+    torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
+    try:
+        g = torch.Generator(device="cuda").manual_seed(0)
+        f = torch.rand((1, 64, 384, 512), device="cuda", generator=g).to(torch.bfloat16)
+        f = f.contiguous(memory_format=torch.channels_last)
+        assert _split_products(f.permute(0, 2, 3, 1))
+        weight = torch.randn((1, 64, 64), device="cuda", generator=g)
+        x = f.detach().requires_grad_(True)
+        (gram(x) * weight).sum().backward()
+        x32 = f.detach().float().requires_grad_(True)
+        (gram(x32) * weight).sum().backward()
+        gram_error = float((gram(f) - gram(f.float())).norm() / gram(f.float()).norm())
+        grad_error = float((x.grad.float() - x32.grad).norm() / x32.grad.norm())
+        print(json.dumps({"gram": gram_error, "grad": grad_error}))
+        assert gram_error < 1e-4
+        assert grad_error < 1e-2  # the gradient itself is stored in bf16 (2^-9 relative)
+    finally:
+        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = flag
