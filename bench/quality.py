@@ -49,6 +49,12 @@ def main() -> int:
     ap.add_argument("--set", dest="overrides", nargs="*", default=[],
                     help="parameters for our side (key=value, TOML values), to try other defaults")
     ap.add_argument("--label", default="defaults", help="a name for this run of our side")
+    ap.add_argument("--sweep", metavar="KEY=V1,V2,...",
+                    help="one parameter over several values (e.g. strength=0,0.5,1): a sheet with a column "
+                         "per value, docs/quality-sweep-KEY.png, and a table")
+    ap.add_argument("--variants", type=int, metavar="N",
+                    help="N outputs of each pair side by side (what each output changes), "
+                         "docs/quality-variants.png, with each one's mean difference from the first")
     args = ap.parse_args()
 
     pairs = [(c, s) for c in CONTENTS for s in STYLES]
@@ -57,6 +63,13 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="nst-quality-"))
     for content, _ in pairs:
         _content_file(content, work)
+    if args.sweep:
+        key, _, values = args.sweep.partition("=")
+        sweep(pairs, args.size, work, args.overrides, key, [v for v in values.split(",") if v])
+        return 0
+    if args.variants:
+        variants(pairs, args.size, work, args.overrides, args.variants)
+        return 0
     if args.reference:
         for content, style in pairs:
             reference(content, style, args.size, work)
@@ -196,6 +209,107 @@ def run_ours(pairs, size: int, work: Path, overrides: list[str], label: str) -> 
     return figures
 
 
+def _verdict(f: dict) -> str:
+    """The issue's three targets against the reference: structure within 0.05, style no
+    worse, and at least 6 times sooner (the seconds are wall time on a machine that may be
+    busy: the speed itself is measured by `make bench`)."""
+    ref = f.get("reference")
+    if not ref:
+        return "-"
+    ssim = "yes" if f["ssim"] >= ref["ssim"] - 0.05 else "no"
+    style = "yes" if f["style_relative"] <= ref["style_relative"] else "no"
+    sooner = ref["seconds"] / f["seconds"] if f["seconds"] else 0.0
+    return f"{ssim}, {style}, {'yes' if sooner >= 6 else 'no'} ({sooner:.0f}x)"
+
+
+# -- one parameter swept, and variants ----------------------------------------------------------
+
+def sweep(pairs, size: int, work: Path, overrides: list[str], key: str, values: list[str]) -> None:
+    """Each pair at each value of `key`: figures, and a sheet with one column per value."""
+    from nst_engine import Params, load_image, stylize
+    from nst_engine.params import parse_assignment
+
+    base = dict(parse_assignment(a) for a in overrides)
+    evaluator = Evaluator()
+    rows, table = [], []
+    for content, style in pairs:
+        photo, painting = load_image(_content_file(content, work)), load_image(_style_file(style))
+        cells, captions = [photo, painting], ["photograph", "painting"]
+        for raw in values:
+            params = Params.from_mapping({"size": size, **base, **dict([parse_assignment(f"{key}={raw}")])})
+            started = time.perf_counter()
+            out = stylize(photo, [painting], params=params).outputs[0].stylized
+            f = evaluator.figures(out, photo, painting)
+            table.append((_pair(content, style), raw, round(time.perf_counter() - started, 1), f))
+            cells.append(out)
+            captions.append(f"{key}={raw}: SSIM {f['ssim']:.2f} style {f['style_relative']:.2f}")
+            print(f"{_pair(content, style):<26} {key}={raw:<6} SSIM {f['ssim']:.3f}  style {f['style_relative']:.3f}",
+                  flush=True)
+        rows.append((_pair(content, style), cells, captions))
+    path = DOCS / f"quality-sweep-{key}.png"
+    _grid(rows, path)
+    lines = [f"\n## {key} swept at {size} px ({time.strftime('%Y-%m-%d')}, CPU flags: {_cpu_flags()})\n",
+             f"Parameters: the defaults{' with ' + ', '.join(overrides) if overrides else ''}; sheet `{path.relative_to(ROOT)}`.\n",
+             f"| pair | {key} | seconds | SSIM | content dist. | style (rel.) |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {name} | {raw} | {sec} | {f['ssim']:.3f} | {f['content_distance']:.3f} | {f['style_relative']:.3f} |"
+              for name, raw, sec, f in table]
+    with (DOCS / "quality.md").open("a") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+def variants(pairs, size: int, work: Path, overrides: list[str], n: int) -> None:
+    """`outputs = n` on each pair: the outputs side by side, each with its mean difference from the first."""
+    import numpy as np
+
+    from nst_engine import Params, load_image, stylize
+    from nst_engine.params import parse_assignment
+
+    params = Params.from_mapping({"size": size, **dict(parse_assignment(a) for a in overrides), "outputs": n})
+    rows, lines = [], []
+    for content, style in pairs:
+        photo, painting = load_image(_content_file(content, work)), load_image(_style_file(style))
+        outs = stylize(photo, [painting], params=params).outputs
+        first = np.asarray(outs[0].stylized, dtype=np.float64)
+        cells, captions = [photo, painting], ["photograph", "painting"]
+        for i, o in enumerate(outs):
+            diff = float(np.abs(np.asarray(o.stylized, dtype=np.float64) - first).mean())
+            cells.append(o.stylized)
+            captions.append(f"{i + 1}: {o.variant}" + (f" (mean diff. {diff:.0f}/255)" if i else ""))
+            lines.append(f"| {_pair(content, style)} | {i + 1} | {o.variant} | {diff:.1f} |")
+            print(f"{_pair(content, style):<26} output {i + 1} {o.variant:<20} mean difference {diff:5.1f}/255",
+                  flush=True)
+        rows.append((_pair(content, style), cells, captions))
+    path = DOCS / "quality-variants.png"
+    _grid(rows, path)
+    head = [f"\n## {n} outputs per job at {size} px ({time.strftime('%Y-%m-%d')})\n",
+            f"Sheet `{path.relative_to(ROOT)}`. Mean absolute difference from output 1, per channel, of 255.\n",
+            "| pair | output | variant | mean difference |", "| --- | --- | --- | --- |"]
+    with (DOCS / "quality.md").open("a") as fh:
+        fh.write("\n".join(head + lines) + "\n")
+
+
+def _grid(rows, path: Path, height: int = 150) -> None:
+    """Rows of (title, images, captions) as one sheet, each image fitted into its cell."""
+    from PIL import Image, ImageDraw
+
+    gap, caption, cell_w = 6, 16, int(height * 1.5)
+    columns = max(len(cells) for _, cells, _ in rows)
+    canvas = Image.new("RGB", (gap + columns * (cell_w + gap), len(rows) * (height + 2 * caption + gap) + gap),
+                       "white")
+    draw = ImageDraw.Draw(canvas)
+    y = gap
+    for title, cells, captions in rows:
+        draw.text((gap, y), title, fill="black")
+        for i, (cell, text) in enumerate(zip(cells, captions)):
+            scale = min(cell_w / cell.width, height / cell.height)
+            img = cell.resize((max(1, round(cell.width * scale)), max(1, round(cell.height * scale))))
+            x = gap + i * (cell_w + gap)
+            canvas.paste(img, (x, y + caption))
+            draw.text((x, y + caption + height + 2), text[:38], fill="black")
+        y += height + 2 * caption + gap
+    canvas.save(path, optimize=True)
+
+
 # -- the sheet and the report -------------------------------------------------------------------
 
 def sheet(pairs, figures: dict, label: str) -> Path:
@@ -242,13 +356,21 @@ def report(figures: dict, label: str, size: int, overrides: list[str]) -> None:
     lines = [f"\n## {label} at {size} px ({time.strftime('%Y-%m-%d')}, CPU flags: {_cpu_flags()})\n",
              f"Parameters: the defaults{' with ' + ', '.join(overrides) if overrides else ''}. "
              f"Contact sheet: `docs/quality-sheet-{label}.png`.\n",
-             "| pair | seconds | SSIM | content dist. | style (rel.) | ref. seconds | ref. SSIM | ref. style |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| pair | seconds | SSIM | content dist. | style (rel.) | ref. seconds | ref. SSIM | ref. style "
+             "| targets: SSIM, style, sooner |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, f in figures.items():
         ref = f.get("reference", {})
         lines.append(f"| {name} | {f['seconds']:.1f} | {f['ssim']:.3f} | {f['content_distance']:.3f} | "
                      f"{f['style_relative']:.3f} | {ref.get('seconds', '-')} | {ref.get('ssim', '-')} | "
-                     f"{ref.get('style_relative', '-')} |")
+                     f"{ref.get('style_relative', '-')} | {_verdict(f)} |")
+    judged = [(name, f) for name, f in figures.items() if "reference" in f]
+    if judged:
+        worst = min(judged, key=lambda nf: nf[1]["ssim"] - nf[1]["reference"]["ssim"])
+        met = sum(_verdict(f).count("yes") == 3 for _, f in judged)
+        lines.append(f"\nAll three targets met on {met} of {len(judged)} pairs with a reference. Worst structure "
+                     f"against its reference: {worst[0]} (SSIM {worst[1]['ssim']:.3f} against "
+                     f"{worst[1]['reference']['ssim']:.3f}).")
     doc = DOCS / "quality.md"
     if not doc.exists():
         doc.write_text("# Quality on a grid of pairs\n\nWritten by `make bench-quality` "

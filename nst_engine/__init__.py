@@ -19,17 +19,18 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ImageError", "Limits", "Output", "ParamError", "Params", "Progress", "Result",
-    "RunState", "WeightsError", "load_image", "preload", "stylize",
+    "RunState", "WeightsError", "load_image", "preload", "stylize", "estimate", "BudgetError",
 ]
 
 _LAZY = {
-    "stylize": "optimize", "preload": "optimize", "Progress": "optimize", "Result": "optimize", "RunState": "optimize",
+    "stylize": "optimize", "preload": "optimize", "estimate": "optimize", "BudgetError": "memory", "Progress": "optimize", "Result": "optimize", "RunState": "optimize",
     "Output": "optimize", "load_image": "images", "ImageError": "images", "WeightsError": "weights",
 }
 
 if TYPE_CHECKING:
     from .images import ImageError, load_image
-    from .optimize import Output, Progress, Result, RunState, preload, stylize
+    from .memory import BudgetError
+    from .optimize import Output, Progress, Result, RunState, estimate, preload, stylize
     from .weights import WeightsError
 
 

@@ -155,12 +155,14 @@ class StyleTransferLoss:
         style_weight: float,
         tv_weight: float,
     ) -> None:
-        self.content_targets = {k: v.float() for k, v in content_targets.items()}
+        # Content targets stay in the precision they come in (bf16 halves a print's largest
+        # array); `content_loss` computes in float32.
+        self.content_targets = dict(content_targets)
         self.style_targets = {k: v.float() for k, v in style_targets.items()}
         # Layer weights sum to 1 so the style weight means the same for any layer count;
         # each is divided by its target's energy (see the module's note on normalization).
         total = sum(style_layer_weights) or 1.0
-        self.content_scale = {k: 1.0 / _energy(t.pow(2).mean()) for k, t in self.content_targets.items()}
+        self.content_scale = {k: 1.0 / _energy(t.float().pow(2).mean()) for k, t in self.content_targets.items()}
         self.style_scale = {
             k: w / total / _energy(t.pow(2).sum()) for k, w, t in zip(
                 self.style_targets, style_layer_weights, self.style_targets.values()

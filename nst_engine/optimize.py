@@ -16,17 +16,23 @@ from PIL import Image
 from torch.nn import functional as F
 
 from . import __version__
-from .color import match_histograms, preserve_color
+from .color import match_colors, preserve_color
 from .device import describe, pick_device, use_bf16
 from .heap import reuse_freed_memory
 from .images import fit_long_edge, to_image, to_tensor
 from .losses import LossTerms, StyleTransferLoss, gram, gram_tap
+from .memory import ScalePlan, default_budget, forward_tile, plan_scale
 from .params import Params
+from .tiling import Tile, TiledObjective, halo_for, plan_tiles, tiled_features, tiled_grams
 from .vgg import VGG19
 from .weights import Weights, load_weights
 
 # Coarse scales below this long edge teach the network little: skip them.
 MIN_SCALE_EDGE = 128
+# Above this long edge, `schedule = "auto"` goes coarse to fine from COARSE_EDGE (see `_schedule`).
+LARGE_EDGE = 1024
+COARSE_EDGE = 512
+MIN_FINE_ITERATIONS = 10
 
 
 @dataclass(frozen=True)
@@ -50,12 +56,14 @@ class RunState:
         return self.output >= outputs
 
     def to_dict(self) -> dict:
+        # The image as 16-bit fixed point (steps of 1.5e-5, far below a pixel's 1/255): half
+        # the float32 bytes, which at print sizes is hundreds of megabytes a checkpoint.
         return {
-            "version": 1,
+            "version": 2,
             "output": self.output,
             "scale": self.scale,
             "iteration": self.iteration,
-            "image": self.image,
+            "image": self.image.clamp(0, 1).mul(65535).round().to(torch.uint16),
             "finished": list(self.finished),
             "history": [dict(h) for h in self.history],
         }
@@ -66,7 +74,7 @@ class RunState:
             output=int(data["output"]),
             scale=int(data["scale"]),
             iteration=int(data["iteration"]),
-            image=data["image"].float(),
+            image=_image_from(data["image"]),
             finished=tuple(data["finished"]),
             history=tuple(data.get("history", ())),
         )
@@ -106,6 +114,7 @@ class Output:
     seed: int
     stylized: Image.Image
     corrected: Image.Image | None
+    variant: str = "as given"  # what this output changes (Params.variant_name)
 
 
 @dataclass
@@ -132,6 +141,8 @@ def stylize(
     progress: ProgressCallback | None = None,
     should_stop: StopCheck | None = None,
     resume: RunState | None = None,
+    memory_budget: int | None = None,
+    tile: int | None = None,
 ) -> Result:
     """Paint `content` in the manner of `styles`.
 
@@ -139,6 +150,11 @@ def stylize(
     every iteration and, when true, the run ends with `stopped` set, the latest
     image as a partial output and a `state` to resume from. The network and the
     style targets stay cached in this process, so repeated calls are warm.
+
+    `memory_budget` (bytes; default: from the device, see `memory.default_budget`) decides
+    for each scale whether the image is evaluated whole or in tiles (the same loss and
+    gradient either way) and how long L-BFGS's history is; `tile` forces a tile edge.
+    The plan is in the record's "memory".
     """
     started = time.perf_counter()
     if not styles:
@@ -157,12 +173,15 @@ def stylize(
     weights = _weights(params.weights)
     net = _network(params.weights, params.pooling, device, params.deepest_layer(), bf16)
     content = fit_long_edge(content, params.size, what="content image")
-    plan = _scale_plan(content.size, params.scales)
+    plan, iterations = _schedule(content.size, params)
+    budget = memory_budget if memory_budget is not None else default_budget(device)
+    memory = _memory_plan(plan, params, budget, bf16, tile)
     blend = _blend_weights(params.style_blend, len(styles))
     if params.style_color_match:
-        styles = [match_histograms(style, content) for style in styles]
+        styles = [match_colors(style, content) for style in styles]
 
-    run = _Run(params, device, bf16, net, plan, progress, should_stop, started)
+    run = _Run(params, device, bf16, net, plan, iterations, progress, should_stop, started)
+    run.memory, run.budget = memory, budget
     run.history = list(resume.history) if resume else []
     finished = list(resume.finished) if resume else []
     first_output = resume.output if resume else 0
@@ -185,31 +204,35 @@ def stylize(
 class _Run:
     """The state of one call of `stylize`, shared by its outputs and scales."""
 
-    def __init__(self, params, device, bf16, net, plan, progress, should_stop, started):
+    def __init__(self, params, device, bf16, net, plan, iterations, progress, should_stop, started):
         self.params, self.device, self.bf16, self.net, self.plan = params, device, bf16, net, plan
+        self.iterations: list[int] = iterations  # per scale
         self.progress, self.should_stop, self.started = progress, should_stop, started
         self.history: list[dict[str, float]] = []
         self.stopped = False
         self.stopped_at = (0, 0)
         self.step = 0
-        self.total_steps = params.outputs * len(plan) * params.iterations
+        self.total_steps = params.outputs * sum(iterations)
         self.pixel_steps_done = 0.0
         self.optimize_seconds = 0.0
         self.seconds_per_iteration: dict[str, float] = {}
         self.last_losses: dict[str, float] = {}
         self._rate_origin: tuple[float, float] | None = None
+        self.memory: list[ScalePlan] = []
+        self.budget = 0
 
     def one_output(self, index, content, styles, blend, init_image, resume, finished) -> torch.Tensor:
-        p = self.params
-        generator = torch.Generator().manual_seed(p.seed + index)
+        p = self.params.variant(index)
+        generator = torch.Generator().manual_seed(p.seed)
         image: torch.Tensor | None = None
         first_scale = resume.scale if resume else 0
-        self.step = (index * len(self.plan) + first_scale) * p.iterations + (resume.iteration if resume else 0)
+        self.step = (index * sum(self.iterations) + sum(self.iterations[:first_scale])
+                     + (resume.iteration if resume else 0))
         for scale_index in range(first_scale, len(self.plan)):
             size = self.plan[scale_index]
             content_t = to_tensor(content.resize(size, Image.Resampling.LANCZOS) if size != content.size else content)
             content_t = self._to_device(content_t)
-            loss_fn = self._loss(content_t, styles, blend, size)
+            loss_fn = self._loss(p, content_t, styles, blend, size, self._tiles(scale_index))
             start_iteration = 0
             if resume and scale_index == resume.scale:
                 image = self._to_device(resume.image)
@@ -219,10 +242,19 @@ class _Run:
             else:
                 image = F.interpolate(image, size=(size[1], size[0]), mode="bicubic", align_corners=False)
                 image = self._to_device(image.clamp(0, 1))
+            del content_t  # its features are the target now; at print sizes it is 12 bytes a pixel
             image = self._optimize(image, loss_fn, index, scale_index, start_iteration, lambda: finished)
             if self.stopped:
                 return image
         return image.detach().clamp(0, 1)
+
+    def _tiles(self, scale_index: int) -> list[Tile] | None:
+        """This scale's tiles, or None where it runs whole."""
+        m = self.memory[scale_index]
+        if m.tile is None:
+            return None
+        width, height = m.size
+        return plan_tiles(height, width, m.tile, halo_for(self.params.content_layers + self.params.style_layers))
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self.device).contiguous(memory_format=torch.channels_last)
@@ -252,11 +284,14 @@ class _Run:
 
         return loss_fn(self._features(image, loss_fn.layers, tap), image, grams)
 
-    def _loss(self, content_t, styles, blend, size) -> StyleTransferLoss:
-        p = self.params
+    def _loss(self, p: Params, content_t, styles, blend, size, tiles) -> StyleTransferLoss:
+        layers = frozenset(p.content_layers)
         with torch.no_grad():
-            content_features = self._features(content_t, frozenset(p.content_layers))
-            content_targets = {k: content_features[k].float() for k in p.content_layers}
+            if tiles:
+                content_features = tiled_features(self._features, content_t, layers, tiles)
+            else:
+                content_features = self._features(content_t, layers)
+            content_targets = {k: content_features[k] for k in p.content_layers}
         style_edge = max(MIN_SCALE_EDGE // 4, round(max(size) * p.style_scale))
         style_targets = {layer: 0.0 for layer in p.style_layers}
         for style, weight in zip(styles, blend):
@@ -269,7 +304,7 @@ class _Run:
             style_targets=style_targets,
             style_layer_weights=layer_weights,
             content_weight=p.content_weight,
-            style_weight=p.style_weight,
+            style_weight=p.effective_style_weight,
             tv_weight=p.tv_weight,
         )
 
@@ -283,9 +318,16 @@ class _Run:
             _STYLE_CACHE.move_to_end(key)
             return cached
         style_t = self._to_device(to_tensor(fit_long_edge(style, edge, what="style image")))
+        layers = frozenset(p.style_layers)
+        _, _, height, width = style_t.shape
+        tile = forward_tile((width, height), self.budget, bf16=self.bf16, layers=list(layers))
         with torch.no_grad():
-            features = self._features(style_t, frozenset(p.style_layers))
-            grams = {layer: gram(features[layer]) for layer in p.style_layers}
+            if tile is None:
+                features = self._features(style_t, layers)
+                grams = {layer: gram(features[layer]) for layer in p.style_layers}
+            else:
+                tiles = plan_tiles(height, width, tile, halo_for(layers))
+                grams = tiled_grams(self._features, style_t, layers, tiles)
         _STYLE_CACHE[key] = grams
         while len(_STYLE_CACHE) > _STYLE_CACHE_SIZE:
             _STYLE_CACHE.popitem(last=False)
@@ -297,11 +339,16 @@ class _Run:
         # sees a channels-last copy, a cheap one of three channels.
         x = image.detach().clone().contiguous().requires_grad_(True)
         last: list[LossTerms] = []
+        tiles = self._tiles(scale_index)
+        tiled = TiledObjective(self._features, loss_fn, tiles) if tiles else None
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad(set_to_none=True)
-            terms = self._evaluate(x, loss_fn)
-            terms.total.backward()
+            if tiled is not None:
+                terms, x.grad = tiled(x.detach())
+            else:
+                terms = self._evaluate(x, loss_fn)
+                terms.total.backward()
             last[:] = [terms]
             return terms.total
 
@@ -309,7 +356,8 @@ class _Run:
             # One function evaluation per step() so progress and stopping work per iteration;
             # negative tolerances keep the iteration count exactly what was asked for.
             optimizer = torch.optim.LBFGS(
-                [x], lr=1.0, max_iter=1, history_size=50, tolerance_grad=-1.0, tolerance_change=-1.0
+                [x], lr=1.0, max_iter=1, history_size=self.memory[scale_index].history,
+                tolerance_grad=-1.0, tolerance_change=-1.0
             )
             scheduler = None
         else:
@@ -321,7 +369,7 @@ class _Run:
             )
         width, height = self.plan[scale_index]
         scale_started = time.perf_counter()
-        for iteration in range(start_iteration + 1, p.iterations + 1):
+        for iteration in range(start_iteration + 1, self.iterations[scale_index] + 1):
             if p.optimizer == "lbfgs":
                 optimizer.step(closure)
             else:
@@ -359,7 +407,7 @@ class _Run:
             scales=len(self.plan),
             size=self.plan[scale_index],
             iteration=iteration,
-            iterations=self.params.iterations,
+            iterations=self.iterations[scale_index],
             step=self.step,
             total_steps=self.total_steps,
             losses=losses,
@@ -375,7 +423,10 @@ class _Run:
         )
 
     def total_pixel_steps(self) -> float:
-        return sum(w * h for w, h in self.plan) * self.params.iterations * self.params.outputs
+        return self._per_output() * self.params.outputs
+
+    def _per_output(self, first_scale: int = 0) -> float:
+        return sum(w * h * n for (w, h), n in zip(self.plan[first_scale:], self.iterations[first_scale:]))
 
     def _seconds_per_pixel_step(self, elapsed: float) -> float:
         """Measured from the end of the first iteration, which pays for warm-up and setup;
@@ -390,12 +441,24 @@ class _Run:
         return (now - t0) / (self.pixel_steps_done - done0)
 
     def _remaining_pixel_steps(self, output_index, scale_index, iteration) -> float:
-        per_output = sum(w * h for w, h in self.plan) * self.params.iterations
+        per_output = self._per_output()
         w, h = self.plan[scale_index]
-        this_scale = (self.params.iterations - iteration) * w * h
-        later_scales = sum(w2 * h2 for w2, h2 in self.plan[scale_index + 1 :]) * self.params.iterations
+        this_scale = (self.iterations[scale_index] - iteration) * w * h
+        later_scales = self._per_output(scale_index + 1)
         later_outputs = (self.params.outputs - output_index - 1) * per_output
         return this_scale + later_scales + later_outputs
+
+
+def _image_from(saved: torch.Tensor) -> torch.Tensor:
+    """A checkpoint's image as float32: 16-bit fixed point (version 2) or float32 (version 1)."""
+    return saved.float() / 65535.0 if saved.dtype == torch.uint16 else saved.float()
+
+
+def _variant_record(params: Params, index: int) -> dict:
+    v = params.variant(index)
+    return {"output": index + 1, "variant": Params.variant_name(index), "seed": v.seed,
+            "style_scale": v.style_scale, "strength": v.strength,
+            "style_weight": round(v.effective_style_weight, 4)}
 
 
 def _result(finished, content, params, run, weights, device, bf16, setup_seconds, state) -> Result:
@@ -404,8 +467,9 @@ def _result(finished, content, params, run, weights, device, bf16, setup_seconds
         stylized = to_image(pixels.float() / 255.0)
         if params.preserve_color:
             stylized = preserve_color(stylized, content)
-        corrected = match_histograms(stylized, content) if params.color_correction else None
-        outputs.append(Output(seed=params.seed + index, stylized=stylized, corrected=corrected))
+        corrected = match_colors(stylized, content) if params.color_correction else None
+        outputs.append(Output(seed=params.variant(index).seed, stylized=stylized, corrected=corrected,
+                              variant=Params.variant_name(index)))
     total = time.perf_counter() - run.started
     record = {
         "engine": __version__,
@@ -417,7 +481,9 @@ def _result(finished, content, params, run, weights, device, bf16, setup_seconds
         "params": params.to_dict(),
         "size": list(content.size),
         "scales": [list(s) for s in run.plan],
+        "iterations_per_scale": list(run.iterations),
         "seeds": [o.seed for o in outputs],
+        "variants": [_variant_record(params, index) for index in range(len(outputs))],
         "iterations_run": run.step,
         "final_losses": run.last_losses,
         "timings": {
@@ -427,11 +493,61 @@ def _result(finished, content, params, run, weights, device, bf16, setup_seconds
             "seconds_per_iteration": run.seconds_per_iteration,
         },
         "work_mpix_iterations": round(run.total_pixel_steps() / 1e6, 3),
+        "memory": {"budget_mib": round(run.budget / 2**20), "scales": [m.to_dict() for m in run.memory]},
         "stopped": run.stopped,
     }
     if device.type == "cuda":
         record["gpu_peak_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return Result(outputs=outputs, record=record, history=run.history, stopped=run.stopped, state=state)
+
+
+def estimate(params: Params, content_size: tuple[int, int], *, memory_budget: int | None = None) -> dict:
+    """What a run of `params` on a photograph of `content_size` will take, before it starts:
+    each scale's plan (whole or tiled, L-BFGS's history), the estimated peak memory and the
+    work in megapixel-iterations. Raises `BudgetError` (with advice) where the picture cannot
+    fit the budget even in tiles, so that a service can refuse such a job at once."""
+    device = pick_device(params.device)
+    bf16 = use_bf16(params.precision, device)
+    budget = memory_budget if memory_budget is not None else default_budget(device)
+    width, height = content_size
+    scale = params.size / max(width, height)
+    plan, iterations = _schedule((max(1, round(width * scale)), max(1, round(height * scale))), params)
+    memory = _memory_plan(plan, params, budget, bf16, None)
+    work = sum(w * h * n for (w, h), n in zip(plan, iterations)) * params.outputs / 1e6
+    return {"device": describe(device), "budget_mib": round(budget / 2**20), "peak_mib": round(max(m.peak_bytes for m in memory) / 2**20),
+            "scales": [m.to_dict() for m in memory], "iterations_per_scale": iterations,
+            "work_mpix_iterations": round(work, 3)}
+
+
+def _memory_plan(plan, params: Params, budget: int, bf16: bool, tile: int | None) -> list[ScalePlan]:
+    layers = list(params.content_layers) + list(params.style_layers)
+    # Largest first: where nothing fits, the refusal names the picture's own size.
+    plans = [plan_scale(size, budget, bf16=bf16, layers=layers, tile=tile) for size in reversed(plan)]
+    return plans[::-1]
+
+
+def _schedule(size: tuple[int, int], params: Params) -> tuple[list[tuple[int, int]], list[int]]:
+    """The sizes a run goes through and the iterations at each.
+
+    `schedule = "auto"` with one scale above LARGE_EDGE px (a print): coarse to fine from
+    about 512 px, doubling, the iterations halving at each doubling (at least 10), so the
+    structure is laid down where the network sees the whole composition (not below 512 px,
+    where the quality grid showed the painting's objects get painted in) and the large
+    scales only refine the brushwork. Otherwise `scales`, with `iterations` at each.
+    """
+    width, height = size
+    longest = max(width, height)
+    if params.schedule == "auto" and tuple(params.scales) == (1.0,) and longest > LARGE_EDGE:
+        edges = [longest]
+        while edges[-1] / 2 >= COARSE_EDGE:
+            edges.append(round(edges[-1] / 2))
+        edges.reverse()
+        plan = [(max(1, round(width * e / longest)), max(1, round(height * e / longest))) for e in edges]
+        iterations = [max(MIN_FINE_ITERATIONS, params.iterations >> k) for k in range(len(plan))]
+        plan[-1] = (width, height)
+        return plan, iterations
+    plan = _scale_plan(size, params.scales)
+    return plan, [params.iterations] * len(plan)
 
 
 def _scale_plan(size: tuple[int, int], scales: Sequence[float]) -> list[tuple[int, int]]:
@@ -485,7 +601,7 @@ def preload(params: Params = Params()) -> None:
     """
     device = pick_device(params.device)
     _network(params.weights, params.pooling, device, params.deepest_layer(), use_bf16(params.precision, device))
-    from skimage.exposure import match_histograms  # noqa: F401  (imported lazily by color.py)
+    from skimage import color, exposure  # noqa: F401  (imported lazily by color.py)
 
 
 def clear_caches() -> None:

@@ -23,6 +23,24 @@ POOLINGS = ("max", "avg")
 PRECISIONS = ("auto", "fp32", "bf16")
 INITS = ("content", "noise")  # any other value is an image the caller supplies
 LR_SCHEDULES = ("plateau", "constant")
+SCHEDULES = ("auto", "scales")
+
+# `strength` moves the style weight along a log scale, this many powers of ten from end to
+# end (x0.1 at 0, the plain `style_weight` at 0.5, x10 at 1): the range the grid showed to
+# go from "the photograph, lightly painted" to "the painting's manner" on every pair.
+STRENGTH_DECADES = 2.0
+
+# What each further output changes, in turn, so that several outputs are choices rather than
+# near copies (a seed alone changes only a little start-up noise): (name, style_scale factor,
+# strength change). Output 1 is the parameters as given; after the list it starts again with
+# the next seeds.
+VARIANTS = (
+    ("as given", 1.0, 0.0),
+    ("larger brushwork", 1.6, 0.0),
+    ("stronger", 1.0, 0.3),
+    ("finer brushwork", 0.6, 0.0),
+    ("lighter", 1.0, -0.3),
+)
 
 
 class ParamError(ValueError):
@@ -35,7 +53,7 @@ class ParamError(ValueError):
 class Limits:
     """Ceilings an operator sets in `config.toml`; no job may exceed them."""
 
-    max_size: int = 4096
+    max_size: int = 8192
     max_iterations: int = 5000
     max_outputs: int = 16
     max_image_pixels: int = 80_000_000
@@ -52,11 +70,13 @@ class Params:
     size: int = 512
     iterations: int = 80
     scales: tuple[float, ...] = (1.0,)  # one scale: see README "Why these defaults"
+    schedule: str = "auto"  # "auto": prints (> 1024 px) go coarse to fine from 512 px; "scales": as given
     optimizer: str = "lbfgs"
     learning_rate: float = 0.02
     lr_schedule: str = "plateau"
     content_weight: float = 1.0
     style_weight: float = 50.0
+    strength: float = 0.5  # 0: the photograph, lightly painted; 1: the painting's manner
     tv_weight: float = 30.0
     content_layers: tuple[str, ...] = ("relu4_2",)
     style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -110,12 +130,14 @@ class Params:
             raise ParamError("scales: must rise and end with 1.0, e.g. [0.25, 0.5, 1.0]")
         _one_of("optimizer", self.optimizer, OPTIMIZERS)
         _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _one_of("schedule", self.schedule, SCHEDULES)
         _one_of("pooling", self.pooling, POOLINGS)
         _one_of("precision", self.precision, PRECISIONS)
         _in_range("learning_rate", self.learning_rate, 1e-6, 10.0)
         for name in ("content_weight", "style_weight", "tv_weight"):
             _in_range(name, getattr(self, name), 0.0, 1e12)
         _in_range("style_scale", self.style_scale, 0.1, 4.0)
+        _in_range("strength", self.strength, 0.0, 1.0)
         _in_range("init_noise", self.init_noise, 0.0, 1.0)
         _in_range("seed", self.seed, 0, 2**63 - 1)
         for name in ("content_layers", "style_layers"):
@@ -155,6 +177,26 @@ class Params:
         """`init` names an image file (anything but "content" and "noise")."""
         return self.init not in INITS
 
+    @property
+    def effective_style_weight(self) -> float:
+        """The style weight the loss uses: `style_weight` moved by `strength` (see STRENGTH_DECADES)."""
+        return self.style_weight * 10.0 ** (STRENGTH_DECADES * (self.strength - 0.5))
+
+    def variant(self, index: int) -> "Params":
+        """The parameters of output `index` (0-based): see VARIANTS. Output 0 is these."""
+        _, brush, stronger = VARIANTS[index % len(VARIANTS)]
+        return dataclasses.replace(
+            self,
+            seed=self.seed + index,
+            style_scale=min(4.0, max(0.1, self.style_scale * brush)),
+            strength=min(1.0, max(0.0, self.strength + stronger)),
+        )
+
+    @staticmethod
+    def variant_name(index: int) -> str:
+        name = VARIANTS[index % len(VARIANTS)][0]
+        return name if index < len(VARIANTS) else f"{name}, seed +{index}"
+
     def deepest_layer(self) -> str:
         used = set(self.content_layers) | set(self.style_layers)
         return max(used, key=LAYER_NAMES.index)
@@ -179,8 +221,8 @@ _FIELD_TYPES: dict[str, str] = {
     "scales": "floats", "style_layer_weights": "floats?", "style_blend": "floats?",
     "content_layers": "strs", "style_layers": "strs",
     "learning_rate": "float", "content_weight": "float", "style_weight": "float",
-    "tv_weight": "float", "style_scale": "float", "init_noise": "float",
-    "optimizer": "str", "lr_schedule": "str", "init": "str", "pooling": "str",
+    "tv_weight": "float", "style_scale": "float", "init_noise": "float", "strength": "float",
+    "optimizer": "str", "lr_schedule": "str", "schedule": "str", "init": "str", "pooling": "str",
     "weights": "str", "precision": "str", "device": "str",
     "preserve_color": "bool", "color_correction": "bool", "style_color_match": "bool",
 }

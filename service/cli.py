@@ -321,10 +321,11 @@ def show(ctx: click.Context, job: str, as_json: bool) -> None:
     """
     import json
 
-    from .display import duration, local_time
+    from .display import duration, estimate_text, local_time
 
     config = _config(ctx)
-    j = _job(_store(ctx), job)
+    store = _store(ctx)
+    j = _job(store, job)
     d = j.to_dict()
     if j.outbox_dir:
         d["outbox_path"] = str(config.outbox / j.outbox_dir)
@@ -350,6 +351,10 @@ def show(ctx: click.Context, job: str, as_json: bool) -> None:
         if config.live_image(j.id).exists():
             lines.append(f"  live image  {config.live_image(j.id)} (the picture being made, every few seconds)")
     record = j.record
+    if record.get("estimate"):
+        est = record["estimate"]
+        text = estimate_text(est, store.device_rate(est["device"]) if est.get("device") else None)
+        lines.append(f"  estimate    {text or est.get('unknown', '-')}")
     if record.get("final_losses"):
         lines.append("  losses      " + ", ".join(f"{k} {v:.4g}" for k, v in record["final_losses"].items()))
     if record.get("timings"):

@@ -26,7 +26,7 @@ RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("watch", "missing_timeout"): (0, 7 * 86400),
     ("worker", "checkpoint_seconds"): (0.1, 86400), ("worker", "max_attempts"): (1, 1000),
     ("worker", "stall_seconds"): (1, 7 * 86400), ("worker", "file_mode"): (0o400, 0o777),
-    ("worker", "retry_seconds"): (0.1, 86400),
+    ("worker", "retry_seconds"): (0.1, 86400), ("worker", "memory_budget_mib"): (0, 16 * 2**20),
     ("web", "port"): (1, 65535), ("web", "max_upload_mb"): (0.1, 100_000),
     ("cluster", "heartbeat_seconds"): (0.1, 3600), ("cluster", "takeover_seconds"): (0.5, 86400),
     ("cluster", "max_size"): (0, 1_000_000),
@@ -50,6 +50,11 @@ class WorkerConfig:
     stall_seconds: float = 300.0
     file_mode: int = 0o644
     retry_seconds: float = 30.0  # a job whose outbox folder could not be written waits this long
+    memory_budget_mib: int = 0  # what one job may use; 0: from the device (GPU: 90% free; CPU: half available)
+
+    def memory_budget(self) -> int | None:
+        """Bytes, or None for the engine's default from the device."""
+        return self.memory_budget_mib * 2**20 if self.memory_budget_mib else None
 
 
 @dataclass(frozen=True)

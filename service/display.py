@@ -40,3 +40,20 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in cells]
     return "\n".join(lines)
+
+
+def estimate_text(estimate: dict[str, Any] | None, seconds_per_mpix_iteration: float | None) -> str:
+    """E.g. "peak about 5.1 GiB of 10.0; 4 scales, the last in 48 tiles; about 9 min"."""
+    if not estimate or "peak_mib" not in estimate:
+        return ""
+    scales = estimate.get("scales", [])
+    tiled = [s for s in scales if s.get("tile")]
+    parts = [f"peak about {estimate['peak_mib'] / 1024:.1f} GiB of {estimate.get('budget_mib', 0) / 1024:.1f}"]
+    shape = f"{len(scales)} scale{'s' if len(scales) != 1 else ''}"
+    if tiled:
+        shape += ", " + ", ".join(f"{s['size'][0]}x{s['size'][1]} in {s['tiles']} tiles" for s in tiled)
+    parts.append(shape)
+    if seconds_per_mpix_iteration and estimate.get("work_mpix_iterations"):
+        parts.append(f"about {duration(seconds_per_mpix_iteration * estimate['work_mpix_iterations'])}"
+                     f" on {estimate.get('device', 'this device')}")
+    return "; ".join(parts)

@@ -168,6 +168,7 @@ class Intake:
                 raise refused
             sidecar = self._parse(sidecar_path, data)
             inputs = self._inputs(sidecar, sidecar_path)
+            estimate = self._estimate(sidecar, inputs)
         except SidecarError as e:
             self._fail(key, name, sidecar_path, str(e), e.hint)
             return False
@@ -190,6 +191,7 @@ class Intake:
         self._waiting_jobs.pop(sidecar_path, None)
         self._waiting_notes.pop(sidecar_path, None)
         staged = self._stage(job.id, inputs)
+        self.store.note_estimate(job.id, estimate)
         self.store.mark_staged(job.id, staged)
         self._waiting.pop(sidecar_path, None)
         self.settle.forget(sidecar_path)
@@ -252,6 +254,23 @@ class Intake:
         found += [_Input("file", p, True) for p in self._own_files(sidecar.name, sidecar_path) if p not in taken]
         found.append(_Input("sidecar", sidecar_path, True))
         return found
+
+    def _estimate(self, sidecar: Sidecar, inputs: list[_Input]) -> dict:
+        """The job's plan and peak memory on this host's worker budget; a picture that cannot
+        fit even in tiles is refused now rather than after it has waited in the queue."""
+        from PIL import Image
+
+        from nst_engine import BudgetError, estimate
+
+        content = next(item.source for item in inputs if item.role == "content")
+        with open_regular(content, self.config.inbox) as f, Image.open(f) as img:
+            size = img.size
+        try:
+            return estimate(sidecar.params, size, memory_budget=self.config.worker.memory_budget())
+        except BudgetError as e:
+            raise SidecarError(f"{sidecar.name}: {e}", hint=e.hint) from None
+        except ValueError as e:  # e.g. a device this host does not have: the worker will say
+            return {"unknown": str(e)}
 
     def _wait_or_fail(self, sidecar_path: Path, why: str, hint: str) -> None:
         first = self._waiting.setdefault(sidecar_path, self.clock())

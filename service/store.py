@@ -294,6 +294,14 @@ class Store:
                       .values(error=f"{WAITING}{why}"[:2000]))
 
     @_survives_outages
+    def note_estimate(self, job_id: int, estimate: dict[str, Any]) -> None:
+        """What a queued job will take (its plan, peak memory and work), known before it runs."""
+        with self._write() as s:
+            job = s.get(Job, job_id)
+            if job is not None and job.state == JobStatus.QUEUED:
+                job.record_json = json.dumps({**json.loads(job.record_json or "{}"), "estimate": estimate})
+
+    @_survives_outages
     def begin_staging(self, job_id: int, *, grace_s: float) -> bool:
         """Take the staging of a recorded job: True for one watcher at a time. A job waiting for
         its images, or one whose stager went silent for `grace_s`, may be taken."""

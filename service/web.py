@@ -31,6 +31,7 @@ from nst_engine.images import ImageError, load_image
 from nst_engine.params import ParamError, Params
 
 from .config import Config
+from .display import estimate_text
 from .inbox import IMAGE_EXTS
 from .status import NAMES as STATUS_NAMES
 from .status import JobStatus
@@ -39,6 +40,7 @@ from .submit import SubmitError, can_resubmit, resubmit_job, submit_job
 
 # The form's fields, in order: (key, label, input type).
 FORM_FIELDS = (
+    ("strength", "Strength (0: the photograph, lightly painted; 1: the painting's manner)", "range"),
     ("size", "Size (long edge, px)", "number"),
     ("iterations", "Iterations per scale", "number"),
     ("style_weight", "Style weight", "number"),
@@ -48,6 +50,8 @@ FORM_FIELDS = (
     ("preserve_color", "Preserve the photograph's colours", "checkbox"),
     ("color_correction", "Also write a colour-corrected copy", "checkbox"),
 )
+# Sliders' (min, max, step); any other range field counts outputs (1 to the operator's limit).
+SLIDERS = {"strength": (0.0, 1.0, 0.05)}
 # Served inline (shown in the page): only the image types the service itself writes.
 INLINE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
                 ".gif": "image/gif"}
@@ -144,7 +148,8 @@ def create_app(config: Config, *, store: Store | None = None) -> Flask:
         jobs = store.list_jobs(JobFilter(status=request.args.get("status") or None, limit=100))
         return render_template(
             "index.html", jobs=jobs, statuses=STATUS_NAMES, current=request.args.get("status", ""),
-            fields=FORM_FIELDS, values=values or {**config.defaults.to_dict(), **session.get("form", {})},
+            fields=FORM_FIELDS, sliders=SLIDERS,
+            values=values or {**config.defaults.to_dict(), **session.get("form", {})},
             limits=config.limits,
         ), status
 
@@ -222,7 +227,7 @@ def create_app(config: Config, *, store: Store | None = None) -> Flask:
         return render_template(
             "job.html", job=job, files=files, params=json.dumps(job.params, indent=2) if job.params else "",
             has_log=live.exists() or bool(published and published.exists()) or job.state == JobStatus.RUNNING,
-            can_retry=can_resubmit(config, job))
+            can_retry=can_resubmit(config, job), estimate=_estimate(store, job))
 
     @app.get("/jobs/<int:job_id>/live.jpg")
     def job_live(job_id: int):
@@ -367,6 +372,14 @@ def _outbox_files(config: Config, job) -> dict[str, Path]:
             if path.is_file() and not path.is_symlink():
                 files[str(path.relative_to(root))] = path
     return files
+
+
+def _estimate(store: Store, job) -> str:
+    """The job's estimate in words while it waits or runs (afterwards the record has the facts)."""
+    est = job.record.get("estimate")
+    if not est or job.state not in (JobStatus.QUEUED, JobStatus.RUNNING):
+        return ""
+    return estimate_text(est, store.device_rate(est["device"]) if est.get("device") else None)
 
 
 def _form_values(form) -> dict[str, Any]:

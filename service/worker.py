@@ -127,6 +127,7 @@ class Worker:
         reporter = _Reporter(self, job, joblog, params, rate=self.store.device_rate(device))
         try:
             result = stylize(content, styles, params=params, init_image=init, progress=reporter,
+                             memory_budget=self.config.worker.memory_budget(),
                              should_stop=reporter.should_stop, resume=resume)
         except torch.OutOfMemoryError:
             return self._fail(job, joblog, f"out of memory at size {params.size}",
@@ -224,6 +225,7 @@ class Worker:
     def _publish(self, job, joblog, params, content, styles, result, status) -> JobStatus:
         folder = JobFolder(job.id, job.name, inputs_dir=self.config.archive(job.id) / "inputs")
         outputs: list[str] = []
+        variants: dict[str, str] = {}  # file -> what its output changes (several outputs only)
         tiles = [("content", content)] + [(f"style {i + 1}" if len(styles) > 1 else "style", s)
                                           for i, s in enumerate(styles)]
         several = len(result.outputs) > 1
@@ -233,11 +235,13 @@ class Worker:
             name = f"{safe_component(job.name)}.stylized{suffix}{partial}.png"
             folder.add_image(name, out.stylized)
             outputs.append(name)
-            tiles.append((f"result{suffix}", out.stylized))
+            variants[name] = out.variant
+            tiles.append((f"result{suffix}: {out.variant}" if several else "result", out.stylized))
             if out.corrected is not None:
                 cname = f"{safe_component(job.name)}.corrected{suffix}{partial}.png"
                 folder.add_image(cname, out.corrected)
                 outputs.append(cname)
+                variants[cname] = f"{out.variant}, photograph's colours"
                 tiles.append((f"corrected{suffix}", out.corrected))
         try:
             folder.add_image("preview.png", preview(tiles))
@@ -248,7 +252,9 @@ class Worker:
             log.exception("job %d: could not draw its preview or loss plot", job.id)
             joblog.write(f"internal error drawing the preview or loss plot ({type(e).__name__}: {e}); "
                          "the pictures are written without them")
-        record = {**result.record, "service": __version__, "host": os.uname().nodename}
+        record = {**result.record, "service": __version__, "host": os.uname().nodename,
+                  **({"estimate": job.record["estimate"]} if "estimate" in job.record else {}),
+                  **({"output_variants": variants} if several else {})}
         summary = {**self._summary(job), "status": status.value, "outputs": outputs, "record": record,
                    "params": params.to_dict()}
         folder.add_json("job.json", summary)
@@ -295,6 +301,7 @@ class _Reporter:
         self._last_store = 0.0
         self._last_preview = float("-inf")
         self._last_checkpoint = time.monotonic()
+        self._checkpoint_cost = 0.0
         self.losses: list[dict[str, float]] = []  # the curve so far, for the live plot
 
     def __call__(self, p: Progress) -> None:
@@ -321,9 +328,13 @@ class _Reporter:
                     self.cancelled = self.worker.store.cancel_requested(self.job.id)
             except Exception as e:  # the database away for longer than the store waits: go on computing
                 log.warning("job %d: progress not recorded (%s)", self.job.id, e)
-        if now - self._last_checkpoint >= self.worker.config.worker.checkpoint_seconds:
-            self._last_checkpoint = now
+        # Every checkpoint_seconds, but never more than 5% of the time: a print's checkpoint
+        # (hundreds of megabytes) may take seconds to write.
+        if now - self._last_checkpoint >= max(self.worker.config.worker.checkpoint_seconds,
+                                               20 * self._checkpoint_cost):
             self.worker._save_checkpoint(self.job.id, p.snapshot())
+            self._checkpoint_cost = time.monotonic() - now
+            self._last_checkpoint = time.monotonic()
 
     def should_stop(self) -> bool:
         return self.cancelled or self.worker.stopping.is_set() or self.worker.lost_claim
@@ -353,12 +364,13 @@ class _Reporter:
 def _scale_marks(record: dict[str, Any], params: Params) -> list[tuple[int, str]]:
     """Where each scale after the first begins in the loss history, and its size."""
     sizes = record.get("scales") or []
-    marks = []
+    iterations = record.get("iterations_per_scale") or [params.iterations] * len(sizes)
+    marks, step = [], 1
     for output in range(params.outputs):
         for index, (w, h) in enumerate(sizes):
             if output or index:
-                marks.append((1 + (output * len(sizes) + index) * params.iterations,
-                              f"{w}x{h}" if index else f"output {output + 1}"))
+                marks.append((step, f"{w}x{h}" if index else f"output {output + 1}"))
+            step += iterations[index]
     return marks
 
 

@@ -25,10 +25,10 @@ def bomb_png(path: Path, width: int, height: int) -> None:
 
 
 class IntakeDir:
-    def __init__(self, root: Path, **watch) -> None:
+    def __init__(self, root: Path, worker: dict | None = None, **watch) -> None:
         self.root = root
         self.config = config_from_dict(
-            {"watch": {"settle_seconds": 0, "missing_timeout": 0.2, **watch}}, root=root)
+            {"watch": {"settle_seconds": 0, "missing_timeout": 0.2, **watch}, "worker": worker or {}}, root=root)
         for folder in (self.config.inbox, self.config.outbox, self.config.state):
             folder.mkdir(parents=True, exist_ok=True)
         self.inbox, self.outbox_dir = self.config.inbox, self.config.outbox

@@ -27,6 +27,7 @@ def test_a_dropped_pair_comes_out_whole(service_dir):
     record = json.loads((folder / "job.json").read_text())
     assert record["id"] == job.id and record["status"] == "done"
     assert record["record"]["weights"]["sha256"].startswith("c34748d2")
+    assert record["record"]["output_variants"]["harbour.stylized-2.png"] == "larger brushwork"
     assert Image.open(folder / "harbour.stylized-1.png").size == (64, 48)
     assert "iteration 4/4" in (folder / "job.log").read_text()
     assert not [p for p in svc.outbox.iterdir() if p.name.startswith(".")]

@@ -61,13 +61,20 @@ def test_record_says_what_ran(default_run):
     assert r["device"] == "cpu" and r["precision"] in ("fp32", "bf16")
 
 
-def test_corrected_output_matches_the_contents_histogram(default_run, content_image):
+def test_corrected_output_takes_the_photographs_lightness_and_colours(default_run, content_image):
+    from skimage import color
+
     out = default_run.outputs[0]
-    reference = np.asarray(content_image.resize(out.stylized.size), dtype=float)
-    def gap(img):
-        a = np.asarray(img, dtype=float)
-        return np.mean([abs(np.sort(a[..., c].ravel()) - np.sort(reference[..., c].ravel())).mean() for c in range(3)])
-    assert gap(out.corrected) < gap(out.stylized) / 2
+    reference = color.rgb2lab(np.asarray(content_image.resize(out.stylized.size)))
+
+    def gaps(img):
+        lab = color.rgb2lab(np.asarray(img))
+        lightness = abs(np.sort(lab[..., 0].ravel()) - np.sort(reference[..., 0].ravel())).mean()
+        chroma = sum(abs(lab[..., c].mean() - reference[..., c].mean()) for c in (1, 2))
+        return lightness, chroma
+
+    (light_c, chroma_c), (light_s, chroma_s) = gaps(out.corrected), gaps(out.stylized)
+    assert light_c < light_s / 2 and chroma_c < chroma_s / 2
 
 
 def test_progress_reports_every_iteration_with_an_eta(content_image, style_image):
@@ -207,3 +214,66 @@ def test_the_defaults_keep_the_photographs_structure(photo, painting, floor):
 
     ssim = structural_similarity(luminance(out), luminance(content.resize(out.size)), data_range=1.0)
     assert ssim > floor, ssim
+
+
+def test_strength_moves_the_picture_from_the_photograph_to_the_painting(content_image, style_image):
+    """Higher strength: less of the photograph's structure, more of the painting's statistics."""
+    from nst_engine.losses import gram
+    from nst_engine.optimize import _network
+
+    net = _network("caffe", "max", torch.device("cpu"), "relu5_1", False)
+    layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    with torch.no_grad():
+        target = net(torch.from_numpy(np.asarray(style_image.resize((96, 72)), dtype=np.float32) / 255)
+                     .permute(2, 0, 1)[None], set(layers))
+
+    def figures(strength):
+        out = stylize(content_image, [style_image], params=Params(**TINY, strength=strength)).outputs[0].stylized
+        x = torch.from_numpy(np.asarray(out, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            f = net(x, set(layers))
+        style = sum(float((gram(f[k]) - gram(target[k])).pow(2).sum() / gram(target[k]).pow(2).sum())
+                    for k in layers)
+        ssim = structural_similarity(luminance(out), luminance(content_image.resize(out.size)), data_range=255)
+        return ssim, style
+
+    light, middle, strong = figures(0.0), figures(0.5), figures(1.0)
+    assert light[0] > middle[0] > strong[0], (light, middle, strong)
+    assert light[1] > middle[1] > strong[1], (light, middle, strong)
+
+
+def test_several_outputs_are_visibly_different_variants(content_image, style_image):
+    """Each further output changes something a person sees, by more than a seed alone does:
+    brush size shows in the texture statistics (Gram matrices), strength in how much of the
+    photograph's structure remains (SSIM against it). Names in the outputs and the record."""
+    from nst_engine.losses import gram
+    from nst_engine.optimize import _network
+
+    net = _network("caffe", "max", torch.device("cpu"), "relu5_1", False)
+    layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    base = dict(size=128, iterations=30, scales=(1.0,))
+    result = stylize(content_image, [style_image], params=Params(**base, outputs=5))
+    seed_only = stylize(content_image, [style_image], params=Params(**base, seed=1)).outputs[0].stylized
+    names = [o.variant for o in result.outputs]
+    assert names == ["as given", "larger brushwork", "stronger", "finer brushwork", "lighter"]
+    assert [v["variant"] for v in result.record["variants"]] == names
+
+    def grams(img):
+        with torch.no_grad():
+            f = net(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1)[None], set(layers))
+        return [gram(f[k]) for k in layers]
+
+    def texture_distance(a, b):
+        return float(np.mean([float((x - y).norm() / y.norm()) for x, y in zip(grams(a), grams(b))]))
+
+    def structure(img):
+        return structural_similarity(luminance(img), luminance(content_image.resize(img.size)), data_range=255)
+
+    first = result.outputs[0].stylized
+    seed_texture = texture_distance(seed_only, first)
+    seed_structure = abs(structure(seed_only) - structure(first))
+    larger, stronger, finer, lighter = (o.stylized for o in result.outputs[1:])
+    assert texture_distance(larger, first) > 2 * seed_texture
+    assert texture_distance(finer, first) > 2 * seed_texture
+    assert structure(first) - structure(stronger) > 2 * seed_structure
+    assert structure(lighter) - structure(first) > 2 * seed_structure

@@ -79,6 +79,32 @@ def test_upload_writes_into_the_inbox_like_submit(site, content_image, style_ima
     assert "queued as" in client.get("/").get_data(as_text=True)
 
 
+def test_strength_is_a_slider_and_reaches_the_sidecar(site, content_image, style_image):
+    config, _, client = site
+    page = client.get("/").get_data(as_text=True)
+    slider = re.search(r'<input[^>]*id="strength"[^>]*>', page, re.S).group(0)
+    assert 'type="range"' in slider and 'min="0.0"' in slider and 'max="1.0"' in slider and 'step="0.05"' in slider
+    assert upload(client, png(content_image), [png(style_image)], strength="0.8").status_code == 302
+    assert json.loads((config.inbox / "my photo.json").read_text())["strength"] == 0.8
+
+
+def test_the_job_page_names_what_each_output_changes(site, content_image):
+    config, store, client = site
+    job, _ = store.enqueue(key="v", name="two", params={"outputs": 2})
+    folder = config.outbox / "two"
+    folder.mkdir(parents=True)
+    names = ["two.stylized-1.png", "two.stylized-2.png"]
+    for name in names:
+        content_image.save(folder / name)
+    store.mark_staged(job.id, [])
+    store.claim_next(run_id="r")
+    store.reserve_outbox_dir(job.id, "r", "two")
+    store.transition(job.id, JobStatus.DONE, run_id="r", outputs=names,
+                     record={"output_variants": dict(zip(names, ["as given", "larger brushwork"]))})
+    page = client.get(f"/jobs/{job.id}").get_data(as_text=True)
+    assert re.search(r'class="variant">larger brushwork</strong><br>two.stylized-2.png', page)
+
+
 @pytest.mark.parametrize("case,message", [
     ("not-image", "not an image"), ("params", "size"), ("missing", "choose a content image"),
 ])

@@ -17,7 +17,7 @@ def test_unknown_key_names_the_nearest_valid_key():
 
 
 def test_out_of_range_says_the_range():
-    with pytest.raises(ParamError, match=r"size: 100000 is out of range; allowed 32 to 4096"):
+    with pytest.raises(ParamError, match=r"size: 100000 is out of range; allowed 32 to 8192"):
         Params.from_mapping({"size": 100000})
     with pytest.raises(ParamError, match="iterations"):
         Params.from_mapping({"iterations": 10**9})
@@ -88,3 +88,28 @@ def test_to_dict_round_trips():
 def test_only_real_devices_are_accepted(device):
     with pytest.raises(ParamError, match="not a device"):
         Params.from_mapping({"device": device})
+
+
+def test_strength_is_a_log_scale_on_the_style_weight_and_stays_in_range():
+    from nst_engine.params import STRENGTH_DECADES
+
+    assert Params().effective_style_weight == Params().style_weight  # 0.5 is the plain weight
+    low, high = Params(strength=0.0), Params(strength=1.0)
+    assert high.effective_style_weight / low.effective_style_weight == pytest.approx(10 ** STRENGTH_DECADES)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ParamError, match="strength"):
+            Params.from_mapping({"strength": bad})
+    assert Params.from_mapping({"strength": 1}).strength == 1.0
+
+
+def test_variants_change_brush_and_strength_in_turn_within_range():
+    p = Params(strength=0.95, style_scale=3.0)
+    names = [Params.variant_name(i) for i in range(6)]
+    assert names[:5] == ["as given", "larger brushwork", "stronger", "finer brushwork", "lighter"]
+    assert names[5] == "as given, seed +5"
+    assert p.variant(0) == p
+    assert p.variant(1).style_scale == 4.0 and p.variant(2).strength == 1.0  # clamped to the ranges
+    assert p.variant(3).style_scale == pytest.approx(1.8) and p.variant(4).strength == pytest.approx(0.65)
+    assert [p.variant(i).seed for i in range(6)] == list(range(6))
+    for i in range(8):
+        p.variant(i).validate()

@@ -1,0 +1,128 @@
+"""How each scale of a run fits a memory budget: whole or tiled, and L-BFGS's history.
+
+The costs are per input pixel, measured on this project's CPU machine (peak RSS of
+runs at two sizes, the difference divided by the pixels between them; see
+docs/benchmarks.md "print"): what one forward and backward pass keeps for its
+gradient, and the image-sized float32 vectors a run holds (the image, its
+gradient, the content target, L-BFGS's directions and history).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from .tiling import GRID, halo_for
+
+# Bytes per input pixel of one forward and backward pass up to relu5_1 (activations kept
+# for the gradient, the gradient buffers and the allocator's slack), by precision.
+PASS_BYTES_PER_PIXEL = {True: 1300, False: 2300}  # bf16, float32
+# A forward pass without gradient keeps only two layers alive at a time.
+FORWARD_BYTES_PER_PIXEL = {True: 520, False: 1040}
+# Image-sized vectors besides the history: the image, its gradient, and L-BFGS's direction,
+# previous gradient and working copy (float32 RGB, 12 bytes a pixel each), and the content
+# target (relu4_2: 512 channels per 64 pixels, in the network's precision).
+STATE_BYTES_PER_PIXEL = {True: 12 * 5 + 16, False: 12 * 5 + 32}
+# Each history pair (s, y) of L-BFGS: two float32 RGB vectors.
+HISTORY_PAIR_BYTES_PER_PIXEL = 24
+HISTORY_MAX = 50
+HISTORY_MIN = 3
+# The network's weights, the interpreter, torch and the service: a fixed part.
+FIXED_BYTES = 900 * 2**20
+# The smallest tile worth its halo: below it the halo would be most of the work.
+MIN_TILE = 128
+
+
+class BudgetError(ValueError):
+    """A job that cannot fit the memory budget even in tiles."""
+
+    hint = "choose a smaller size, or give the worker a larger memory budget ([worker] memory_budget_mib)"
+
+
+@dataclass(frozen=True)
+class ScalePlan:
+    """How one scale runs: `tile` is the owned tile edge (None: the whole image at once)."""
+
+    size: tuple[int, int]
+    tile: int | None
+    tiles: int
+    history: int
+    peak_bytes: int
+
+    def to_dict(self) -> dict:
+        return {"size": list(self.size), "tile": self.tile, "tiles": self.tiles, "history": self.history,
+                "estimated_peak_mib": round(self.peak_bytes / 2**20)}
+
+
+def default_budget(device: torch.device) -> int:
+    """Bytes a run may use: on a GPU 90% of what is free now; on the CPU half of the memory
+    available now (the rest is the system's, the service's and the page cache's)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.9)
+    return int(_available_bytes() * 0.5)
+
+
+def _available_bytes() -> int:
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+
+
+def plan_scale(size: tuple[int, int], budget: int, *, bf16: bool, layers: list[str],
+               tile: int | None = None) -> ScalePlan:
+    """The plan for one scale of `size` (width, height) within `budget` bytes.
+
+    Whole when the pass fits beside the state and a full history; otherwise the history
+    shrinks to what a tenth of the budget holds (at least 5 pairs), and then the tile
+    edge is the largest on the grid whose pass fits in what is left. `tile` forces one.
+    """
+    width, height = size
+    pixels = width * height
+    state = FIXED_BYTES + STATE_BYTES_PER_PIXEL[bf16] * pixels
+    pair = HISTORY_PAIR_BYTES_PER_PIXEL * pixels
+    per_pixel = PASS_BYTES_PER_PIXEL[bf16]
+    halo = halo_for(layers)
+    if tile is None and state + HISTORY_MAX * pair + per_pixel * pixels <= budget:
+        return ScalePlan(size, None, 1, HISTORY_MAX, state + HISTORY_MAX * pair + per_pixel * pixels)
+    # Half of what is left beside a modest tile's pass goes to the history; the tile gets the rest.
+    spare = budget - state - per_pixel * (2 * MIN_TILE + 2 * halo) ** 2
+    history = max(HISTORY_MIN, min(HISTORY_MAX, int(0.5 * spare) // pair))
+    left = budget - state - history * pair
+    if tile is None:
+        tile = _largest_tile(left, per_pixel, halo, max(width, height))
+        if tile is None:
+            need = state + history * pair + per_pixel * (MIN_TILE + 2 * halo) ** 2
+            raise BudgetError(
+                f"a {width}x{height} picture needs about {need / 2**30:.1f} GiB even in tiles; "
+                f"this worker's budget is {budget / 2**30:.1f} GiB")
+    from .tiling import plan_tiles
+
+    tiles = plan_tiles(height, width, tile, halo)
+    largest = max(t.padded_pixels for t in tiles)
+    return ScalePlan(size, tile, len(tiles), history, state + history * pair + per_pixel * largest)
+
+
+def forward_tile(size: tuple[int, int], budget: int, *, bf16: bool, layers: list[str]) -> int | None:
+    """The tile edge for a forward pass without gradient (a style image's Gram matrices),
+    or None when the whole image's pass fits in half the budget."""
+    width, height = size
+    per_pixel = FORWARD_BYTES_PER_PIXEL[bf16]
+    if per_pixel * width * height <= budget // 2:
+        return None
+    return _largest_tile(budget // 2, per_pixel, halo_for(layers), max(width, height)) or MIN_TILE
+
+
+def _largest_tile(left: int, per_pixel: int, halo: int, longest: int) -> int | None:
+    edge = (min(longest, 8192) // GRID) * GRID
+    while edge >= MIN_TILE:
+        if per_pixel * (edge + 2 * halo) ** 2 <= left:
+            return edge
+        edge -= GRID
+    return None

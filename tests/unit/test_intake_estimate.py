@@ -1,0 +1,40 @@
+"""A job's plan and peak memory are known at intake; one that cannot fit is refused at once."""
+
+from intakekit import IntakeDir
+
+from service.display import estimate_text
+
+
+def test_a_picture_too_large_even_in_tiles_is_refused_at_once_with_advice(tmp_path):
+    box = IntakeDir(tmp_path, worker={"memory_budget_mib": 3072})
+    try:
+        box.pair("huge")
+        (box.inbox / "huge.toml").write_text("size = 8192\n")
+        box.scan()
+        job = box.jobs()["huge"]
+        assert job.status == "failed" and "even in tiles" in job.error and "8192x" in job.error
+        assert "memory_budget_mib" in (box.outbox_dir / "huge" / "error.txt").read_text()
+    finally:
+        box.close()
+
+
+def test_a_queued_print_carries_its_plan_and_estimate(tmp_path):
+    box = IntakeDir(tmp_path, worker={"memory_budget_mib": 6144})
+    try:
+        box.pair("print")
+        (box.inbox / "print.toml").write_text("size = 4096\n")
+        box.pair("small")
+        (box.inbox / "small.toml").write_text("size = 256\n")
+        box.scan()
+        jobs = box.jobs()
+        est = jobs["print"].record["estimate"]
+        assert jobs["print"].status == "queued" and est["budget_mib"] == 6144
+        assert [s["size"][0] for s in est["scales"]] == [512, 1024, 2048, 4096]
+        assert est["scales"][-1]["tile"] and est["scales"][0]["tile"] is None
+        assert est["peak_mib"] <= 6144
+        text = estimate_text(est, 0.5)
+        assert "in " in text and "tiles" in text and "of 6.0" in text and "about" in text
+        small = jobs["small"].record["estimate"]
+        assert len(small["scales"]) == 1 and small["scales"][0]["tile"] is None
+    finally:
+        box.close()

@@ -1,0 +1,46 @@
+"""The memory planner's choices for a few sizes and budgets."""
+
+import pytest
+
+from nst_engine.memory import HISTORY_MAX, HISTORY_MIN, BudgetError, plan_scale
+from nst_engine.tiling import GRID
+
+LAYERS = ["relu4_2", "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+GIB = 2**30
+
+
+def test_a_small_picture_runs_whole_with_the_full_history():
+    plan = plan_scale((512, 384), 8 * GIB, bf16=True, layers=LAYERS)
+    assert plan.tile is None and plan.tiles == 1 and plan.history == HISTORY_MAX
+    assert plan.peak_bytes < 2 * GIB
+
+
+@pytest.mark.parametrize("size, budget_gib", [((4096, 3072), 6), ((8192, 6144), 12), ((3000, 2000), 3)])
+def test_print_sizes_tile_and_shorten_the_history_to_fit_the_budget(size, budget_gib):
+    plan = plan_scale(size, budget_gib * GIB, bf16=True, layers=LAYERS)
+    assert plan.tile is not None and plan.tile % GRID == 0 and plan.tiles > 1
+    assert HISTORY_MIN <= plan.history < HISTORY_MAX
+    assert plan.peak_bytes <= budget_gib * GIB
+
+
+def test_a_larger_budget_gives_larger_tiles():
+    small = plan_scale((4096, 3072), 4 * GIB, bf16=True, layers=LAYERS)
+    large = plan_scale((4096, 3072), 12 * GIB, bf16=True, layers=LAYERS)
+    assert large.tile > small.tile and large.tiles < small.tiles
+
+
+def test_float32_needs_smaller_tiles_than_bf16():
+    bf16 = plan_scale((4096, 3072), 6 * GIB, bf16=True, layers=LAYERS)
+    fp32 = plan_scale((4096, 3072), 6 * GIB, bf16=False, layers=LAYERS)
+    assert fp32.tile < bf16.tile
+
+
+def test_a_picture_that_cannot_fit_even_tiled_is_refused_with_advice():
+    with pytest.raises(BudgetError, match="even in tiles") as e:
+        plan_scale((8192, 6144), 1 * GIB, bf16=True, layers=LAYERS)
+    assert "memory_budget_mib" in e.value.hint
+
+
+def test_a_forced_tile_is_kept():
+    plan = plan_scale((512, 384), 8 * GIB, bf16=True, layers=LAYERS, tile=128)
+    assert plan.tile == 128 and plan.tiles == 12
