@@ -17,20 +17,26 @@ import torch
 from .tiling import GRID, halo_for
 
 # Bytes per input pixel of one forward and backward pass up to relu5_1 (activations kept
-# for the gradient, the gradient buffers and the allocator's slack), by precision.
-PASS_BYTES_PER_PIXEL = {True: 1300, False: 2300}  # bf16, float32
-# A forward pass without gradient keeps only two layers alive at a time.
+# for the gradient, the gradient buffers and the allocator's slack), by precision. Measured
+# 2026-11-26: peak RSS of 3-iteration runs at 1024 and 2048 px, 2070 bytes a pixel more in
+# bf16 (3410 in float32), of which the image-sized state below is about 120.
+PASS_BYTES_PER_PIXEL = {True: 2000, False: 3300}  # bf16, float32
+# A forward pass without gradient keeps only two layers alive at a time (measured: 490 bytes a
+# pixel in bf16, the peak of a tiled 2048 px run, which is its style image's pass).
 FORWARD_BYTES_PER_PIXEL = {True: 520, False: 1040}
 # Image-sized vectors besides the history: the image, its gradient, and L-BFGS's direction,
-# previous gradient and working copy (float32 RGB, 12 bytes a pixel each), and the content
-# target (relu4_2: 512 channels per 64 pixels, in the network's precision).
-STATE_BYTES_PER_PIXEL = {True: 12 * 5 + 16, False: 12 * 5 + 32}
+# previous gradient and two working vectors (float32 RGB, 12 bytes a pixel each), and the
+# content target (relu4_2: 512 channels per 64 pixels, in the network's precision).
+STATE_BYTES_PER_PIXEL = {True: 12 * 6 + 16, False: 12 * 6 + 32}
 # Each history pair (s, y) of L-BFGS: two float32 RGB vectors.
 HISTORY_PAIR_BYTES_PER_PIXEL = 24
 HISTORY_MAX = 50
 HISTORY_MIN = 3
-# The network's weights, the interpreter, torch and the service: a fixed part.
-FIXED_BYTES = 900 * 2**20
+# Below this many history pairs a scale goes to tiles rather than shorten the history further.
+WHOLE_MIN_HISTORY = 20
+# The network's weights, the interpreter, torch and the service: a fixed part (measured 540 MiB
+# for `nst stylize`; the daemon holds more).
+FIXED_BYTES = 700 * 2**20
 # The smallest tile worth its halo: below it the halo would be most of the work.
 MIN_TILE = 128
 
@@ -79,9 +85,10 @@ def plan_scale(size: tuple[int, int], budget: int, *, bf16: bool, layers: list[s
                tile: int | None = None) -> ScalePlan:
     """The plan for one scale of `size` (width, height) within `budget` bytes.
 
-    Whole when the pass fits beside the state and a full history; otherwise the history
-    shrinks to what a tenth of the budget holds (at least 5 pairs), and then the tile
-    edge is the largest on the grid whose pass fits in what is left. `tile` forces one.
+    Whole when the pass fits beside the state and at least WHOLE_MIN_HISTORY history pairs;
+    otherwise tiled: half of what a modest tile's pass leaves goes to the history (at least
+    HISTORY_MIN pairs), and the tile edge is the largest on the grid whose pass fits in the
+    rest. `tile` forces one.
     """
     width, height = size
     pixels = width * height
@@ -89,8 +96,10 @@ def plan_scale(size: tuple[int, int], budget: int, *, bf16: bool, layers: list[s
     pair = HISTORY_PAIR_BYTES_PER_PIXEL * pixels
     per_pixel = PASS_BYTES_PER_PIXEL[bf16]
     halo = halo_for(layers)
-    if tile is None and state + HISTORY_MAX * pair + per_pixel * pixels <= budget:
-        return ScalePlan(size, None, 1, HISTORY_MAX, state + HISTORY_MAX * pair + per_pixel * pixels)
+    # Whole, with the history that fits (a shorter one costs less than tiles' second pass).
+    whole_history = min(HISTORY_MAX, (budget - state - per_pixel * pixels) // pair)
+    if tile is None and whole_history >= WHOLE_MIN_HISTORY:
+        return ScalePlan(size, None, 1, whole_history, state + whole_history * pair + per_pixel * pixels)
     # Half of what is left beside a modest tile's pass goes to the history; the tile gets the rest.
     spare = budget - state - per_pixel * (2 * MIN_TILE + 2 * halo) ** 2
     history = max(HISTORY_MIN, min(HISTORY_MAX, int(0.5 * spare) // pair))

@@ -76,6 +76,15 @@ def test_jobs_table_json_and_filters(env):
     assert run("jobs", "--status", "nope").exit_code == 2
 
 
+def test_show_gives_a_queued_jobs_estimate(env):
+    _, store, run = env
+    (job_id,) = fill(store, 1)
+    store.note_estimate(job_id, {"device": "cpu", "budget_mib": 10240, "peak_mib": 9000, "work_mpix_iterations": 100.0,
+                                 "scales": [{"size": [4096, 3072], "tile": 1328, "tiles": 12}]})
+    r = run("show", str(job_id))
+    assert "  estimate    peak about 8.8 GiB of 10.0; 1 scale, 4096x3072 in 12 tiles" in r.output
+
+
 def test_show_by_id_and_name(env):
     _, store, run = env
     ids = fill(store, 1)

@@ -105,6 +105,16 @@ def test_the_job_page_names_what_each_output_changes(site, content_image):
     assert re.search(r'class="variant">larger brushwork</strong><br>two.stylized-2.png', page)
 
 
+def test_a_queued_job_shows_its_estimate(site):
+    _, store, client = site
+    job, _ = store.enqueue(key="e", name="print", params={"size": 4096})
+    store.note_estimate(job.id, {"device": "cpu", "budget_mib": 6144, "peak_mib": 5900, "work_mpix_iterations": 250.0,
+                                 "scales": [{"size": [512, 384], "tile": None, "tiles": 1},
+                                            {"size": [4096, 3072], "tile": 976, "tiles": 20}]})
+    page = client.get(f"/jobs/{job.id}").get_data(as_text=True)
+    assert re.search(r'id="estimate">Estimate: peak about 5\.8 GiB of 6\.0; 2 scales, 4096x3072 in 20 tiles<', page)
+
+
 @pytest.mark.parametrize("case,message", [
     ("not-image", "not an image"), ("params", "size"), ("missing", "choose a content image"),
 ])
