@@ -219,6 +219,14 @@ def peak_rss_mib(cmd: list[str]) -> float:
     """The child's own high-water mark (VmHWM), read until it exits. Not ru_maxrss: Linux
     carries the parent's peak across fork and exec, and this process is large by now."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    peak = watch_peak_mib(proc)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd} failed ({proc.returncode})")
+    return peak
+
+
+def watch_peak_mib(proc: subprocess.Popen, every: float = 0.02) -> float:
+    """A running child's high-water mark (VmHWM) in MiB, read until it exits."""
     peak_kib = 0
     while proc.poll() is None:
         try:
@@ -228,9 +236,7 @@ def peak_rss_mib(cmd: list[str]) -> float:
                         peak_kib = max(peak_kib, int(line.split()[1]))
         except (OSError, ValueError):
             pass
-        time.sleep(0.02)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd} failed ({proc.returncode})")
+        time.sleep(every)
     return peak_kib / 1024
 
 

@@ -71,17 +71,7 @@ def measure(args: dict, *, limit_bytes: int | None = None) -> dict:
 
 
 def _watch(proc: subprocess.Popen) -> float:
-    peak_kib = 0
-    while proc.poll() is None:
-        try:
-            with open(f"/proc/{proc.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        peak_kib = max(peak_kib, int(line.split()[1]))
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.05)
-    return peak_kib / 1024
+    return bench.watch_peak_mib(proc, every=0.05)
 
 
 def per_iteration(base: dict, short: int = 2, long_: int = 6, **extra) -> tuple[float, dict]:

@@ -55,6 +55,9 @@ def main() -> int:
     ap.add_argument("--variants", type=int, metavar="N",
                     help="N outputs of each pair side by side (what each output changes), "
                          "docs/quality-variants.png, with each one's mean difference from the first")
+    ap.add_argument("--colours", metavar="LABEL",
+                    help="colour-correction methods side by side on a run's renders (no rendering): "
+                         "docs/quality-colours.png")
     args = ap.parse_args()
 
     pairs = [(c, s) for c in CONTENTS for s in STYLES]
@@ -63,6 +66,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="nst-quality-"))
     for content, _ in pairs:
         _content_file(content, work)
+    if args.colours:
+        colours(pairs, args.colours, work)
+        return 0
     if args.sweep:
         key, _, values = args.sweep.partition("=")
         sweep(pairs, args.size, work, args.overrides, key, [v for v in values.split(",") if v])
@@ -286,6 +292,39 @@ def variants(pairs, size: int, work: Path, overrides: list[str], n: int) -> None
             "| pair | output | variant | mean difference |", "| --- | --- | --- | --- |"]
     with (DOCS / "quality.md").open("a") as fh:
         fh.write("\n".join(head + lines) + "\n")
+
+
+def colours(pairs, label: str, work: Path) -> None:
+    """The candidates for the colour-corrected copy, on the renders of run `label`: matching
+    each RGB channel's histogram (the old method), each CIELAB channel's, and the chosen one
+    (CIELAB lightness histogram, chroma by mean and spread: `nst_engine.color.match_colors`)."""
+    import numpy as np
+    from PIL import Image
+    from skimage import color, exposure
+
+    from nst_engine import load_image
+    from nst_engine.color import match_colors
+
+    def rgb_histograms(img, ref):
+        out = exposure.match_histograms(np.asarray(img), np.asarray(ref), channel_axis=-1)
+        return Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
+
+    def lab_histograms(img, ref):
+        out = exposure.match_histograms(color.rgb2lab(np.asarray(img)), color.rgb2lab(np.asarray(ref)),
+                                        channel_axis=-1)
+        return Image.fromarray((np.clip(color.lab2rgb(out), 0, 1) * 255 + 0.5).astype(np.uint8))
+
+    rows = []
+    for content, style in pairs:
+        path = RESULTS / label / f"{_pair(content, style)}.png"
+        if not path.exists():
+            continue
+        ours = load_image(path)
+        photo = load_image(_content_file(content, work)).resize(ours.size)
+        cells = [photo, ours, rgb_histograms(ours, photo), lab_histograms(ours, photo), match_colors(ours, photo)]
+        rows.append((_pair(content, style), cells, ["photograph", "ours", "RGB histograms (old)",
+                                                    "CIELAB histograms", "CIELAB L + chroma (chosen)"]))
+    _grid(rows, DOCS / "quality-colours.png")
 
 
 def _grid(rows, path: Path, height: int = 150) -> None:

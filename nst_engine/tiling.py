@@ -132,11 +132,7 @@ def tiled_grams(features: Features, image: torch.Tensor, layers: frozenset, tile
     sums: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for tile in tiles:
-            f = features(_cut(image, tile), layers)
-            for layer in layers:
-                part = _owned(f[layer], tile, layer)
-                g = gram(part) * _share(part, image, layer)
-                sums[layer] = g if layer not in sums else sums[layer] + g
+            _add_grams(sums, features(_cut(image, tile), layers), tile, image, layers)
     return sums
 
 
@@ -156,10 +152,7 @@ class TiledObjective:
         with torch.no_grad():
             for tile in self.tiles:
                 f = self.features(_cut(image, tile), layers)
-                for layer in style_layers:
-                    part = _owned(f[layer], tile, layer)
-                    g = gram(part) * _share(part, image, layer)
-                    grams[layer] = g if layer not in grams else grams[layer] + g
+                _add_grams(grams, f, tile, image, style_layers)
                 content = content + self._content(f, tile, image)
             style = sum((loss.style_scale[k] * 0.25 * (grams[k] - t).pow(2).sum()
                          for k, t in loss.style_targets.items()), image.new_zeros((), dtype=torch.float32))
@@ -195,6 +188,15 @@ class TiledObjective:
             share = part[0, 0].numel() / (target.shape[2] * target.shape[3])
             total = total + self.loss.content_scale[layer] * share * content_loss(part, target[:, :, grows, gcols])
         return total
+
+
+def _add_grams(sums: dict[str, torch.Tensor], f: Mapping[str, torch.Tensor], tile: Tile, image: torch.Tensor,
+               layers: Iterable[str]) -> None:
+    """Add the tile's owned share of each layer's Gram matrix into `sums`."""
+    for layer in layers:
+        part = _owned(f[layer], tile, layer)
+        g = gram(part) * _share(part, image, layer)
+        sums[layer] = g if layer not in sums else sums[layer] + g
 
 
 def _cut(image: torch.Tensor, tile: Tile) -> torch.Tensor:
