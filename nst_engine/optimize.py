@@ -21,7 +21,7 @@ from .device import describe, pick_device, use_bf16
 from .heap import reuse_freed_memory
 from .images import fit_long_edge, to_image, to_tensor
 from .losses import LossTerms, StyleTransferLoss, gram, gram_tap
-from .memory import ScalePlan, default_budget, forward_tile, plan_scale
+from .memory import BudgetError, ScalePlan, default_budget, forward_tile, plan_scale
 from .params import Params
 from .tiling import Tile, TiledObjective, halo_for, plan_tiles, tiled_features, tiled_grams
 from .vgg import VGG19
@@ -186,7 +186,7 @@ def stylize(
     finished = list(resume.finished) if resume else []
     first_output = resume.output if resume else 0
     setup_seconds = time.perf_counter() - started
-    with reuse_freed_memory() if device.type == "cpu" else contextlib.nullcontext():
+    with reuse_freed_memory() if device.type == "cpu" else contextlib.nullcontext(), _out_of_memory(run):
         for index in range(first_output, params.outputs):
             here = resume if (resume and index == resume.output) else None
             image = run.one_output(index, content, styles, blend, init_image, here, finished)
@@ -219,6 +219,7 @@ class _Run:
         self.last_losses: dict[str, float] = {}
         self._rate_origin: tuple[float, float] | None = None
         self.memory: list[ScalePlan] = []
+        self.current_size = plan[0]
         self.budget = 0
 
     def one_output(self, index, content, styles, blend, init_image, resume, finished) -> torch.Tensor:
@@ -229,7 +230,7 @@ class _Run:
         self.step = (index * sum(self.iterations) + sum(self.iterations[:first_scale])
                      + (resume.iteration if resume else 0))
         for scale_index in range(first_scale, len(self.plan)):
-            size = self.plan[scale_index]
+            size = self.current_size = self.plan[scale_index]
             content_t = to_tensor(content.resize(size, Image.Resampling.LANCZOS) if size != content.size else content)
             content_t = self._to_device(content_t)
             loss_fn = self._loss(p, content_t, styles, blend, size, self._tiles(scale_index))
@@ -499,6 +500,25 @@ def _result(finished, content, params, run, weights, device, bf16, setup_seconds
     if device.type == "cuda":
         record["gpu_peak_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return Result(outputs=outputs, record=record, history=run.history, stopped=run.stopped, state=state)
+
+
+@contextlib.contextmanager
+def _out_of_memory(run: "_Run"):
+    """Memory running out anyway (another process took it, or the cost model is wrong) becomes
+    a BudgetError with the plan and advice, on the CPU as on a GPU, instead of a traceback.
+    torch gives the CPU's case no type of its own: its allocator's message is the sign."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError) as e:
+        if not isinstance(e, torch.OutOfMemoryError) and "can't allocate memory" not in str(e):
+            raise
+        size = run.current_size
+        raise BudgetError(
+            f"ran out of memory at {size[0]}x{size[1]} (planned peak "
+            f"{max(m.peak_bytes for m in run.memory) / 2**30:.1f} GiB of a {run.budget / 2**30:.1f} GiB budget; "
+            f"{type(e).__name__}: {str(e)[:160]})",
+            hint="other programs may be using the memory: lower the worker's budget ([worker] memory_budget_mib) "
+                 "so that the job runs in smaller tiles, or choose a smaller size") from None
 
 
 def estimate(params: Params, content_size: tuple[int, int], *, memory_budget: int | None = None) -> dict:

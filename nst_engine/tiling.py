@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 
-from .losses import LossTerms, StyleTransferLoss, content_loss, gram, tv_loss
+from .losses import LossTerms, StyleTransferLoss, content_loss, gram, gram_pullback, tv_loss
 from .topology import BLOCKS, LAYER_NAMES, block_of
 
 # Four 2x2 poolings lie between the input and block 5: tiles start on this grid so that
@@ -167,7 +167,7 @@ class TiledObjective:
             surrogate = loss.alpha * self._content(f, tile, image)
             for layer in style_layers:
                 part = _owned(f[layer], tile, layer)
-                surrogate = surrogate + (gram(part) * _share(part, image, layer) * upstream[layer]).sum()
+                surrogate = surrogate + gram_pullback(part, _share(part, image, layer) * upstream[layer])
             surrogate.backward()
             grad[:, :, tile.pad_y[0]:tile.pad_y[1], tile.pad_x[0]:tile.pad_x[1]] += piece.grad
         # Total variation on the whole image.

@@ -114,11 +114,13 @@ def stylize(
         if params.init_is_image:
             init_img = load_image(params.init, max_pixels=config.limits.max_image_pixels)
         reporter = None if quiet else _TerminalProgress()
-        result = run_stylize(content_img, style_imgs, params=params, init_image=init_img, progress=reporter)
+        result = run_stylize(content_img, style_imgs, params=params, init_image=init_img, progress=reporter,
+                             memory_budget=config.worker.memory_budget())
         if reporter:
             reporter.close()
     except (ImageError, WeightsError, ValueError) as e:
-        raise UserError(str(e)) from None
+        hint = getattr(e, "hint", None)
+        raise UserError(f"{e}; {hint}" if hint else str(e)) from None
     except KeyboardInterrupt:
         raise UserError("interrupted") from None
 

@@ -129,9 +129,6 @@ class Worker:
             result = stylize(content, styles, params=params, init_image=init, progress=reporter,
                              memory_budget=self.config.worker.memory_budget(),
                              should_stop=reporter.should_stop, resume=resume)
-        except torch.OutOfMemoryError:
-            return self._fail(job, joblog, f"out of memory at size {params.size}",
-                              "lower size (or outputs), or run on a machine with more GPU memory")
         except (ImageError, WeightsError, ValueError) as e:
             return self._fail(job, joblog, str(e), _advice(e))
         except StoreError as e:

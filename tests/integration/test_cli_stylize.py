@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 from click.testing import CliRunner
 from PIL import Image
 
@@ -38,3 +41,29 @@ def test_user_errors_are_one_line_and_exit_1(tmp_path, pair_files):
     assert r.exit_code == 1 and "did you mean 'style_weight'" in r.stderr and "Traceback" not in r.output
     r = runner.invoke(main, ["stylize", str(content), "-o", "o.png"])
     assert r.exit_code == 2
+
+
+def test_running_out_of_memory_is_a_clear_answer_not_a_traceback(tmp_path):
+    """Memory taken by something else mid-run (here: an address-space limit 1.5 GiB above what
+    the loaded engine uses, and a budget claiming far more) ends with the plan and advice."""
+    import subprocess
+    import sys
+
+    samples = Path(__file__).resolve().parents[2] / "samples"
+    script = (
+        "import resource, sys, torch, nst_engine.optimize\n"
+        "from service.cli import main\n"
+        "size = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmSize:')) * 1024\n"
+        "limit = size + 1536 * 2**20\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (limit, limit))\n"
+        "sys.argv = ['nst'] + sys.argv[1:]\n"
+        "main()\n"
+    )
+    env = {**os.environ, "NST_CONFIG": str(tmp_path / "none.toml")}
+    (tmp_path / "none.toml").write_text("[worker]\nmemory_budget_mib = 200000\n")
+    r = subprocess.run([sys.executable, "-c", script, "stylize", str(samples / "tubingen.jpg"),
+                        str(samples / "starry_night.jpg"), "-o", str(tmp_path / "o.png"), "--size", "2048",
+                        "--iterations", "2", "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
+    assert "ran out of memory at 2048x1536" in r.stderr and "memory_budget_mib" in r.stderr
+    assert "Traceback" not in r.stderr
