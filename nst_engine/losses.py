@@ -82,34 +82,12 @@ class _Gram(torch.autograd.Function):
         return grad.view(b, h, w, c).permute(0, 3, 1, 2)
 
 
-class _GramPullback(torch.autograd.Function):
-    """<W, G(features)> for a fixed W, as far as its gradient goes: the value is not computed
-    (it returns zero), the gradient is X (W + W^T) / (C * positions), one product. Tiled
-    evaluation's second pass needs only the gradient of each tile's share of the Gram
-    matrices; computing the shares themselves again would cost two more products a layer."""
-
-    @staticmethod
-    def forward(ctx, features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = features.shape
-        ctx.save_for_backward(features.permute(0, 2, 3, 1).reshape(b, h * w, c), weight)
-        ctx.shape = (b, c, h, w)
-        return features.new_zeros((), dtype=torch.float32)
-
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        b, c, h, w = ctx.shape
-        s = grad_out * (weight + weight.transpose(1, 2)) / (c * h * w)
-        if _split_products(x):
-            grad = _gram_gradient(x, s.to(x.dtype), None)
-        else:
-            grad = _gram_gradient(x.to(s.dtype), s, None).to(x.dtype)
-        return grad.view(b, h, w, c).permute(0, 3, 1, 2), None
-
-
-def gram_pullback(features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """A zero whose gradient is that of (gram(features) * weight).sum(): see `_GramPullback`."""
-    return _GramPullback.apply(features, weight)
+def gram_product(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """X S for features X as (batch, positions, channels) and S (batch, channels, channels)
+    float32: a Gram matrix's gradient, in the features' dtype, accurate as `_Gram`'s."""
+    if _split_products(x):
+        return _gram_gradient(x, s.to(x.dtype), None)
+    return _gram_gradient(x.to(s.dtype), s, None).to(x.dtype)
 
 
 def _split_products(x: torch.Tensor) -> bool:

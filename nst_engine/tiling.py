@@ -26,14 +26,14 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 
-from .losses import LossTerms, StyleTransferLoss, content_loss, gram, gram_pullback, tv_loss
+from .losses import LossTerms, StyleTransferLoss, content_loss, gram, gram_product, tv_loss
 from .topology import BLOCKS, LAYER_NAMES, block_of
 
 # Four 2x2 poolings lie between the input and block 5: tiles start on this grid so that
 # every pooling window of a tile is one of the whole image's.
 GRID = 16
 
-Features = Callable[[torch.Tensor, frozenset], Mapping[str, torch.Tensor]]
+Features = Callable[..., Mapping[str, torch.Tensor]]  # (image, layers, tap=None) -> features
 
 
 def receptive_radius(layer: str) -> int:
@@ -159,16 +159,16 @@ class TiledObjective:
             # dL/dG of beta * scale * 1/4 sum (G - A)^2, fixed for pass 2.
             upstream = {k: loss.beta * loss.style_scale[k] * 0.5 * (grams[k] - t)
                         for k, t in loss.style_targets.items()}
-        # Pass 2: each tile's share of the gradient.
+        # Pass 2: each tile's share of the gradient. The owned positions' terms join the
+        # network's backward where their layer is (a tap, as the whole image's Gram matrices
+        # do): cropping in autograd instead made full-size zero gradients in another memory
+        # layout at every layer, which cost more than the halos.
         grad = torch.zeros_like(image)
+        deepest = max(layers, key=LAYER_NAMES.index)
         for tile in self.tiles:
             piece = _cut(image, tile).detach().requires_grad_(True)
-            f = self.features(piece, layers)
-            surrogate = loss.alpha * self._content(f, tile, image)
-            for layer in style_layers:
-                part = _owned(f[layer], tile, layer)
-                surrogate = surrogate + gram_pullback(part, _share(part, image, layer) * upstream[layer])
-            surrogate.backward()
+            f = self.features(piece, layers, tap=self._tap(tile, image, upstream))
+            f[deepest].backward(torch.zeros_like(f[deepest]))
             grad[:, :, tile.pad_y[0]:tile.pad_y[1], tile.pad_x[0]:tile.pad_x[1]] += piece.grad
         # Total variation on the whole image.
         whole = image.detach().requires_grad_(True)
@@ -179,6 +179,29 @@ class TiledObjective:
         total = loss.alpha * content + loss.beta * style + loss.gamma * tv.detach()
         return LossTerms(content.detach(), style.detach(), tv.detach(), total.detach()), grad
 
+    def _tap(self, tile: Tile, image: torch.Tensor, upstream: Mapping[str, torch.Tensor]):
+        loss = self.loss
+
+        def tap(name: str, features: torch.Tensor) -> torch.Tensor:
+            if name not in loss.style_targets and name not in loss.content_targets:
+                return features
+            rows, cols, grows, gcols = tile.owned(name)
+            whole_positions = (image.shape[2] // downsample(name)) * (image.shape[3] // downsample(name))
+            channels = features.shape[1]
+            weight = target = None
+            content_scale = 0.0
+            if name in loss.style_targets:
+                # d/dX of <U, X^T X / (C N)> over the owned positions X: X (U + U^T) / (C N).
+                u = upstream[name]
+                weight = (u + u.transpose(1, 2)) / (channels * whole_positions)
+            if name in loss.content_targets:
+                # alpha * scale * 1/2 sum (F - P)^2 / (C N) over the owned positions.
+                target = loss.content_targets[name][:, :, grows, gcols]
+                content_scale = loss.alpha * loss.content_scale[name] / (channels * whole_positions)
+            return _OwnedTerms.apply(features, (rows, cols), weight, target, content_scale)
+
+        return tap
+
     def _content(self, f: Mapping[str, torch.Tensor], tile: Tile, image: torch.Tensor) -> torch.Tensor:
         """The tile's owned share of the content term (a mean over the whole layer)."""
         total = image.new_zeros((), dtype=torch.float32)
@@ -188,6 +211,33 @@ class TiledObjective:
             share = part[0, 0].numel() / (target.shape[2] * target.shape[3])
             total = total + self.loss.content_scale[layer] * share * content_loss(part, target[:, :, grows, gcols])
         return total
+
+
+class _OwnedTerms(torch.autograd.Function):
+    """A tile's features, passed through; the backward adds the gradient of the owned
+    positions' terms (the style term's <dL/dG, G_owned> as `weight` = (U + U^T) / (C N), and
+    the content term) into the gradient from the layers above, in place, in its layout."""
+
+    @staticmethod
+    def forward(ctx, features, owned, weight, target, content_scale):
+        ctx.save_for_backward(features, weight, target)
+        ctx.owned, ctx.content_scale = owned, content_scale
+        ctx.set_materialize_grads(False)
+        return features.view_as(features)
+
+    @staticmethod
+    def backward(ctx, grad):
+        features, weight, target = ctx.saved_tensors
+        rows, cols = ctx.owned
+        out = torch.zeros_like(features) if grad is None else grad.clone()
+        part = features[:, :, rows, cols]
+        if weight is not None:
+            b, c, h, w = part.shape
+            x = part.permute(0, 2, 3, 1).reshape(b, h * w, c)
+            out[:, :, rows, cols] += gram_product(x, weight).view(b, h, w, c).permute(0, 3, 1, 2)
+        if target is not None:
+            out[:, :, rows, cols] += (ctx.content_scale * (part.float() - target.float())).to(out.dtype)
+        return out, None, None, None, None
 
 
 def _add_grams(sums: dict[str, torch.Tensor], f: Mapping[str, torch.Tensor], tile: Tile, image: torch.Tensor,

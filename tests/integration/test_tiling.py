@@ -21,7 +21,7 @@ def net():
 
 
 def features_of(net):
-    return lambda image, layers: net(image, layers)
+    return lambda image, layers, tap=None: net(image, layers, tap=tap)
 
 
 def make_loss(net, content, styles, weights, blend=(0.5, 0.5), **loss_weights):
