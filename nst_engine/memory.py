@@ -46,6 +46,11 @@ class BudgetError(ValueError):
 
     hint = "choose a smaller size, or give the worker a larger memory budget ([worker] memory_budget_mib)"
 
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint:
+            self.hint = hint
+
 
 @dataclass(frozen=True)
 class ScalePlan:
