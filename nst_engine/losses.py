@@ -75,19 +75,15 @@ class _Gram(torch.autograd.Function):
         if grad_gram is None:
             return grad_features
         s = (grad_gram + grad_gram.transpose(1, 2)) / (c * h * w)
-        if _split_products(x):
-            grad = _gram_gradient(x, s.to(x.dtype), grad_features)
-        else:
-            grad = _gram_gradient(x.to(s.dtype), s, grad_features).to(x.dtype)
-        return grad.view(b, h, w, c).permute(0, 3, 1, 2)
+        return gram_product(x, s, grad_features).view(b, h, w, c).permute(0, 3, 1, 2)
 
 
-def gram_product(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """X S for features X as (batch, positions, channels) and S (batch, channels, channels)
-    float32: a Gram matrix's gradient, in the features' dtype, accurate as `_Gram`'s."""
+def gram_product(x: torch.Tensor, s: torch.Tensor, downstream: torch.Tensor | None = None) -> torch.Tensor:
+    """X S (+ the downstream gradient) for features X as (batch, positions, channels) and S
+    (batch, channels, channels) float32: a Gram matrix's gradient, in the features' dtype."""
     if _split_products(x):
-        return _gram_gradient(x, s.to(x.dtype), None)
-    return _gram_gradient(x.to(s.dtype), s, None).to(x.dtype)
+        return _gram_gradient(x, s.to(x.dtype), downstream)
+    return _gram_gradient(x.to(s.dtype), s, downstream).to(x.dtype)
 
 
 def _split_products(x: torch.Tensor) -> bool:
