@@ -72,6 +72,7 @@ def main() -> int:
         ("default_job", lambda: default_job(device, args.smoke)),
         ("time_to_quality", lambda: quality(device, args.out, args.smoke)),
         ("largest", lambda: largest(device, args.smoke, budget)),
+        ("largest_tiled", lambda: largest_tiled(device, args.smoke, budget)),
         ("profile", lambda: profile(device, args.out, args.smoke)),
     ]
     if args.sections:
@@ -140,14 +141,14 @@ def run_pastiche(size: int, steps: int, device) -> tuple[float, float]:
     return seconds, peak
 
 
-def ours(size: int, steps: int, device, **overrides) -> tuple[float, dict]:
+def ours(size: int, steps: int, device, memory_budget: int | None = None, **overrides) -> tuple[float, dict]:
     from nst_engine import Params, load_image, stylize
 
     params = Params(size=size, iterations=steps, scales=(1.0,), **overrides)
     content, style = load_image(bench.CONTENT), load_image(bench.STYLE)
     _sync(device)
     started = time.perf_counter()
-    result = stylize(content, [style], params=params)
+    result = stylize(content, [style], params=params, memory_budget=memory_budget)
     _sync(device)
     return time.perf_counter() - started, result.record
 
@@ -272,6 +273,53 @@ def largest(device, smoke: bool, budget: Budget) -> dict:
         fitting = [int(s) for s, r in rows.items() if r.get("fits")]
         out[label] = {"sizes": rows, "largest": max(fitting) if fitting else None}
     return out
+
+
+def largest_tiled(device, smoke: bool, budget: Budget) -> dict:
+    """Sizes up to 8192 px within 8 GiB of GPU memory, with the memory planner's tiles
+    (the print issue's GPU figure): 3 iterations of the final scale each."""
+    import torch
+
+    from nst_engine.memory import BudgetError
+
+    print("\n## 6. the largest size in 8 GiB with tiles (3 iterations, one scale)", flush=True)
+    sizes = [256, 384] if smoke else [3072, 4096, 6144, 8192]
+    cap = 8 * 2**30
+    rows: dict = {}
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total), _index(device))
+    # The planner's budget: the cap less room for the allocator's own slack and CUDA's workspaces.
+    memory_budget = int(cap * 0.85) if not smoke else 1000 * 2**20  # smoke: the script, not the figure
+    try:
+        for size in sizes:
+            if budget.left() < 15:
+                rows[str(size)] = {"skipped": "out of time"}
+                break
+            try:
+                seconds, record = ours(size, 3, device, memory_budget=memory_budget)
+            except BudgetError as e:
+                rows[str(size)] = {"fits": False, "planner": str(e)}
+                print(f"{size:>6}: the planner refuses it: {e}", flush=True)
+                break
+            except torch.OutOfMemoryError as e:
+                rows[str(size)] = {"fits": False, "error": str(e).splitlines()[0]}
+                print(f"{size:>6}: out of memory", flush=True)
+                break
+            plan = record["memory"]["scales"][-1]
+            rows[str(size)] = {"fits": True, "seconds": seconds, "peak_mib": record.get("gpu_peak_memory_mib"),
+                               "seconds_per_iteration": record["timings"]["seconds_per_iteration"], "plan": plan}
+            print(f"{size:>6}: {seconds:6.1f} s, peak {record.get('gpu_peak_memory_mib', 0):.0f} MiB, "
+                  f"per iteration {record['timings']['seconds_per_iteration']}, plan {plan}", flush=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    finally:
+        if device.type == "cuda":
+            torch.cuda.set_per_process_memory_fraction(1.0, _index(device))
+            torch.cuda.empty_cache()
+    fitting = [int(s) for s, r in rows.items() if r.get("fits")]
+    return {"cap_gib": 8, "budget_mib": memory_budget // 2**20, "sizes": rows,
+            "largest": max(fitting) if fitting else None}
 
 
 def _index(device) -> int:

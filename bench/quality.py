@@ -44,6 +44,14 @@ STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reference", action="store_true", help="compute the missing reference images first")
+    ap.add_argument("--reference-only", action="store_true", help="compute the missing reference images, nothing else")
+    ap.add_argument("--device", default="cpu", help="the reference's device (cuda: plain float32, TF32 off)")
+    ap.add_argument("--jobs", type=int, default=1, help="reference runs at once (on a GPU)")
+    ap.add_argument("--reference-dir", type=Path, default=RESULTS / "reference",
+                    help="where the reference images and records are kept")
+    ap.add_argument("--time-reference", action="store_true",
+                    help="give references made on another device their time on this CPU (pastiche's "
+                         "seconds per step here, measured once per photograph, times 300)")
     ap.add_argument("--pairs", nargs="*", help="only these pairs (content-style), e.g. astronaut-the_scream")
     ap.add_argument("--size", type=int, default=SIZE)
     ap.add_argument("--set", dest="overrides", nargs="*", default=[],
@@ -76,9 +84,16 @@ def main() -> int:
     if args.variants:
         variants(pairs, args.size, work, args.overrides, args.variants)
         return 0
-    if args.reference:
-        for content, style in pairs:
-            reference(content, style, args.size, work)
+    if args.reference or args.reference_only:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+            list(pool.map(lambda pair: reference(*pair, args.size, work, args.device, args.reference_dir), pairs))
+        if args.reference_only:
+            return 0
+    if args.time_reference:
+        time_reference(pairs, args.size, work, args.reference_dir)
+        return 0
     figures = run_ours(pairs, args.size, work, args.overrides, args.label)
     sheet(pairs, figures, args.label)
     report(figures, args.label, args.size, args.overrides)
@@ -111,23 +126,78 @@ def _pair(content: str, style: str) -> str:
 
 # -- the reference -----------------------------------------------------------------------------
 
-def reference(content: str, style: str, size: int, work: Path) -> None:
-    """pastiche, 300 L-BFGS steps, kept as soon as it is made (resumable pair by pair)."""
-    folder = RESULTS / "reference"
+def reference(content: str, style: str, size: int, work: Path, device: str = "cpu",
+              folder: Path = RESULTS / "reference") -> None:
+    """pastiche, 300 L-BFGS steps, kept as soon as it is made (resumable pair by pair).
+
+    On a GPU the reference is the same float32 computation with TF32 turned off (cuDNN and
+    cuBLAS would otherwise round the convolutions' inputs to 10 bits); its seconds there
+    are the GPU's, so `--time-reference` adds what 300 steps take on this CPU."""
+    import os
+
     folder.mkdir(parents=True, exist_ok=True)
-    image, record = folder / f"{_pair(content, style)}.png", folder / f"{_pair(content, style)}.json"
+    name = _pair(content, style)
+    image, record = folder / f"{name}.png", folder / f"{name}.json"
     if image.exists() and record.exists():
         return
+    out = work / f"ref-{name}.png"
     cmd = [sys.executable, "-m", "pastiche", "--content", str(_content_file(content, work)),
-           "--styles", str(_style_file(style)), "--output", str(work / "ref.png"), "--size", str(size),
-           "--num-steps", str(REFERENCE_STEPS), "--device", "cpu", "--seed", "0", "--no-verbose"]
+           "--styles", str(_style_file(style)), "--output", str(out), "--size", str(size),
+           "--num-steps", str(REFERENCE_STEPS), "--device", device, "--seed", "0", "--no-verbose"]
     started = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True)
+    subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "NVIDIA_TF32_OVERRIDE": "0"})
     seconds = time.perf_counter() - started
-    (work / "ref.png").replace(image)
-    record.write_text(json.dumps({"steps": REFERENCE_STEPS, "size": size, "seconds": seconds,
-                                  "cpu_flags": _cpu_flags()}, indent=2) + "\n")
-    print(f"reference {_pair(content, style)}: {seconds:.0f} s", flush=True)
+    out.replace(image)
+    made = {"steps": REFERENCE_STEPS, "size": size, "seconds": seconds, "device": device}
+    if device == "cpu":
+        made |= {"cpu_seconds": seconds, "cpu_flags": _cpu_flags()}
+    else:
+        made["gpu"] = _gpu_name()
+    record.write_text(json.dumps(made, indent=2) + "\n")
+    print(f"reference {name} on {device}: {seconds:.0f} s", flush=True)
+
+
+def _gpu_name() -> str:
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def time_reference(pairs, size: int, work: Path, folder: Path) -> None:
+    """What the references made elsewhere would take on this CPU: pastiche's seconds per
+    step at this photograph's size (a 25-step run less a 5-step one, over 20), times 300,
+    plus the 5-step run's start-up. Once per photograph: a step's cost is the photograph's
+    size; the painting's Gram matrices are computed once, in the start-up."""
+    per_content: dict[str, dict] = {}
+    for content, style in pairs:
+        record_path = folder / f"{_pair(content, style)}.json"
+        if not record_path.exists():
+            continue
+        record = json.loads(record_path.read_text())
+        if "cpu_seconds" in record:
+            continue
+        if content not in per_content:
+            runs = {}
+            for steps in (5, 25):
+                cmd = [sys.executable, "-m", "pastiche", "--content", str(_content_file(content, work)),
+                       "--styles", str(_style_file(style)), "--output", str(work / "timing.png"),
+                       "--size", str(size), "--num-steps", str(steps), "--device", "cpu", "--seed", "0",
+                       "--no-verbose"]
+                started = time.perf_counter()
+                subprocess.run(cmd, check=True, capture_output=True)
+                runs[steps] = time.perf_counter() - started
+            per_step = (runs[25] - runs[5]) / 20
+            per_content[content] = {"per_step": per_step, "start": runs[5] - 5 * per_step}
+            print(f"pastiche on this CPU, {content}: {per_step:.2f} s a step, start-up "
+                  f"{per_content[content]['start']:.1f} s", flush=True)
+        t = per_content[content]
+        record |= {"cpu_seconds": round(t["start"] + REFERENCE_STEPS * t["per_step"], 1),
+                   "cpu_seconds_from": f"pastiche's 5- and 25-step runs on this CPU: {t['per_step']:.3f} s a step "
+                                       f"x {REFERENCE_STEPS} + {t['start']:.1f} s start-up",
+                   "cpu_flags": _cpu_flags()}
+        record_path.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def _cpu_flags() -> str:
@@ -203,7 +273,8 @@ def run_ours(pairs, size: int, work: Path, overrides: list[str], label: str) -> 
         ref_png = RESULTS / "reference" / f"{name}.png"
         if ref_png.exists():
             ref = json.loads((RESULTS / "reference" / f"{name}.json").read_text())
-            row["reference"] = {"seconds": round(ref["seconds"], 1),
+            # The reference's time on this CPU (where it was made elsewhere: estimated here).
+            row["reference"] = {"seconds": round(ref.get("cpu_seconds", ref["seconds"]), 1),
                                 **evaluator.figures(load_image(ref_png), photo, painting)}
         figures[name] = row
         print(f"{name:<26} {seconds:6.1f} s  SSIM {row['ssim']:.3f}  content {row['content_distance']:.3f}  "
