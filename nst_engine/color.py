@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from PIL import Image
 
@@ -58,7 +60,12 @@ def match_colors(image: Image.Image, reference: Image.Image) -> Image.Image:
         lab[..., 0] = np.interp(lab[..., 0], src_q, ref_q)
         for c in (0, 1):
             lab[..., c + 1] = lab[..., c + 1] * gains[c] + shifts[c]
-        out[top:top + band] = (np.clip(color.lab2rgb(lab), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        with warnings.catch_warnings():
+            # Chroma moved outside sRGB's gamut comes back with negative Z, which skimage clips
+            # and warns about: the clip is what is wanted (the nearest displayable colour).
+            warnings.filterwarnings("ignore", message=".*negative Z values", category=UserWarning)
+            rgb_band = color.lab2rgb(lab)
+        out[top:top + band] = (np.clip(rgb_band, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     return Image.fromarray(out, "RGB")
 
 

@@ -54,3 +54,25 @@ def test_a_grey_picture_is_not_coloured_by_its_noise(content_image):
     grey = grey.astype(np.uint8)  # nearly grey: a little chroma noise
     out = np.asarray(match_colors(Image.fromarray(grey), content_image).convert("HSV"))
     assert out[..., 1].mean() < 40  # saturation stays low: the gain is capped
+
+
+def test_colour_correction_clips_out_of_gamut_colours_without_a_warning():
+    """Chroma moved past sRGB's gamut is clipped to the nearest displayable colour, quietly:
+    skimage's "negative Z values" warning would otherwise land in every job's log."""
+    import warnings
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    # Yellowish pixels of every lightness, matched to a dark olive and a bright yellow: the
+    # dark ones get more yellow (b*) than any displayable colour of their lightness has.
+    yellowish = rng.integers(0, 256, (48, 64, 3)).astype(np.uint8)
+    yellowish[..., 2] //= 4
+    vivid = np.zeros((48, 64, 3), np.uint8)
+    vivid[:, :32] = (60, 40, 0)
+    vivid[:, 32:] = (255, 255, 0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = match_colors(Image.fromarray(yellowish, "RGB"), Image.fromarray(vivid, "RGB"))
+    assert not [w for w in caught if "negative Z" in str(w.message)], [str(w.message) for w in caught]
+    assert out.size == (64, 48)
