@@ -14,7 +14,7 @@ size): seconds; structure: SSIM of luminance against the photograph and the relu
 feature distance (relative); style: the Gram distance over relu1_1..relu5_1 to the
 painting, relative to the photograph's own distance (1.0: no style at all; lower: more
 of the painting's statistics). Writes bench/results/quality/figures.json, the contact
-sheet docs/quality-sheet.png (photograph, painting, reference, ours, ours corrected)
+sheet docs/quality-sheet-LABEL.jpg (photograph, painting, reference, ours, ours corrected)
 and the tables in docs/quality.md.
 """
 
@@ -63,9 +63,12 @@ def main() -> int:
     ap.add_argument("--variants", type=int, metavar="N",
                     help="N outputs of each pair side by side (what each output changes), "
                          "docs/quality-variants.png, with each one's mean difference from the first")
+    ap.add_argument("--recorrect", metavar="LABEL",
+                    help="after a change to the colour correction: a run's corrected copies made again from "
+                         "its renders (no rendering), and its contact sheet redrawn")
     ap.add_argument("--colours", metavar="LABEL",
                     help="colour-correction methods side by side on a run's renders (no rendering): "
-                         "docs/quality-colours.png")
+                         "docs/quality-colours.jpg")
     args = ap.parse_args()
 
     pairs = [(c, s) for c in CONTENTS for s in STYLES]
@@ -76,6 +79,9 @@ def main() -> int:
         _content_file(content, work)
     if args.colours:
         colours(pairs, args.colours, work)
+        return 0
+    if args.recorrect:
+        recorrect(pairs, args.recorrect, work)
         return 0
     if args.sweep:
         key, _, values = args.sweep.partition("=")
@@ -367,8 +373,9 @@ def variants(pairs, size: int, work: Path, overrides: list[str], n: int) -> None
 
 def colours(pairs, label: str, work: Path) -> None:
     """The candidates for the colour-corrected copy, on the renders of run `label`: matching
-    each RGB channel's histogram (the old method), each CIELAB channel's, and the chosen one
-    (CIELAB lightness histogram, chroma by mean and spread: `nst_engine.color.match_colors`)."""
+    each RGB channel's histogram (the first method), CIELAB's lightness histogram with a* and
+    b* moved one at a time by mean and spread (the second), and the chosen one (lightness
+    histogram, a* and b* moved together by the least-change linear map: `match_colors`)."""
     import numpy as np
     from PIL import Image
     from skimage import color, exposure
@@ -380,10 +387,14 @@ def colours(pairs, label: str, work: Path) -> None:
         out = exposure.match_histograms(np.asarray(img), np.asarray(ref), channel_axis=-1)
         return Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
 
-    def lab_histograms(img, ref):
-        out = exposure.match_histograms(color.rgb2lab(np.asarray(img)), color.rgb2lab(np.asarray(ref)),
-                                        channel_axis=-1)
-        return Image.fromarray((np.clip(color.lab2rgb(out), 0, 1) * 255 + 0.5).astype(np.uint8))
+    def lab_one_at_a_time(img, ref):
+        a, r = color.rgb2lab(np.asarray(img)), color.rgb2lab(np.asarray(ref))
+        levels = np.linspace(0.0, 1.0, 1025)
+        a[..., 0] = np.interp(a[..., 0], np.quantile(a[..., 0], levels), np.quantile(r[..., 0], levels))
+        for c in (1, 2):
+            gain = min(r[..., c].std() / max(a[..., c].std(), 1e-6), 4.0)
+            a[..., c] = (a[..., c] - a[..., c].mean()) * gain + r[..., c].mean()
+        return Image.fromarray((np.clip(color.lab2rgb(a), 0, 1) * 255 + 0.5).astype(np.uint8))
 
     rows = []
     for content, style in pairs:
@@ -392,10 +403,26 @@ def colours(pairs, label: str, work: Path) -> None:
             continue
         ours = load_image(path)
         photo = load_image(_content_file(content, work)).resize(ours.size)
-        cells = [photo, ours, rgb_histograms(ours, photo), lab_histograms(ours, photo), match_colors(ours, photo)]
-        rows.append((_pair(content, style), cells, ["photograph", "ours", "RGB histograms (old)",
-                                                    "CIELAB histograms", "CIELAB L + chroma (chosen)"]))
-    _grid(rows, DOCS / "quality-colours.png")
+        cells = [photo, ours, rgb_histograms(ours, photo), lab_one_at_a_time(ours, photo), match_colors(ours, photo)]
+        rows.append((_pair(content, style), cells, ["photograph", "ours", "RGB histograms (first)",
+                                                    "L + a*, b* one at a time (second)",
+                                                    "L + a*b* together (chosen)"]))
+    _grid(rows, DOCS / "quality-colours.jpg")
+
+
+def recorrect(pairs, label: str, work: Path) -> None:
+    """The corrected copies of run `label` made again from its renders, as the engine makes
+    them (`match_colors(stylized, photograph)`), and the run's sheet redrawn."""
+    from nst_engine import load_image
+    from nst_engine.color import match_colors
+
+    for content, style in pairs:
+        render = RESULTS / label / f"{_pair(content, style)}.png"
+        if render.exists():
+            match_colors(load_image(render), load_image(_content_file(content, work))).save(
+                RESULTS / label / f"{_pair(content, style)}.corrected.png")
+    figures = json.loads((RESULTS / f"figures-{label}.json").read_text())["pairs"]
+    print(sheet(pairs, figures, label))
 
 
 def _grid(rows, path: Path, height: int = 150) -> None:
@@ -417,7 +444,7 @@ def _grid(rows, path: Path, height: int = 150) -> None:
             canvas.paste(img, (x, y + caption))
             draw.text((x, y + caption + height + 2), text[:38], fill="black")
         y += height + 2 * caption + gap
-    canvas.save(path, optimize=True)
+    canvas.save(path, **({"quality": 90} if path.suffix == ".jpg" else {"optimize": True}))
 
 
 # -- the sheet and the report -------------------------------------------------------------------
@@ -457,15 +484,16 @@ def sheet(pairs, figures: dict, label: str) -> Path:
             cell = cell.resize((max(1, round(cell.width * scale)), max(1, round(cell.height * scale))))
             canvas.paste(cell, (gap + i * (int(height * 1.5) + gap), y + caption))
         y += height + caption + gap
-    path = DOCS / f"quality-sheet-{label}.png"
-    canvas.save(path, optimize=True)
+    # JPEG: eighteen rows of paintings are 5.7 MB as a PNG, 0.6 MB here, alike to the eye.
+    path = DOCS / f"quality-sheet-{label}.jpg"
+    canvas.save(path, quality=90)
     return path
 
 
 def report(figures: dict, label: str, size: int, overrides: list[str]) -> None:
     lines = [f"\n## {label} at {size} px ({time.strftime('%Y-%m-%d')}, CPU flags: {_cpu_flags()})\n",
              f"Parameters: the defaults{' with ' + ', '.join(overrides) if overrides else ''}. "
-             f"Contact sheet: `docs/quality-sheet-{label}.png`.\n",
+             f"Contact sheet: `docs/quality-sheet-{label}.jpg`.\n",
              "| pair | seconds | SSIM | content dist. | style (rel.) | ref. seconds | ref. SSIM | ref. style "
              "| targets: SSIM, style, sooner |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

@@ -27,14 +27,18 @@ def preserve_color(stylized: Image.Image, content: Image.Image) -> Image.Image:
 
 def match_colors(image: Image.Image, reference: Image.Image) -> Image.Image:
     """`image` in `reference`'s colours, in CIELAB: lightness histogram-matched (by 1024
-    quantiles), and each chroma channel (a*, b*) moved to the reference's mean and spread.
+    quantiles), and chroma (a*, b* together) moved onto the reference's by the linear map
+    that matches their mean and covariance with the least change (Monge-Kantorovich).
 
-    Chosen on the quality grid (docs/quality.md) over matching each RGB channel's histogram:
-    RGB channels matched one by one move hues independently, and a stylized picture whose
-    channels are distributed unlike the photograph's comes out with casts no one painted (a
-    purple and magenta room behind a red motorcycle); matching a* and b* histograms in CIELAB
-    did the same. Moving chroma by its mean and spread (Reinhard et al. 2001) keeps the
-    painted hues' relations, and the lightness histogram gives the photograph's tonal range.
+    Chosen on the quality grid (docs/quality.md, docs/quality-colours.png). Matching each RGB
+    channel's histogram moves hues independently: a stylized picture whose channels are
+    distributed unlike the photograph's comes out with casts no one painted (a purple and
+    magenta room behind a red motorcycle); matching a* and b* one at a time, by histogram or
+    by mean and spread, still did it, because a painted blue is a* and b* together (b* below
+    zero, a* above): pulling b* up alone leaves the a* of a violet. Moved as a pair, the
+    painting's dominant chroma direction is turned onto the photograph's (the motorcycle red
+    again, the astronaut's suit orange), and the lightness histogram gives the photograph's
+    tonal range.
     """
     from skimage import color  # import cost paid only when used
 
@@ -44,22 +48,15 @@ def match_colors(image: Image.Image, reference: Image.Image) -> Image.Image:
     ref_l, ref_ab = _lab_sample(reference, color)
     levels = np.linspace(0.0, 1.0, 1025)
     src_q, ref_q = np.quantile(src_l, levels), np.quantile(ref_l, levels)
-    gains, shifts = [], []
-    for c in (0, 1):
-        spread = src_ab[:, c].std()
-        # A nearly grey picture has almost no chroma to stretch: cap the gain so that noise
-        # is not blown up into colour.
-        gain = min(ref_ab[:, c].std() / spread, MAX_CHROMA_GAIN) if spread > 1e-6 else 0.0
-        gains.append(gain)
-        shifts.append(ref_ab[:, c].mean() - src_ab[:, c].mean() * gain)
+    transform = _chroma_transform(src_ab, ref_ab)
+    src_mean, ref_mean = src_ab.mean(axis=0), ref_ab.mean(axis=0)
     rgb = np.asarray(image.convert("RGB"))
     out = np.empty_like(rgb)
     band = max(1, BAND_PIXELS // max(1, rgb.shape[1]))
     for top in range(0, rgb.shape[0], band):
         lab = color.rgb2lab(rgb[top:top + band])
         lab[..., 0] = np.interp(lab[..., 0], src_q, ref_q)
-        for c in (0, 1):
-            lab[..., c + 1] = lab[..., c + 1] * gains[c] + shifts[c]
+        lab[..., 1:] = (lab[..., 1:] - src_mean) @ transform.T + ref_mean
         with warnings.catch_warnings():
             # Chroma moved outside sRGB's gamut comes back with negative Z, which skimage clips
             # and warns about: the clip is what is wanted (the nearest displayable colour).
@@ -67,6 +64,26 @@ def match_colors(image: Image.Image, reference: Image.Image) -> Image.Image:
             rgb_band = color.lab2rgb(lab)
         out[top:top + band] = (np.clip(rgb_band, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     return Image.fromarray(out, "RGB")
+
+
+def _chroma_transform(src: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """The 2x2 linear map taking `src`'s chroma covariance to `ref`'s with the least
+    displacement: T = S^-1/2 (S^1/2 R S^1/2)^1/2 S^-1/2 (Pitie and Kokaram 2007). Its gains
+    (singular values) are capped at MAX_CHROMA_GAIN, so that a nearly grey picture's noise is
+    not blown up into colour."""
+    eps = 1e-6 * np.eye(2)
+    s_cov, r_cov = np.cov(src.T) + eps, np.cov(ref.T) + eps
+    s_half = _sqrtm(s_cov)
+    s_inv_half = np.linalg.inv(s_half)
+    transform = s_inv_half @ _sqrtm(s_half @ r_cov @ s_half) @ s_inv_half
+    u, gains, vt = np.linalg.svd(transform)
+    return (u * np.minimum(gains, MAX_CHROMA_GAIN)) @ vt
+
+
+def _sqrtm(m: np.ndarray) -> np.ndarray:
+    """The square root of a symmetric positive semi-definite matrix."""
+    values, vectors = np.linalg.eigh(m)
+    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
 
 
 def _lab_sample(img: Image.Image, color) -> tuple[np.ndarray, np.ndarray]:

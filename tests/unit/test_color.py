@@ -76,3 +76,25 @@ def test_colour_correction_clips_out_of_gamut_colours_without_a_warning():
         out = match_colors(Image.fromarray(yellowish, "RGB"), Image.fromarray(vivid, "RGB"))
     assert not [w for w in caught if "negative Z" in str(w.message)], [str(w.message) for w in caught]
     assert out.size == (64, 48)
+
+
+def test_colour_correction_moves_chroma_as_a_pair_so_a_painted_blue_does_not_turn_violet():
+    """A stylized picture's chroma runs along the painting's axis (blue to yellow: a* and b*
+    of opposite signs), the photograph's along another (teal to orange: the same signs).
+    Matching a* and b* one at a time keeps the painting's axis and turns its blues violet; the
+    correction moves them as a pair, so the copy's chroma runs along the photograph's axis."""
+    from PIL import Image
+    from skimage import color
+
+    t = np.linspace(0.0, 1.0, 64)[None, :, None]
+    painted = (1 - t) * np.array([40, 70, 200]) + t * np.array([230, 210, 60])  # blue .. yellow
+    photo = (1 - t) * np.array([40, 150, 150]) + t * np.array([230, 120, 40])  # teal .. orange
+    as_image = lambda a: Image.fromarray(np.repeat(a, 32, axis=0).astype(np.uint8), "RGB")  # noqa: E731
+    out = match_colors(as_image(painted), as_image(photo))
+
+    def chroma_correlation(img):
+        lab = color.rgb2lab(np.asarray(img)).reshape(-1, 3)
+        return np.corrcoef(lab[:, 1], lab[:, 2])[0, 1]
+
+    assert chroma_correlation(as_image(painted)) < -0.5 and chroma_correlation(as_image(photo)) > 0.5
+    assert chroma_correlation(out) > 0.5, chroma_correlation(out)
