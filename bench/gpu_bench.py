@@ -13,6 +13,7 @@ script itself is tested on a CPU before any GPU time is spent on it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -246,10 +247,7 @@ def largest(device, smoke: bool, budget: Budget) -> dict:
         caps = [c for c in caps if c[0] in os.environ["LARGEST_CAPS"].split(",")]
     for label, cap in caps:
         rows = {}
-        if cap is not None:
-            total = torch.cuda.get_device_properties(device).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total), _index(device))
-        try:
+        with _memory_cap(device, cap):
             for size in sizes:
                 if budget.left() < 15:
                     rows[str(size)] = {"skipped": "out of time"}
@@ -266,10 +264,6 @@ def largest(device, smoke: bool, budget: Budget) -> dict:
                                    "seconds_per_iteration": record["timings"]["seconds_per_iteration"]}
                 print(f"{label:>10} {size:>6}: {seconds:6.1f} s, peak {record.get('gpu_peak_memory_mib', 0):.0f} MiB",
                       flush=True)
-        finally:
-            if cap is not None:
-                torch.cuda.set_per_process_memory_fraction(1.0, _index(device))
-                torch.cuda.empty_cache()
         fitting = [int(s) for s, r in rows.items() if r.get("fits")]
         out[label] = {"sizes": rows, "largest": max(fitting) if fitting else None}
     return out
@@ -277,21 +271,19 @@ def largest(device, smoke: bool, budget: Budget) -> dict:
 
 def largest_tiled(device, smoke: bool, budget: Budget) -> dict:
     """Sizes up to 8192 px within 8 GiB of GPU memory, with the memory planner's tiles
-    (the print issue's GPU figure): 3 iterations of the final scale each."""
+    (the print issue's GPU figure): the default coarse-to-fine schedule at 3 iterations a
+    scale, and the final scale's seconds per iteration."""
     import torch
 
     from nst_engine.memory import BudgetError
 
-    print("\n## 6. the largest size in 8 GiB with tiles (3 iterations, one scale)", flush=True)
+    print("\n## 6. the largest size in 8 GiB with tiles (3 iterations a scale)", flush=True)
     sizes = [256, 384] if smoke else [3072, 4096, 6144, 8192]
     cap = 8 * 2**30
     rows: dict = {}
-    if device.type == "cuda":
-        total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total), _index(device))
     # The planner's budget: the cap less room for the allocator's own slack and CUDA's workspaces.
     memory_budget = int(cap * 0.85) if not smoke else 1000 * 2**20  # smoke: the script, not the figure
-    try:
+    with _memory_cap(device, cap if device.type == "cuda" else None):
         for size in sizes:
             if budget.left() < 15:
                 rows[str(size)] = {"skipped": "out of time"}
@@ -313,13 +305,26 @@ def largest_tiled(device, smoke: bool, budget: Budget) -> dict:
                   f"per iteration {record['timings']['seconds_per_iteration']}, plan {plan}", flush=True)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    finally:
-        if device.type == "cuda":
-            torch.cuda.set_per_process_memory_fraction(1.0, _index(device))
-            torch.cuda.empty_cache()
     fitting = [int(s) for s, r in rows.items() if r.get("fits")]
     return {"cap_gib": 8, "budget_mib": memory_budget // 2**20, "sizes": rows,
             "largest": max(fitting) if fitting else None}
+
+
+@contextlib.contextmanager
+def _memory_cap(device, cap: int | None):
+    """The process limited to `cap` bytes of the GPU's memory (None: no limit), then freed."""
+    import torch
+
+    if cap is None:
+        yield
+        return
+    total = torch.cuda.get_device_properties(device).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total), _index(device))
+    try:
+        yield
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, _index(device))
+        torch.cuda.empty_cache()
 
 
 def _index(device) -> int:
