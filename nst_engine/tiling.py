@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 
-from .losses import LossTerms, StyleTransferLoss, content_loss, gram, gram_product, tv_loss
+from .losses import LossTerms, StyleTransferLoss, content_loss, gram, gram_product, tv_loss_and_grad_
 from .topology import BLOCKS, LAYER_NAMES, block_of
 
 # Four 2x2 poolings lie between the input and block 5: tiles start on this grid so that
@@ -170,12 +170,9 @@ class TiledObjective:
             f = self.features(piece, layers, tap=self._tap(tile, image, upstream))
             f[deepest].backward(torch.zeros_like(f[deepest]))
             grad[:, :, tile.pad_y[0]:tile.pad_y[1], tile.pad_x[0]:tile.pad_x[1]] += piece.grad
-        # Total variation on the whole image.
-        whole = image.detach().requires_grad_(True)
-        tv = tv_loss(whole) if loss.gamma else whole.new_zeros((), dtype=torch.float32)
-        if loss.gamma:
-            (loss.gamma * tv).backward()
-            grad += whole.grad
+        # Total variation on the whole image, its gradient added in bands of rows.
+        tv = (tv_loss_and_grad_(image.detach(), grad, loss.gamma) if loss.gamma
+              else image.new_zeros((), dtype=torch.float32))
         total = loss.alpha * content + loss.beta * style + loss.gamma * tv.detach()
         return LossTerms(content.detach(), style.detach(), tv.detach(), total.detach()), grad
 
