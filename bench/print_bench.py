@@ -10,8 +10,8 @@ Sections (each a fresh process, its peak RSS read from /proc while it runs):
 4. pastiche at 2048 and 4096 px, 3 steps, under a 20 GiB address-space limit: its peak or
    how it fails.
 
-Figures are appended to docs/benchmarks.md with the CPU's flags; JSON beside the other
-results in bench/results/.
+Prints the figures with the CPU's flags and writes them as JSON to bench/results/print/
+(docs/benchmarks.md "print sizes" summarizes them). `--sections` runs some of them.
 """
 
 from __future__ import annotations
