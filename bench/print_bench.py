@@ -8,7 +8,11 @@ Sections (each a fresh process, its peak RSS read from /proc while it runs):
 3. 8192x6144's final scale alone, 2 iterations within a 12 GB budget: peak RSS and seconds
    per iteration;
 4. pastiche at 2048 and 4096 px, 3 steps, under a 20 GiB address-space limit: its peak or
-   how it fails.
+   how it fails;
+5. the compact L-BFGS (`nst_engine/lbfgs.py`), which the planner puts in torch's place where
+   that does not fit (on a GPU with 8 GiB, 8192 px): 2048 px in a budget only it fits, and in
+   one torch's L-BFGS fits with three pairs, 4 iterations each: peak RSS against the plan,
+   seconds per iteration and the loss reached.
 
 Prints the figures with the CPU's flags and writes them as JSON to bench/results/print/
 (docs/benchmarks.md "print sizes" summarizes them). `--sections` runs some of them.
@@ -48,7 +52,7 @@ seconds = time.perf_counter() - started
 if args.get("output"):
     result.outputs[0].stylized.save(args["output"])
 print("RESULT " + json.dumps({"seconds": seconds, "timings": result.record["timings"],
-                              "memory": result.record["memory"]}))
+                              "memory": result.record["memory"], "final_loss": result.history[-1]["total"]}))
 """
 
 
@@ -177,9 +181,30 @@ def section_pastiche(sizes: list[int], limit_gib: int) -> dict:
     return rows
 
 
+def section_compact(size: int) -> dict:
+    print(f"\n## 5. the compact L-BFGS at {size} px, 4 iterations: peak against the plan", flush=True)
+    rows = {}
+    for budget_gib in (1.3, 1.6):
+        budget = int(budget_gib * 2**30)
+        args = {"content": str(CONTENT), "style": str(STYLE), "budget": budget,
+                "params": {"size": size, "iterations": 4, "schedule": "scales", "scales": [1.0],
+                           "color_correction": False}}
+        job = measure(args)
+        plan = (job.get("memory") or {}).get("scales", [{}])[-1]
+        row = {"budget_gib": budget_gib, "plan": plan, "peak_rss_mib": job.get("peak_rss_mib"),
+               "seconds_per_iteration": job.get("timings", {}).get("seconds_per_iteration"),
+               "final_loss": job.get("final_loss")}
+        rows[f"{budget_gib} GiB"] = row
+        print(f"  budget {budget_gib} GiB: {plan.get('optimizer')} history {plan.get('history')}, "
+              f"{plan.get('tiles')} tiles of {plan.get('tile')}, planned {plan.get('estimated_peak_mib')} MiB, "
+              f"peak {job.get('peak_rss_mib', 0):.0f} MiB, {row['seconds_per_iteration']} s/it, "
+              f"loss {row['final_loss']}" + (f"  FAILED: {job.get('tail')}" if job.get("failed") else ""), flush=True)
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sections", default="throughput,job,large,pastiche")
+    ap.add_argument("--sections", default="throughput,job,large,pastiche,compact")
     ap.add_argument("--job-size", type=int, default=4096)
     ap.add_argument("--large-size", type=int, default=8192)
     args = ap.parse_args()
@@ -197,6 +222,8 @@ def main() -> int:
         results["large"] = section_large(args.large_size, 10.5)  # GiB: 11.3 GB, under the 12 GB target with room
     if "pastiche" in sections:
         results["pastiche"] = section_pastiche([2048, 4096], 20)
+    if "compact" in sections:
+        results["compact"] = section_compact(2048)
     path = out_dir / f"print-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nfigures: {path.relative_to(ROOT)}")

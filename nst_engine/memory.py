@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .tiling import GRID, halo_for
+from .tiling import GRID, halo_for, plan_tiles
 
 # Bytes per input pixel of one forward and backward pass up to relu5_1 (activations kept
 # for the gradient, the gradient buffers and the allocator's slack), by precision. Measured
@@ -26,10 +26,16 @@ PASS_BYTES_PER_PIXEL = {True: 2000, False: 3300}  # bf16, float32
 FORWARD_BYTES_PER_PIXEL = {True: 520, False: 1040}
 # Image-sized vectors besides the history: the image, its gradient, and L-BFGS's direction,
 # previous gradient and two working vectors (float32 RGB, 12 bytes a pixel each), and the
-# content target (relu4_2: 512 channels per 64 pixels, in the network's precision).
+# content target (relu4_2: 512 channels per 64 pixels, in the network's precision). Adam's
+# two moments and the two temporaries of its step take the place of L-BFGS's four vectors.
 STATE_BYTES_PER_PIXEL = {True: 12 * 6 + 16, False: 12 * 6 + 32}
 # Each history pair (s, y) of L-BFGS: two float32 RGB vectors.
 HISTORY_PAIR_BYTES_PER_PIXEL = 24
+# `lbfgs.CompactLBFGS`, where torch's L-BFGS does not fit with HISTORY_MIN pairs beside the
+# smallest tile (8192 px in the 6.8 GiB a GPU with 8 GiB gives: its vectors alone are 7.2 GiB):
+# four float32 vectors (image, gradient, previous gradient, direction) and bf16 pairs.
+COMPACT_STATE_BYTES_PER_PIXEL = {True: 12 * 4 + 16, False: 12 * 4 + 32}
+COMPACT_PAIR_BYTES_PER_PIXEL = 12
 HISTORY_MAX = 50
 HISTORY_MIN = 3
 # Below this many history pairs a scale goes to tiles rather than shorten the history further.
@@ -54,17 +60,20 @@ class BudgetError(ValueError):
 
 @dataclass(frozen=True)
 class ScalePlan:
-    """How one scale runs: `tile` is the owned tile edge (None: the whole image at once)."""
+    """How one scale runs: `tile` is the owned tile edge (None: the whole image at once);
+    `optimizer` "lbfgs" (torch's) or "lbfgs-compact" (`lbfgs.CompactLBFGS`) with `history`
+    pairs, or "adam" (history 0)."""
 
     size: tuple[int, int]
     tile: int | None
     tiles: int
     history: int
     peak_bytes: int
+    optimizer: str = "lbfgs"
 
     def to_dict(self) -> dict:
-        return {"size": list(self.size), "tile": self.tile, "tiles": self.tiles, "history": self.history,
-                "estimated_peak_mib": round(self.peak_bytes / 2**20)}
+        return {"size": list(self.size), "tile": self.tile, "tiles": self.tiles, "optimizer": self.optimizer,
+                "history": self.history, "estimated_peak_mib": round(self.peak_bytes / 2**20)}
 
 
 def default_budget(device: torch.device) -> int:
@@ -87,40 +96,59 @@ def _available_bytes() -> int:
 
 
 def plan_scale(size: tuple[int, int], budget: int, *, bf16: bool, layers: list[str],
-               tile: int | None = None) -> ScalePlan:
+               tile: int | None = None, optimizer: str = "lbfgs") -> ScalePlan:
     """The plan for one scale of `size` (width, height) within `budget` bytes.
 
-    Whole when the pass fits beside the state and at least WHOLE_MIN_HISTORY history pairs;
-    otherwise tiled: half of what a modest tile's pass leaves goes to the history (at least
-    HISTORY_MIN pairs), and the tile edge is the largest on the grid whose pass fits in the
-    rest. `tile` forces one.
+    L-BFGS: whole when the pass fits beside the state and at least WHOLE_MIN_HISTORY history
+    pairs; otherwise tiled: half of what a modest tile's pass leaves goes to the history (at
+    least HISTORY_MIN pairs), and the tile edge is the largest on the grid whose pass fits in
+    the rest; where not even that fits, the same with the compact L-BFGS. `optimizer="adam"`
+    plans Adam, whole where it fits. `tile` forces a tile edge.
     """
-    width, height = size
-    pixels = width * height
+    pixels = size[0] * size[1]
     state = FIXED_BYTES + STATE_BYTES_PER_PIXEL[bf16] * pixels
-    pair = HISTORY_PAIR_BYTES_PER_PIXEL * pixels
     per_pixel = PASS_BYTES_PER_PIXEL[bf16]
     halo = halo_for(layers)
+    whole_pass = per_pixel * pixels
+    if optimizer == "adam":
+        if tile is None and state + whole_pass <= budget:
+            return ScalePlan(size, None, 1, 0, state + whole_pass, "adam")
+        return _tiled(size, budget, state, 0, 0, per_pixel, halo, tile, "adam")
     # Whole, with the history that fits (a shorter one costs less than tiles' second pass).
-    whole_history = min(HISTORY_MAX, (budget - state - per_pixel * pixels) // pair)
+    pair = HISTORY_PAIR_BYTES_PER_PIXEL * pixels
+    whole_history = min(HISTORY_MAX, (budget - state - whole_pass) // pair)
     if tile is None and whole_history >= WHOLE_MIN_HISTORY:
-        return ScalePlan(size, None, 1, whole_history, state + whole_history * pair + per_pixel * pixels)
-    # Half of what is left beside a modest tile's pass goes to the history; the tile gets the rest.
+        return ScalePlan(size, None, 1, whole_history, state + whole_history * pair + whole_pass)
+    try:
+        return _tiled(size, budget, state, _history(budget, state, pair, per_pixel, halo), pair, per_pixel,
+                      halo, tile, "lbfgs")
+    except BudgetError:
+        state = FIXED_BYTES + COMPACT_STATE_BYTES_PER_PIXEL[bf16] * pixels
+        pair = COMPACT_PAIR_BYTES_PER_PIXEL * pixels
+        return _tiled(size, budget, state, _history(budget, state, pair, per_pixel, halo), pair, per_pixel,
+                      halo, tile, "lbfgs-compact")
+
+
+def _history(budget: int, state: int, pair: int, per_pixel: int, halo: int) -> int:
+    """Half of what is left beside a modest tile's pass goes to the history; the tile gets the rest."""
     spare = budget - state - per_pixel * (2 * MIN_TILE + 2 * halo) ** 2
-    history = max(HISTORY_MIN, min(HISTORY_MAX, int(0.5 * spare) // pair))
-    left = budget - state - history * pair
+    return max(HISTORY_MIN, min(HISTORY_MAX, int(0.5 * spare) // pair))
+
+
+def _tiled(size: tuple[int, int], budget: int, state: int, history: int, pair: int, per_pixel: int, halo: int,
+           tile: int | None, optimizer: str) -> ScalePlan:
+    """A tiled plan: the largest tile on the grid that fits beside the state and `history` pairs."""
+    width, height = size
     if tile is None:
-        tile = _largest_tile(left, per_pixel, halo, max(width, height))
+        tile = _largest_tile(budget - state - history * pair, per_pixel, halo, max(width, height))
         if tile is None:
             need = state + history * pair + per_pixel * (MIN_TILE + 2 * halo) ** 2
             raise BudgetError(
                 f"a {width}x{height} picture needs about {need / 2**30:.1f} GiB even in tiles; "
                 f"this worker's budget is {budget / 2**30:.1f} GiB")
-    from .tiling import plan_tiles
-
     tiles = plan_tiles(height, width, tile, halo)
     largest = max(t.padded_pixels for t in tiles)
-    return ScalePlan(size, tile, len(tiles), history, state + history * pair + per_pixel * largest)
+    return ScalePlan(size, tile, len(tiles), history, state + history * pair + per_pixel * largest, optimizer)
 
 
 def forward_tile(size: tuple[int, int], budget: int, *, bf16: bool, layers: list[str]) -> int | None:

@@ -20,6 +20,7 @@ from .color import match_colors, preserve_color
 from .device import describe, pick_device, use_bf16
 from .heap import reuse_freed_memory
 from .images import fit_long_edge, to_image, to_tensor
+from .lbfgs import CompactLBFGS
 from .losses import LossTerms, StyleTransferLoss, gram, gram_tap
 from .memory import BudgetError, ScalePlan, default_budget, forward_tile, plan_scale
 from .params import Params
@@ -357,29 +358,30 @@ class _Run:
             last[:] = [terms]
             return terms.total
 
-        if p.optimizer == "lbfgs":
+        plan = self.memory[scale_index]
+        adam = plan.optimizer == "adam"
+        scheduler = None
+        if plan.optimizer == "lbfgs":
             # One function evaluation per step() so progress and stopping work per iteration;
             # negative tolerances keep the iteration count exactly what was asked for.
             optimizer = torch.optim.LBFGS(
-                [x], lr=1.0, max_iter=1, history_size=self.memory[scale_index].history,
-                tolerance_grad=-1.0, tolerance_change=-1.0
+                [x], lr=1.0, max_iter=1, history_size=plan.history, tolerance_grad=-1.0, tolerance_change=-1.0
             )
-            scheduler = None
+        elif plan.optimizer == "lbfgs-compact":  # the same steps, where torch's does not fit the budget
+            optimizer = CompactLBFGS(x, plan.history)
         else:
             optimizer = torch.optim.Adam([x], lr=p.learning_rate)
-            scheduler = (
-                torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=25, threshold=1e-3)
-                if p.lr_schedule == "plateau"
-                else None
-            )
+            if p.lr_schedule == "plateau":
+                scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=25,
+                                                                       threshold=1e-3)
         width, height = self.plan[scale_index]
         scale_started = time.perf_counter()
         for iteration in range(start_iteration + 1, self.iterations[scale_index] + 1):
-            if p.optimizer == "lbfgs":
-                optimizer.step(closure)
-            else:
+            if adam:
                 closure()
                 optimizer.step()
+            else:
+                optimizer.step(closure)
             losses = last[0].as_floats()
             if scheduler is not None:
                 scheduler.step(losses["total"])
@@ -387,7 +389,7 @@ class _Run:
             self.pixel_steps_done += width * height
             self.last_losses = losses
             self.history.append({"step": self.step, **losses,
-                                 **({"lr": optimizer.param_groups[0]["lr"]} if p.optimizer == "adam" else {})})
+                                 **({"lr": optimizer.param_groups[0]["lr"]} if adam else {})})
             if self.progress is not None:
                 self.progress(self._report(output_index, scale_index, iteration, losses, x, finished))
             if self.should_stop is not None and self.should_stop():
@@ -546,7 +548,8 @@ def estimate(params: Params, content_size: tuple[int, int], *, memory_budget: in
 def _memory_plan(plan, params: Params, budget: int, bf16: bool, tile: int | None) -> list[ScalePlan]:
     layers = list(params.content_layers) + list(params.style_layers)
     # Largest first: where nothing fits, the refusal names the picture's own size.
-    plans = [plan_scale(size, budget, bf16=bf16, layers=layers, tile=tile) for size in reversed(plan)]
+    plans = [plan_scale(size, budget, bf16=bf16, layers=layers, tile=tile, optimizer=params.optimizer)
+             for size in reversed(plan)]
     return plans[::-1]
 
 

@@ -122,3 +122,25 @@ def test_a_forced_tiled_run_gives_the_same_picture(content_image, style_image):
     # ... and the run moved far from its start: the agreement is not that of two idle runs.
     start = np.asarray(content_image.resize(whole_run.outputs[0].stylized.size), dtype=np.float64)
     assert np.abs(a - start).mean() > 10
+
+
+def test_where_torchs_l_bfgs_does_not_fit_the_compact_one_paints_as_well(content_image, style_image):
+    from nst_engine import estimate, memory
+
+    # Layers up to relu4_1 keep the halo narrow, so that the smallest tiles cost less than the whole.
+    params = Params(size=320, iterations=6, precision="fp32", color_correction=False,
+                    content_layers=("relu3_1",), style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1"))
+    width, height = estimate(params, content_image.size, memory_budget=2**34)["scales"][0]["size"]
+    pixels, halo = width * height, halo_for(params.content_layers + params.style_layers)
+    # The compact state, three bf16 pairs and the smallest tile's pass (as the planner counts it,
+    # a whole halo around it), with a megabyte to spare: torch's state and pairs need 3 MB more.
+    budget = (memory.FIXED_BYTES + memory.PASS_BYTES_PER_PIXEL[False] * (memory.MIN_TILE + 2 * halo) ** 2
+              + (memory.COMPACT_STATE_BYTES_PER_PIXEL[False] + 3 * memory.COMPACT_PAIR_BYTES_PER_PIXEL) * pixels
+              + 2**20)
+    compact = stylize(content_image, [style_image], params=params, memory_budget=budget)
+    plan = compact.record["memory"]["scales"][0]
+    assert plan["optimizer"] == "lbfgs-compact" and plan["history"] == 3 and plan["tile"] == memory.MIN_TILE
+    reference = stylize(content_image, [style_image], params=params, tile=memory.MIN_TILE)
+    assert reference.record["memory"]["scales"][0]["optimizer"] == "lbfgs"
+    assert compact.history[-1]["total"] < 0.5 * compact.history[0]["total"]
+    assert compact.history[-1]["total"] == pytest.approx(reference.history[-1]["total"], rel=0.01)

@@ -2,7 +2,8 @@
 
 import pytest
 
-from nst_engine.memory import HISTORY_MAX, HISTORY_MIN, BudgetError, plan_scale
+from nst_engine.memory import (FIXED_BYTES, HISTORY_MAX, HISTORY_MIN, HISTORY_PAIR_BYTES_PER_PIXEL,
+                               STATE_BYTES_PER_PIXEL, BudgetError, plan_scale)
 from nst_engine.tiling import GRID
 
 LAYERS = ["relu4_2", "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
@@ -33,6 +34,25 @@ def test_float32_needs_smaller_tiles_than_bf16():
     bf16 = plan_scale((4096, 3072), 6 * GIB, bf16=True, layers=LAYERS)
     fp32 = plan_scale((4096, 3072), 6 * GIB, bf16=False, layers=LAYERS)
     assert fp32.tile < bf16.tile
+
+
+def test_where_torchs_l_bfgs_does_not_fit_the_compact_one_runs():
+    # 8192 px in the 6.8 GiB a GPU with 8 GiB gives: torch's L-BFGS vectors alone are 7.2 GiB.
+    budget, pixels = int(6.8 * GIB), 8192 * 6144
+    torch_lbfgs = FIXED_BYTES + (STATE_BYTES_PER_PIXEL[True] + HISTORY_MIN * HISTORY_PAIR_BYTES_PER_PIXEL) * pixels
+    assert torch_lbfgs > budget  # before any tile's pass
+    plan = plan_scale((8192, 6144), budget, bf16=True, layers=LAYERS)
+    assert plan.optimizer == "lbfgs-compact" and plan.history >= HISTORY_MIN and plan.tiles > 1
+    assert plan.peak_bytes <= budget
+    # Where torch's fits with the shortest history, it stays.
+    assert plan_scale((8192, 6144), 12 * GIB, bf16=True, layers=LAYERS).optimizer == "lbfgs"
+
+
+def test_an_adam_job_plans_no_history_and_fits_larger_pictures_whole():
+    adam = plan_scale((2048, 1536), 8 * GIB, bf16=True, layers=LAYERS, optimizer="adam")
+    lbfgs = plan_scale((2048, 1536), 8 * GIB, bf16=True, layers=LAYERS)
+    assert adam.optimizer == "adam" and adam.history == 0 and adam.tile is None
+    assert adam.peak_bytes < lbfgs.peak_bytes
 
 
 def test_a_picture_that_cannot_fit_even_tiled_is_refused_with_advice():

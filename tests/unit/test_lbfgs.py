@@ -1,0 +1,67 @@
+"""CompactLBFGS takes torch's L-BFGS steps in fewer image-sized vectors."""
+
+import pytest
+import torch
+
+from nst_engine import lbfgs
+from nst_engine.lbfgs import CompactLBFGS
+
+
+def objective(x: torch.Tensor) -> torch.Tensor:
+    """Smooth, not quadratic, badly scaled: a stand-in for the style loss's curvature."""
+    scale = torch.linspace(0.5, 20.0, x.numel()).view_as(x)
+    return (scale * (x - 0.3) ** 2).sum() + 0.5 * (x.sin() ** 2).sum() + (x[..., 1:] * x[..., :-1]).sum() ** 2 / x.numel()
+
+
+def run(make, steps=15, shape=(1, 3, 16, 16)):
+    x = torch.linspace(-1, 1, torch.Size(shape).numel()).reshape(shape).clone().requires_grad_(True)
+    optimizer = make(x)
+    losses = []
+
+    def closure():
+        optimizer.zero_grad(set_to_none=True)
+        loss = objective(x)
+        loss.backward()
+        return loss
+
+    for _ in range(steps):
+        losses.append(float(optimizer.step(closure).detach()))
+    return x.detach(), losses
+
+
+def torch_lbfgs(history):
+    return lambda x: torch.optim.LBFGS([x], lr=1.0, max_iter=1, history_size=history,
+                                       tolerance_grad=-1.0, tolerance_change=-1.0)
+
+
+@pytest.mark.parametrize("history", [3, 10])
+def test_with_float32_pairs_it_takes_torchs_steps(history):
+    expected, expected_losses = run(torch_lbfgs(history))
+    got, losses = run(lambda x: CompactLBFGS(x, history, torch.float32))
+    assert losses[-1] < 0.05 * losses[0]  # it optimizes: the comparison is not of idle runs
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-5), (got - expected).abs().max()
+    assert losses == pytest.approx(expected_losses, rel=1e-4)
+
+
+def test_bfloat16_pairs_keep_the_descent(monkeypatch):
+    monkeypatch.setattr(lbfgs, "CHUNK", 100)  # several chunks: the chunked products are exercised
+    _, expected = run(torch_lbfgs(3), steps=25)
+    _, losses = run(lambda x: CompactLBFGS(x, 3), steps=25)
+    assert losses[-1] <= 1.05 * expected[-1]
+    assert all(b <= a * 1.5 for a, b in zip(expected[5:], losses[5:]))
+
+
+def test_the_history_holds_at_most_its_length_of_bfloat16_pairs():
+    x = torch.zeros(1, 3, 8, 8, requires_grad=True)
+    optimizer = CompactLBFGS(x, 3)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = objective(x)
+        loss.backward()
+        return loss
+
+    for _ in range(8):
+        optimizer.step(closure)
+    assert len(optimizer.pairs) == 3
+    assert all(s.dtype == y.dtype == torch.bfloat16 for s, y, _ in optimizer.pairs)
