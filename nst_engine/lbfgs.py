@@ -34,7 +34,6 @@ class CompactLBFGS:
         self.previous_grad: torch.Tensor | None = None
         self.step_length = 1.0
         self.h_diag = 1.0
-        self.param_groups = [{"lr": 1.0}]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.x.grad = None
