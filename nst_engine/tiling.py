@@ -94,8 +94,8 @@ def _owned_span(own: tuple[int, int], pad: tuple[int, int], d: int) -> tuple[sli
 
 def plan_tiles(height: int, width: int, edge: int, halo: int) -> list[Tile]:
     """Tiles owning `edge` x `edge` pixels (the last row and column take the remainder)."""
-    if edge % GRID or halo % GRID:
-        raise ValueError(f"tile edge {edge} and halo {halo} must be multiples of {GRID}")
+    if edge <= 0 or edge % GRID or halo % GRID:  # an edge of 0 would never advance
+        raise ValueError(f"tile edge {edge} and halo {halo} must be multiples of {GRID}, the edge positive")
 
     def spans(length: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
         out, start = [], 0
