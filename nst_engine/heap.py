@@ -7,12 +7,19 @@ iteration page-faults and zeroes those buffers again: measured, 13% of a
 1024 px iteration and 3% at 512 px. While a run lasts we have glibc keep
 everything in its heap; afterwards the heap's free memory goes back to the
 system, so an idle service does not sit on a large job's peak.
+
+Tiled runs are the opposite case: tiles of several shapes leave the heap
+fragmented, its free chunks resident (measured: 300-400 MiB free in the heap
+of a 2048 px run planned at 1330 MiB). `release_above` hands them back when
+the process is over its plan, which costs only the page faults of the pages
+it released.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import ctypes.util
 import functools
 import threading
@@ -67,3 +74,23 @@ def reuse_freed_memory() -> Iterator[None]:
                 libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
                 libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
                 libc.malloc_trim(0)
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory now (Linux), or None where it cannot be read."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def release_above(limit: int) -> bool:
+    """When this process's resident memory is over `limit` bytes, give the heap's free pages
+    back to the system (glibc's malloc_trim); whether it did. A no-op elsewhere."""
+    libc = _libc()
+    resident = resident_bytes()
+    if libc is None or resident is None or resident <= limit:
+        return False
+    libc.malloc_trim(0)
+    return True

@@ -117,10 +117,13 @@ def to_tensor(img: Image.Image) -> "torch.Tensor":
 
 
 def to_image(tensor: "torch.Tensor") -> Image.Image:
-    """(1, 3, H, W) or (3, H, W) tensor in 0..1 to an RGB PIL image (clamped, rounded)."""
+    """(1, 3, H, W) or (3, H, W) tensor in 0..1 (clamped, rounded), or of uint8 pixels, to an RGB
+    PIL image."""
     import torch
-    t = tensor.detach().float()
+    t = tensor.detach()
     if t.dim() == 4:
         t = t[0]
-    arr = t.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    if t.dtype != torch.uint8:  # one float temporary, scaled in place
+        t = t.float().clamp(0, 1).mul_(255).round_().to(torch.uint8)
+    arr = t.permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(np.ascontiguousarray(arr), "RGB")

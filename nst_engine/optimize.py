@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from . import __version__
 from .color import match_colors, preserve_color
 from .device import describe, pick_device, use_bf16
-from .heap import reuse_freed_memory
+from .heap import release_above, reuse_freed_memory
 from .images import fit_long_edge, to_image, to_tensor
 from .lbfgs import CompactLBFGS
 from .losses import LossTerms, StyleTransferLoss, gram, gram_tap
@@ -64,7 +64,7 @@ class RunState:
             "output": self.output,
             "scale": self.scale,
             "iteration": self.iteration,
-            "image": self.image.clamp(0, 1).mul(65535).round().to(torch.uint16),
+            "image": self.image.clamp(0, 1).mul_(65535).round_().to(torch.uint16),  # one temporary
             "finished": list(self.finished),
             "history": [dict(h) for h in self.history],
         }
@@ -201,7 +201,7 @@ def stylize(
                 partial = finished + [_to_uint8(image)]
                 return _result(partial, content, params, run, weights, device, bf16, setup_seconds, state)
             finished.append(_to_uint8(image))
-    last = finished[-1].float().unsqueeze(0) / 255.0
+    last = finished[-1].unsqueeze(0).float().div_(255.0)
     done = RunState(params.outputs, 0, 0, last, tuple(finished), tuple(run.history))
     return _result(finished, content, params, run, weights, device, bf16, setup_seconds, done)
 
@@ -348,7 +348,8 @@ class _Run:
         x = image.detach().contiguous().requires_grad_(True)
         last: list[LossTerms] = []
         tiles = self._tiles(scale_index)
-        tiled = TiledObjective(self._features, loss_fn, tiles) if tiles else None
+        plan = self.memory[scale_index]
+        tiled = TiledObjective(self._within(plan), loss_fn, tiles) if tiles else None
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad(set_to_none=True)
@@ -360,7 +361,6 @@ class _Run:
             last[:] = [terms]
             return terms.total
 
-        plan = self.memory[scale_index]
         adam = plan.optimizer == "adam"
         scheduler = None
         if plan.optimizer == "lbfgs":
@@ -404,6 +404,19 @@ class _Run:
         self.seconds_per_iteration[f"{width}x{height}"] = round(seconds / done, 4)
         return x.detach()
 
+    def _within(self, plan: ScalePlan):
+        """The network's pass for tiles: on the CPU each first gives the heap's free pages back
+        when the process is over the plan (tiles of several shapes fragment glibc's heap:
+        300-400 MiB free but resident in a 2048 px run planned at 1330 MiB; see heap.py)."""
+        if self.device.type != "cpu":
+            return self._features
+
+        def features(image, layers, tap=None):
+            release_above(plan.peak_bytes)
+            return self._features(image, layers, tap)
+
+        return features
+
     def _report(self, output_index, scale_index, iteration, losses, x, finished) -> Progress:
         elapsed = time.perf_counter() - self.started
         remaining_pixel_steps = self._remaining_pixel_steps(output_index, scale_index, iteration)
@@ -428,7 +441,7 @@ class _Run:
             ),
             work=(total - remaining_pixel_steps) / 1e6,
             work_total=total / 1e6,
-            image=lambda: to_image(x.detach()[0].float().clamp(0, 1).cpu()),
+            image=lambda: to_image(x.detach()[0]),
         )
 
     def total_pixel_steps(self) -> float:
@@ -473,7 +486,7 @@ def _variant_record(params: Params, index: int) -> dict:
 def _result(finished, content, params, run, weights, device, bf16, setup_seconds, state) -> Result:
     outputs = []
     for index, pixels in enumerate(finished):
-        stylized = to_image(pixels.float() / 255.0)
+        stylized = to_image(pixels)
         if params.preserve_color:
             stylized = preserve_color(stylized, content)
         corrected = match_colors(stylized, content) if params.color_correction else None
@@ -599,7 +612,8 @@ def _blend_weights(blend: Sequence[float] | None, count: int) -> list[float]:
 
 
 def _to_uint8(image: torch.Tensor) -> torch.Tensor:
-    return image.detach()[0].float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
+    # One float temporary, scaled and rounded in place: at print sizes each is 12 bytes a pixel.
+    return image.detach()[0].float().clamp(0, 1).mul_(255).round_().to(torch.uint8).cpu()
 
 
 def _image_digest(img: Image.Image) -> str:

@@ -48,3 +48,33 @@ def test_nested_blocks_keep_the_setting_until_the_outermost_ends():
         assert _mmapped_bytes() - before < SIZE // 2
         del buffer
     assert heap._depth == 0
+
+
+def _fragmented_heap(total: int = 200 * 2**20, block: int = 64 * 2**10) -> list[int]:
+    """Free chunks held resident in the heap's middle: blocks below the mmap threshold,
+    written, then all freed but every tenth (which pins the heap's top)."""
+    libc = heap._libc()
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    blocks = [libc.malloc(block) for _ in range(total // block)]
+    for b in blocks:
+        ctypes.memset(b, 1, block)
+    kept = blocks[::10]
+    for b in blocks:
+        if b not in kept:
+            libc.free(b)
+    return kept
+
+
+def test_release_above_gives_free_heap_pages_back_only_over_the_limit():
+    libc = heap._libc()
+    kept = _fragmented_heap()
+    try:
+        resident = heap.resident_bytes()
+        assert not heap.release_above(resident + 2**30)
+        assert heap.resident_bytes() > resident - 20 * 2**20
+        assert heap.release_above(0)
+        assert heap.resident_bytes() < resident - 100 * 2**20  # about 180 MiB was free
+    finally:
+        for b in kept:
+            libc.free(b)
