@@ -43,6 +43,11 @@ WHOLE_MIN_HISTORY = 20
 # The network's weights, the interpreter, torch and the service: a fixed part (measured 540 MiB
 # for `nst stylize`; the daemon holds more).
 FIXED_BYTES = 700 * 2**20
+# oneDNN's primitive cache keeps each convolution's primitives for every tile shape a tiled run
+# meets (up to nine: corners, edges, inside), beside the whole image's: measured 127 MiB resident
+# at 2048 px in 224 px tiles (default cache against ONEDNN_PRIMITIVE_CACHE_CAPACITY=0, one
+# iteration; docs/benchmarks.md). A part per tiled run, not per pixel.
+TILED_CACHE_BYTES = 128 * 2**20
 # The smallest tile worth its halo: below it the halo would be most of the work.
 MIN_TILE = 128
 
@@ -131,7 +136,7 @@ def plan_scale(size: tuple[int, int], budget: int, *, bf16: bool, layers: list[s
 
 def _history(budget: int, state: int, pair: int, per_pixel: int, halo: int) -> int:
     """Half of what is left beside a modest tile's pass goes to the history; the tile gets the rest."""
-    spare = budget - state - per_pixel * (2 * MIN_TILE + 2 * halo) ** 2
+    spare = budget - state - TILED_CACHE_BYTES - per_pixel * (2 * MIN_TILE + 2 * halo) ** 2
     return max(HISTORY_MIN, min(HISTORY_MAX, int(0.5 * spare) // pair))
 
 
@@ -139,6 +144,7 @@ def _tiled(size: tuple[int, int], budget: int, state: int, history: int, pair: i
            tile: int | None, optimizer: str) -> ScalePlan:
     """A tiled plan: the largest tile on the grid that fits beside the state and `history` pairs."""
     width, height = size
+    state += TILED_CACHE_BYTES
     if tile is None:
         tile = _largest_tile(budget - state - history * pair, per_pixel, halo, max(width, height))
         if tile is None:

@@ -106,6 +106,13 @@ def test_tiles_cover_the_image_once_on_the_grid():
         plan_tiles(100, 100, 50, 96)
 
 
+def test_a_tile_edge_of_zero_is_refused_rather_than_planned_forever():
+    # 0 is a multiple of the grid; planning it never advanced and filled the memory (found by
+    # `stylize(tile=0)` in a benchmark script).
+    with pytest.raises(ValueError, match="positive"):
+        plan_tiles(100, 100, 0, 96)
+
+
 def test_a_forced_tiled_run_gives_the_same_picture(content_image, style_image):
     """10 float32 iterations: measured 0.08/255 apart. (After 20 iterations L-BFGS has
     amplified float32 round-off to 1.7/255; the whole image run on one thread instead of
@@ -127,14 +134,16 @@ def test_a_forced_tiled_run_gives_the_same_picture(content_image, style_image):
 def test_where_torchs_l_bfgs_does_not_fit_the_compact_one_paints_as_well(content_image, style_image):
     from nst_engine import estimate, memory
 
-    # Layers up to relu4_1 keep the halo narrow, so that the smallest tiles cost less than the whole.
-    params = Params(size=320, iterations=6, precision="fp32", color_correction=False,
+    # Layers up to relu4_1 keep the halo narrow, and 384 px makes the whole pass cost more than the
+    # smallest tile's with the tile shapes' caches, so that the planner tiles.
+    params = Params(size=384, iterations=6, precision="fp32", color_correction=False,
                     content_layers=("relu3_1",), style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1"))
     width, height = estimate(params, content_image.size, memory_budget=2**34)["scales"][0]["size"]
     pixels, halo = width * height, halo_for(params.content_layers + params.style_layers)
-    # The compact state, three bf16 pairs and the smallest tile's pass (as the planner counts it,
+    # The compact state, three bf16 pairs, the tile shapes' caches and the smallest tile's pass (as the planner counts it,
     # a whole halo around it), with a megabyte to spare: torch's state and pairs need 3 MB more.
-    budget = (memory.FIXED_BYTES + memory.PASS_BYTES_PER_PIXEL[False] * (memory.MIN_TILE + 2 * halo) ** 2
+    budget = (memory.FIXED_BYTES + memory.TILED_CACHE_BYTES
+              + memory.PASS_BYTES_PER_PIXEL[False] * (memory.MIN_TILE + 2 * halo) ** 2
               + (memory.COMPACT_STATE_BYTES_PER_PIXEL[False] + 3 * memory.COMPACT_PAIR_BYTES_PER_PIXEL) * pixels
               + 2**20)
     compact = stylize(content_image, [style_image], params=params, memory_budget=budget)
