@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import os
 import ctypes.util
 import functools
+import os
 import threading
 from typing import Iterator
 

@@ -116,14 +116,21 @@ def to_tensor(img: Image.Image) -> "torch.Tensor":
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
 
 
-def to_image(tensor: "torch.Tensor") -> Image.Image:
-    """(1, 3, H, W) or (3, H, W) tensor in 0..1 (clamped, rounded), or of uint8 pixels, to an RGB
-    PIL image."""
+def to_uint8(tensor: "torch.Tensor") -> "torch.Tensor":
+    """(1, 3, H, W) or (3, H, W) tensor in 0..1 to (3, H, W) uint8 pixels (clamped, rounded) on
+    its device; uint8 pixels as they are."""
     import torch
     t = tensor.detach()
     if t.dim() == 4:
         t = t[0]
-    if t.dtype != torch.uint8:  # one float temporary, scaled in place
-        t = t.float().clamp(0, 1).mul_(255).round_().to(torch.uint8)
-    arr = t.permute(1, 2, 0).cpu().numpy()
+    if t.dtype == torch.uint8:
+        return t
+    # One float temporary, scaled in place: at print sizes each is 12 bytes a pixel.
+    return t.float().clamp(0, 1).mul_(255).round_().to(torch.uint8)
+
+
+def to_image(tensor: "torch.Tensor") -> Image.Image:
+    """(1, 3, H, W) or (3, H, W) tensor in 0..1 (clamped, rounded), or of uint8 pixels, to an RGB
+    PIL image."""
+    arr = to_uint8(tensor).permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(np.ascontiguousarray(arr), "RGB")

@@ -118,33 +118,30 @@ def plan_scale(size: tuple[int, int], budget: int, *, bf16: bool, layers: list[s
     if optimizer == "adam":
         if tile is None and state + whole_pass <= budget:
             return ScalePlan(size, None, 1, 0, state + whole_pass, "adam")
-        return _tiled(size, budget, state, 0, 0, per_pixel, halo, tile, "adam")
+        return _tiled(size, budget, state, 0, per_pixel, halo, tile, "adam")
     # Whole, with the history that fits (a shorter one costs less than tiles' second pass).
     pair = HISTORY_PAIR_BYTES_PER_PIXEL * pixels
     whole_history = min(HISTORY_MAX, (budget - state - whole_pass) // pair)
     if tile is None and whole_history >= WHOLE_MIN_HISTORY:
         return ScalePlan(size, None, 1, whole_history, state + whole_history * pair + whole_pass)
     try:
-        return _tiled(size, budget, state, _history(budget, state, pair, per_pixel, halo), pair, per_pixel,
-                      halo, tile, "lbfgs")
+        return _tiled(size, budget, state, pair, per_pixel, halo, tile, "lbfgs")
     except BudgetError:
         state = FIXED_BYTES + COMPACT_STATE_BYTES_PER_PIXEL[bf16] * pixels
         pair = COMPACT_PAIR_BYTES_PER_PIXEL * pixels
-        return _tiled(size, budget, state, _history(budget, state, pair, per_pixel, halo), pair, per_pixel,
-                      halo, tile, "lbfgs-compact")
+        return _tiled(size, budget, state, pair, per_pixel, halo, tile, "lbfgs-compact")
 
 
-def _history(budget: int, state: int, pair: int, per_pixel: int, halo: int) -> int:
-    """Half of what is left beside a modest tile's pass goes to the history; the tile gets the rest."""
-    spare = budget - state - TILED_CACHE_BYTES - per_pixel * (2 * MIN_TILE + 2 * halo) ** 2
-    return max(HISTORY_MIN, min(HISTORY_MAX, int(0.5 * spare) // pair))
-
-
-def _tiled(size: tuple[int, int], budget: int, state: int, history: int, pair: int, per_pixel: int, halo: int,
+def _tiled(size: tuple[int, int], budget: int, state: int, pair: int, per_pixel: int, halo: int,
            tile: int | None, optimizer: str) -> ScalePlan:
-    """A tiled plan: the largest tile on the grid that fits beside the state and `history` pairs."""
+    """A tiled plan: half of what a modest tile's pass leaves goes to the history (none where
+    `pair` is 0: Adam), and the tile is the largest on the grid that fits in the rest."""
     width, height = size
     state += TILED_CACHE_BYTES
+    history = 0
+    if pair:
+        spare = budget - state - per_pixel * (2 * MIN_TILE + 2 * halo) ** 2
+        history = max(HISTORY_MIN, min(HISTORY_MAX, int(0.5 * spare) // pair))
     if tile is None:
         tile = _largest_tile(budget - state - history * pair, per_pixel, halo, max(width, height))
         if tile is None:

@@ -19,7 +19,7 @@ from . import __version__
 from .color import match_colors, preserve_color
 from .device import describe, pick_device, use_bf16
 from .heap import release_above, reuse_freed_memory
-from .images import fit_long_edge, to_image, to_tensor
+from .images import fit_long_edge, to_image, to_tensor, to_uint8
 from .lbfgs import CompactLBFGS
 from .losses import LossTerms, StyleTransferLoss, gram, gram_tap
 from .memory import BudgetError, ScalePlan, default_budget, forward_tile, plan_scale
@@ -198,9 +198,9 @@ def stylize(
             if run.stopped:
                 state = RunState(index, run.stopped_at[0], run.stopped_at[1], image.detach().cpu(), tuple(finished),
                                  tuple(run.history))
-                partial = finished + [_to_uint8(image)]
+                partial = finished + [to_uint8(image).cpu()]
                 return _result(partial, content, params, run, weights, device, bf16, setup_seconds, state)
-            finished.append(_to_uint8(image))
+            finished.append(to_uint8(image).cpu())
     last = finished[-1].unsqueeze(0).float().div_(255.0)
     done = RunState(params.outputs, 0, 0, last, tuple(finished), tuple(run.history))
     return _result(finished, content, params, run, weights, device, bf16, setup_seconds, done)
@@ -609,11 +609,6 @@ def _blend_weights(blend: Sequence[float] | None, count: int) -> list[float]:
         raise ValueError(f"style_blend has {len(blend)} weights for {count} style images; give one per style")
     total = sum(blend)
     return [w / total for w in blend]
-
-
-def _to_uint8(image: torch.Tensor) -> torch.Tensor:
-    # One float temporary, scaled and rounded in place: at print sizes each is 12 bytes a pixel.
-    return image.detach()[0].float().clamp(0, 1).mul_(255).round_().to(torch.uint8).cpu()
 
 
 def _image_digest(img: Image.Image) -> str:
