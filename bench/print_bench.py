@@ -123,14 +123,17 @@ def section_job(size: int, out_dir: Path, budget_gib: float) -> dict:
     return {"print": job, "1024": ref}
 
 
-def crop(big: Path, small: Path, path: Path) -> None:
-    """The same region: at 100% from the print, and from the 1024 px run enlarged to match."""
+def crop(big: Path, small: Path, path: Path, names: tuple[str, str] = ("", ""),
+         at: tuple[float, float] = (0.55, 0.15)) -> None:
+    """The same region: at 100% from the print, and from the 1024 px run enlarged to match
+    (`names` say which run each side is, where the sizes alone do not; `at` is the region's
+    top-left corner as fractions of the picture)."""
     from PIL import Image, ImageDraw
 
     a, b = Image.open(big), Image.open(small)
     w, h = 768, 576
-    # The towers and roofs of Tübingen: a detail where brushwork and structure both show.
-    x0, y0 = int(a.width * 0.55), int(a.height * 0.15)
+    # The default: the towers and roofs of Tübingen at 4096 px, where brushwork and structure both show.
+    x0, y0 = int(a.width * at[0]), int(a.height * at[1])
     left = a.crop((x0, y0, x0 + w, y0 + h))
     f = b.width / a.width
     right = b.crop((round(x0 * f), round(y0 * f), round((x0 + w) * f), round((y0 + h) * f))).resize(
@@ -139,8 +142,9 @@ def crop(big: Path, small: Path, path: Path) -> None:
     sheet.paste(left, (8, 32))
     sheet.paste(right, (w + 16, 32))
     d = ImageDraw.Draw(sheet)
-    d.text((8, 8), f"{a.width} px job, 100% crop", fill="black")
-    d.text((w + 16, 8), f"{b.width} px job, same region enlarged", fill="black")
+    d.text((8, 8), f"{a.width} px job{names[0]}, 100% crop", fill="black")
+    how = "same region enlarged" if b.width != a.width else "same region, 100%"
+    d.text((w + 16, 8), f"{b.width} px job{names[1]}, {how}", fill="black")
     sheet.save(path, optimize=True)
 
 
