@@ -9,7 +9,7 @@ from PIL import Image
 
 MAX_CHROMA_GAIN = 4.0
 STATS_PIXELS = 4_000_000  # colour statistics from at most this many pixels of a picture
-BAND_PIXELS = 1_000_000  # colours converted this many pixels at a time
+BAND_PIXELS = 1_000_000  # colours converted this many at a time
 
 
 def preserve_color(stylized: Image.Image, content: Image.Image) -> Image.Image:
@@ -42,8 +42,10 @@ def match_colors(image: Image.Image, reference: Image.Image) -> Image.Image:
     """
     from skimage import color  # import cost paid only when used
 
-    # Statistics from at most STATS_PIXELS of each picture, then the mapping applied in
-    # bands of rows: a print's CIELAB copy would be gigabytes of float64 at once.
+    # Statistics from at most STATS_PIXELS of each picture; the mapping is then a function of
+    # the 8-bit colour alone, computed once for each distinct colour the picture has (a 50
+    # megapixel print has a few million) and looked up for every pixel: converting every
+    # pixel to CIELAB and back took 23 s at 8192x6144 on a 2-core CPU.
     src_l, src_ab = _lab_sample(image, color)
     ref_l, ref_ab = _lab_sample(reference, color)
     levels = np.linspace(0.0, 1.0, 1025)
@@ -51,19 +53,36 @@ def match_colors(image: Image.Image, reference: Image.Image) -> Image.Image:
     transform = _chroma_transform(src_ab, ref_ab)
     src_mean, ref_mean = src_ab.mean(axis=0), ref_ab.mean(axis=0)
     rgb = np.asarray(image.convert("RGB"))
-    out = np.empty_like(rgb)
-    band = max(1, BAND_PIXELS // max(1, rgb.shape[1]))
-    for top in range(0, rgb.shape[0], band):
-        lab = color.rgb2lab(rgb[top:top + band])
-        lab[..., 0] = np.interp(lab[..., 0], src_q, ref_q)
-        lab[..., 1:] = (lab[..., 1:] - src_mean) @ transform.T + ref_mean
+    codes = _colour_codes(rgb)
+    present = np.zeros(1 << 24, dtype=bool)
+    present[codes] = True
+    distinct = np.flatnonzero(present).astype(np.uint32)
+    table = np.zeros((1 << 24, 3), dtype=np.uint8)  # colour code -> corrected colour (48 MiB)
+    for start in range(0, len(distinct), BAND_PIXELS):  # a bounded CIELAB copy at a time
+        part = distinct[start:start + BAND_PIXELS]
+        lab = color.rgb2lab(_colours(part)[None])[0]
+        lab[:, 0] = np.interp(lab[:, 0], src_q, ref_q)
+        lab[:, 1:] = (lab[:, 1:] - src_mean) @ transform.T + ref_mean
         with warnings.catch_warnings():
             # Chroma moved outside sRGB's gamut comes back with negative Z, which skimage clips
             # and warns about: the clip is what is wanted (the nearest displayable colour).
             warnings.filterwarnings("ignore", message=".*negative Z values", category=UserWarning)
-            rgb_band = color.lab2rgb(lab)
-        out[top:top + band] = (np.clip(rgb_band, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    return Image.fromarray(out, "RGB")
+            back = color.lab2rgb(lab[None])[0]
+        table[part] = (np.clip(back, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return Image.fromarray(table[codes].reshape(rgb.shape), "RGB")
+
+
+def _colour_codes(rgb: np.ndarray) -> np.ndarray:
+    """Each pixel's 8-bit colour as one 24-bit number (R, G, B from the most significant)."""
+    codes = rgb[..., 0].astype(np.uint32) << 16
+    codes |= rgb[..., 1].astype(np.uint32) << 8
+    codes |= rgb[..., 2]
+    return codes.ravel()
+
+
+def _colours(codes: np.ndarray) -> np.ndarray:
+    """The 24-bit colour codes back to (N, 3) uint8 RGB."""
+    return np.stack([(codes >> 16) & 255, (codes >> 8) & 255, codes & 255], axis=-1).astype(np.uint8)
 
 
 def _chroma_transform(src: np.ndarray, ref: np.ndarray) -> np.ndarray:

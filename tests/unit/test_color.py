@@ -98,3 +98,36 @@ def test_colour_correction_moves_chroma_as_a_pair_so_a_painted_blue_does_not_tur
 
     assert chroma_correlation(as_image(painted)) < -0.5 and chroma_correlation(as_image(photo)) > 0.5
     assert chroma_correlation(out) > 0.5, chroma_correlation(out)
+
+
+def test_colour_correction_looked_up_by_colour_equals_converting_every_pixel(content_image):
+    """The correction is computed once per distinct 8-bit colour and looked up for each pixel
+    (a print has 50 million pixels but a few million colours): every pixel must get what
+    converting it on its own to CIELAB and back gives, whatever its channels' order."""
+    import warnings
+
+    from PIL import Image
+    from skimage import color
+
+    from nst_engine import color as nst_color
+
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (96, 128, 3)).astype(np.uint8)
+    rgb[:48, :64] = rgb[:48, :64][:, :, ::-1]  # the same colours with R and B swapped
+    rgb[48:, 64:] = rgb[0, 0]  # and one colour many times
+    image = Image.fromarray(rgb, "RGB")
+    got = np.asarray(match_colors(image, content_image))
+
+    # Every pixel on its own, with the same statistics.
+    src_l, src_ab = nst_color._lab_sample(image, color)
+    ref_l, ref_ab = nst_color._lab_sample(content_image, color)
+    levels = np.linspace(0.0, 1.0, 1025)
+    lab = color.rgb2lab(rgb)
+    lab[..., 0] = np.interp(lab[..., 0], np.quantile(src_l, levels), np.quantile(ref_l, levels))
+    lab[..., 1:] = ((lab[..., 1:] - src_ab.mean(axis=0)) @ nst_color._chroma_transform(src_ab, ref_ab).T
+                    + ref_ab.mean(axis=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = (np.clip(color.lab2rgb(lab), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    assert np.abs(got.astype(int) - want).max() <= 1  # float rounding at a half-level at most
+    assert (got == want).mean() > 0.999
