@@ -103,7 +103,8 @@ class Progress:
     # coarse one's.
     work: float = 0.0
     work_total: float = 0.0
-    image: Callable[[], Image.Image] | None = field(default=None, repr=False, compare=False)  # as it is now
+    # The picture as it is now, at most `max_edge` px on its long edge when one is given.
+    image: Callable[..., Image.Image] | None = field(default=None, repr=False, compare=False)
 
     @property
     def fraction(self) -> float:
@@ -441,7 +442,7 @@ class _Run:
             ),
             work=(total - remaining_pixel_steps) / 1e6,
             work_total=total / 1e6,
-            image=lambda: to_image(x.detach()[0]),
+            image=lambda max_edge=None: to_image(x.detach()[0], max_edge),
         )
 
     def total_pixel_steps(self) -> float:

@@ -348,8 +348,7 @@ class _Reporter:
         """The image being made and the loss curve so far, beside the live log, each replaced
         atomically (the page and `nst show` read them while the job runs)."""
         try:
-            image = p.image()
-            image.thumbnail((LIVE_EDGE, LIVE_EDGE))
+            image = p.image(LIVE_EDGE)
             config = self.worker.config
             write_bytes_atomic(config.live_image(self.job.id), image_bytes(image, ".jpg"))
             curve = self.losses[:: max(1, len(self.losses) // LIVE_POINTS)]

@@ -111,3 +111,19 @@ def test_fit_long_edge_keeps_aspect_and_refuses_strips():
 
 def test_tensor_round_trip_is_exact(content_image):
     assert np.array_equal(np.asarray(to_image(to_tensor(content_image))), np.asarray(content_image))
+
+
+def test_a_preview_is_averaged_down_to_its_long_edge_on_the_device():
+    """The live preview of a print shrinks the tensor before converting it: its long edge is
+    the one asked for, the aspect kept, and each pixel the average of those it covers (a
+    one-pixel checkerboard comes out grey, not black or white as a sampled one would)."""
+    import torch
+
+    from nst_engine.images import to_image
+
+    checker = ((torch.arange(1200)[:, None] + torch.arange(1600)[None, :]) % 2).float()
+    picture = checker.expand(3, -1, -1)[None]
+    small = to_image(picture, 400)
+    assert small.size == (400, 300)
+    assert np.abs(np.asarray(small).astype(int) - 128).max() <= 1
+    assert to_image(picture[:, :, :100, :60], 400).size == (60, 100)  # never enlarged

@@ -31,3 +31,25 @@ def test_publish_names_its_partial_folder_with_its_owner(tmp_path):
     folder.add_text("a.txt", "x")
     final = outbox.publish(folder, lambda d: seen.extend(os.listdir(tmp_path / "outbox")))
     assert seen == [f".job.5.{outbox.owner}.partial"] and final.name == "job"
+
+
+def test_a_print_sized_png_is_compressed_fast_and_a_small_one_small():
+    """A job writes two PNGs; at print sizes zlib's default level costs seconds each (4.2 s
+    against 1.6 s at 4096x3072), so those are written at the fastest level; small pictures keep
+    the default's smaller files. Both decode to the same pixels."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from service.files import FAST_PNG_PIXELS, image_bytes
+
+    rng = np.random.default_rng(0)
+    tile = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)  # compressible, but not trivially
+    for edge, level in ((256, 6), (int(FAST_PNG_PIXELS ** 0.5) + 64, 1)):
+        img = Image.fromarray(np.tile(tile, (edge // 64 + 1, edge // 64 + 1, 1))[:edge, :edge])
+        data = image_bytes(img, ".png")
+        want = io.BytesIO()
+        img.save(want, format="PNG", compress_level=level)
+        assert data == want.getvalue(), (edge, level)
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), np.asarray(img))
