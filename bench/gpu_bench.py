@@ -322,6 +322,7 @@ def print_job(device, out_dir: Path, smoke: bool) -> dict:
 
     import print_bench
     from nst_engine import Params, load_image, stylize
+    from service.files import image_bytes
 
     size = 384 if smoke else 8192
     cap = 8 * 2**30
@@ -329,6 +330,8 @@ def print_job(device, out_dir: Path, smoke: bool) -> dict:
     print(f"\n## 7. the default job at {size} px in 8 GiB, on the whole card, and at 1024 px", flush=True)
     content, style = load_image(bench.CONTENT), load_image(bench.STYLE)
     runs = [("8gib", cap, budget, size), ("card", None, None, size), ("1024", None, None, 128 if smoke else 1024)]
+    if os.environ.get("PRINT_RUNS"):  # e.g. "8gib": the timing alone, when the pictures were compared
+        runs = [r for r in runs if r[0] in os.environ["PRINT_RUNS"].split(",")]
     out: dict = {"size": size, "budget_mib": budget // 2**20}
     pictures = {}
     for label, limit, memory_budget, edge in runs:
@@ -342,11 +345,19 @@ def print_job(device, out_dir: Path, smoke: bool) -> dict:
             seconds = time.perf_counter() - started
         pictures[label] = result.outputs[0].stylized
         record = result.record
+        started = time.perf_counter()  # the two PNGs the service writes, as it encodes them
+        for img in (result.outputs[0].stylized, result.outputs[0].corrected):
+            if img is not None:
+                image_bytes(img, ".png")
         out[label] = {"seconds": seconds, "peak_mib": record.get("gpu_peak_memory_mib"),
                       "seconds_per_iteration": record["timings"]["seconds_per_iteration"],
-                      "plan": record["memory"]["scales"][-1]}
-        print(f"{label:>6} {edge:>5} px: {seconds:6.1f} s, peak {record.get('gpu_peak_memory_mib') or 0:.0f} MiB, "
+                      "timings": {k: v for k, v in record["timings"].items() if k != "seconds_per_iteration"},
+                      "png_seconds": time.perf_counter() - started, "plan": record["memory"]["scales"][-1]}
+        print(f"{label:>6} {edge:>5} px: {seconds:6.1f} s ({out[label]['timings']}), PNGs "
+              f"{out[label]['png_seconds']:.1f} s, peak {record.get('gpu_peak_memory_mib') or 0:.0f} MiB, "
               f"final scale {out[label]['plan']}", flush=True)
+    if len(pictures) < 3:
+        return out
     a, b = (np.asarray(pictures[k], dtype=np.float32) for k in ("8gib", "card"))
     out["mean_abs_difference_8gib_card"] = float(np.abs(a - b).mean())
     print(f"mean |8 GiB - whole card| = {out['mean_abs_difference_8gib_card']:.2f}/255", flush=True)

@@ -221,6 +221,7 @@ class _Run:
         self.total_steps = params.outputs * sum(iterations)
         self.pixel_steps_done = 0.0
         self.optimize_seconds = 0.0
+        self.targets_seconds = 0.0  # each scale's content features and style Gram matrices
         self.seconds_per_iteration: dict[str, float] = {}
         self.last_losses: dict[str, float] = {}
         self._rate_origin: tuple[float, float] | None = None
@@ -239,7 +240,9 @@ class _Run:
             size = self.current_size = self.plan[scale_index]
             content_t = to_tensor(content.resize(size, Image.Resampling.LANCZOS) if size != content.size else content)
             content_t = self._to_device(content_t)
+            targets_started = time.perf_counter()
             loss_fn = self._loss(p, content_t, styles, blend, size, self._tiles(scale_index))
+            self.targets_seconds += time.perf_counter() - targets_started
             start_iteration = 0
             if resume and scale_index == resume.scale:
                 image = resume.image.to(self.device, copy=True)  # the state stays as it was
@@ -342,6 +345,7 @@ class _Run:
 
     def _optimize(self, image, loss_fn, output_index, scale_index, start_iteration, finished) -> torch.Tensor:
         p = self.params
+        entered = time.perf_counter()  # the optimizer's making counts (torch's first one imports for 2 s)
         # The optimized image stays plain contiguous (L-BFGS flattens it); the network
         # sees a channels-last copy, a cheap one of three channels. The starting image is
         # made plain contiguous, so that x shares its memory rather than copying it while the
@@ -400,7 +404,7 @@ class _Run:
                 self.stopped_at = (scale_index, iteration)
                 break
         seconds = time.perf_counter() - scale_started
-        self.optimize_seconds += seconds
+        self.optimize_seconds += time.perf_counter() - entered
         done = max(1, iteration - start_iteration)
         self.seconds_per_iteration[f"{width}x{height}"] = round(seconds / done, 4)
         return x.detach()
@@ -485,6 +489,7 @@ def _variant_record(params: Params, index: int) -> dict:
 
 
 def _result(finished, content, params, run, weights, device, bf16, setup_seconds, state) -> Result:
+    outputs_started = time.perf_counter()
     outputs = []
     for index, pixels in enumerate(finished):
         stylized = to_image(pixels)
@@ -512,6 +517,8 @@ def _result(finished, content, params, run, weights, device, bf16, setup_seconds
         "timings": {
             "setup_s": round(setup_seconds, 3),
             "optimize_s": round(run.optimize_seconds, 3),
+            "targets_s": round(run.targets_seconds, 3),
+            "outputs_s": round(time.perf_counter() - outputs_started, 3),  # pictures, colour correction
             "total_s": round(total, 3),
             "seconds_per_iteration": run.seconds_per_iteration,
         },

@@ -361,7 +361,10 @@ def show(ctx: click.Context, job: str, as_json: bool) -> None:
         lines.append("  losses      " + ", ".join(f"{k} {v:.4g}" for k, v in record["final_losses"].items()))
     if record.get("timings"):
         t = record["timings"]
-        lines.append(f"  timings     total {t.get('total_s')} s, optimizing {t.get('optimize_s')} s")
+        parts = [f"total {t.get('total_s')} s", f"optimizing {t.get('optimize_s')} s"]
+        parts += [f"{what} {t[key]} s" for key, what in (("targets_s", "targets"), ("outputs_s", "outputs"))
+                  if key in t]  # jobs recorded before these were measured lack them
+        lines.append("  timings     " + ", ".join(parts))
     if record.get("device"):
         lines.append(f"  device      {record['device']}, {record.get('precision')}")
     if record.get("weights"):

@@ -61,6 +61,16 @@ def test_record_says_what_ran(default_run):
     assert r["device"] == "cpu" and r["precision"] in ("fp32", "bf16")
 
 
+def test_record_timings_account_for_the_run(default_run):
+    """Where a job's time went (a print's outputs and targets took seconds beside its
+    iterations): set-up, targets, optimizing and outputs are parts of the total, and together
+    nearly all of it."""
+    t = default_run.record["timings"]
+    parts = [t["setup_s"], t["targets_s"], t["optimize_s"], t["outputs_s"]]
+    assert all(p > 0 for p in parts), t
+    assert 0.8 * t["total_s"] <= sum(parts) <= t["total_s"] + 0.01, t
+
+
 def test_corrected_output_takes_the_photographs_lightness_and_colours(default_run, content_image):
     from skimage import color
 
