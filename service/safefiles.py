@@ -14,6 +14,7 @@ Everything that reads or copies a dropped file goes through this module.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -73,8 +74,11 @@ def open_regular(path: Path, root: Path, *, max_bytes: int | None = None) -> Bin
     why = refusal(path, root)
     if why:
         raise RefusedFile(why)
+    real = os.path.realpath(path)
+    if not inside(real, root):  # through a linked folder
+        raise RefusedFile(f"{path.name}: resolves outside the inbox; refused")
     try:
-        fd = os.open(os.path.realpath(path), _OPEN_FLAGS)
+        fd = os.open(real, _OPEN_FLAGS)
     except FileNotFoundError:
         raise
     except OSError as e:
@@ -86,7 +90,11 @@ def open_regular(path: Path, root: Path, *, max_bytes: int | None = None) -> Bin
             raise RefusedFile(f"{path.name}: is a {kind_of(st.st_mode)}, not a file; refused")
         opened = f"/proc/self/fd/{fd}"
         if os.path.exists(opened) and not inside(opened, root):
-            raise RefusedFile(f"{path.name}: resolves outside the inbox; refused")
+            # It was inside when opened: it has been moved out since (another host's watcher
+            # staging the same job) or a linked folder was swapped in. Either way nothing is
+            # read, and no refusal: the next scan looks again (it was failing a job that
+            # another daemon was staging).
+            raise FileNotFoundError(errno.ENOENT, f"{path.name} left the inbox while being opened", str(path))
         if max_bytes is not None and st.st_size > max_bytes:
             raise RefusedFile(f"{path.name}: {st.st_size} bytes; at most {max_bytes} are allowed")
         os.set_blocking(fd, True)

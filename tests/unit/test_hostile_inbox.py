@@ -355,3 +355,33 @@ def test_a_waiting_sidecar_shows_in_the_history_and_its_job_goes_on_when_the_ima
     finally:
         box.close()
 
+
+
+def test_a_file_moved_out_while_being_opened_is_looked_at_again_not_refused(tmp_path, monkeypatch):
+    """Another host's watcher stages the same job (renames its files into the archive) between
+    this one's check and its open: the opened file then resolves outside the inbox. That is no
+    refusal (it failed a job the other daemon was staging, in the three-daemon test) but a file
+    gone, which the scan looks at again; a linked folder out of the inbox is still refused."""
+    from service import safefiles
+    from service.errors import RefusedFile
+
+    inbox, archive = tmp_path / "inbox", tmp_path / "archive"
+    inbox.mkdir()
+    archive.mkdir()
+    (inbox / "j.content.png").write_bytes(b"picture")
+    real_open = os.open
+
+    def open_then_staged_elsewhere(path, flags, *args):
+        fd = real_open(path, flags, *args)
+        if str(path).endswith("j.content.png"):
+            os.rename(inbox / "j.content.png", archive / "j.content.png")
+        return fd
+
+    monkeypatch.setattr(safefiles.os, "open", open_then_staged_elsewhere)
+    with pytest.raises(FileNotFoundError):
+        safefiles.read_regular(inbox / "j.content.png", inbox, max_bytes=100)
+    monkeypatch.setattr(safefiles.os, "open", real_open)
+
+    os.symlink(archive, inbox / "linked")
+    with pytest.raises(RefusedFile, match="outside the inbox"):
+        safefiles.read_regular(inbox / "linked" / "j.content.png", inbox, max_bytes=100)
