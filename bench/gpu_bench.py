@@ -361,14 +361,10 @@ def print_job(device, out_dir: Path, smoke: bool) -> dict:
     a, b = (np.asarray(pictures[k], dtype=np.float32) for k in ("8gib", "card"))
     out["mean_abs_difference_8gib_card"] = float(np.abs(a - b).mean())
     print(f"mean |8 GiB - whole card| = {out['mean_abs_difference_8gib_card']:.2f}/255", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = {k: Path(tmp) / f"{k}.png" for k in pictures}
-        for k, img in pictures.items():
-            img.save(paths[k])
-        tower = (0.62, 0.22)  # the church tower: 768x576 px of an 8192 px print is a small detail
-        print_bench.crop(paths["8gib"], paths["1024"], out_dir / "print-crop-8gib.png", (" in 8 GiB", ""), tower)
-        print_bench.crop(paths["8gib"], paths["card"], out_dir / "print-crop-8gib-card.png",
-                         (" in 8 GiB (tiled)", " on the whole card"), tower)
+    tower = (0.62, 0.22)  # the church tower: 768x576 px of an 8192 px print is a small detail
+    print_bench.crop(pictures["8gib"], pictures["1024"], out_dir / "print-crop-8gib.png", (" in 8 GiB", ""), tower)
+    print_bench.crop(pictures["8gib"], pictures["card"], out_dir / "print-crop-8gib-card.png",
+                     (" in 8 GiB (tiled)", " on the whole card"), tower)
     small = pictures["8gib"].copy()
     small.thumbnail((2048, 2048), Image.Resampling.LANCZOS)
     small.save(out_dir / "print-8gib-2048.jpg", quality=90)

@@ -36,58 +36,30 @@ OUT = ROOT / "bench" / "results" / "one-pass"
 
 
 def one_pass_objective():
-    """TiledObjective with one pass an iteration after the first (the experiment; not shipped)."""
+    """TiledObjective with one pass an iteration (the experiment; not shipped): its gradient
+    pass uses dL/dG from the Gram matrices the previous call accumulated; the first call
+    computes them first, so its gradient is exact."""
     import torch
 
-    from nst_engine.losses import LossTerms, tv_loss_and_grad_
-    from nst_engine.tiling import TiledObjective, _add_grams, _cut
-    from nst_engine.vgg import LAYER_NAMES
+    from nst_engine.tiling import TiledObjective, _add_grams
 
     class OnePass(TiledObjective):
         upstream = None
 
         def __call__(self, image):
-            loss = self.loss
-            if self.upstream is None:  # the first call: the exact two passes, for its Gram matrices
-                self.upstream = {}
-                terms, grad = super().__call__(image)
-                self._grams_at(image)
-                return terms, grad
-            style_layers = frozenset(loss.style_targets)
+            if self.upstream is None:
+                _, self.upstream = self._style(self._grams_and_content(image)[0], image)
             grams: dict = {}
-            content = image.new_zeros((), dtype=torch.float32)
-            grad = torch.zeros_like(image)
-            deepest = max(loss.layers, key=LAYER_NAMES.index)
-            for tile in self.tiles:
-                piece = _cut(image, tile).detach().requires_grad_(True)
-                f = self.features(piece, loss.layers, tap=self._tap(tile, image, self.upstream))
+            content = [image.new_zeros((), dtype=torch.float32)]
+
+            def seen(tile, f):
                 with torch.no_grad():
-                    seen = {k: v.detach() for k, v in f.items()}
-                    _add_grams(grams, seen, tile, image, style_layers)
-                    content = content + self._content(seen, tile, image)
-                f[deepest].backward(torch.zeros_like(f[deepest]))
-                grad[:, :, tile.pad_y[0]:tile.pad_y[1], tile.pad_x[0]:tile.pad_x[1]] += piece.grad
-            style = self._upstream_from(grams)
-            tv = (tv_loss_and_grad_(image.detach(), grad, loss.gamma) if loss.gamma
-                  else image.new_zeros((), dtype=torch.float32))
-            total = loss.alpha * content + loss.beta * style + loss.gamma * tv.detach()
-            return LossTerms(content.detach(), style.detach(), tv.detach(), total.detach()), grad
+                    _add_grams(grams, f, tile, image, frozenset(self.loss.style_targets))
+                    content[0] = content[0] + self._content(f, tile, image)
 
-        def _grams_at(self, image):
-            grams: dict = {}
-            with torch.no_grad():
-                for tile in self.tiles:
-                    _add_grams(grams, self.features(_cut(image, tile), self.loss.layers), tile, image,
-                               frozenset(self.loss.style_targets))
-            self._upstream_from(grams)
-
-        def _upstream_from(self, grams):
-            """This iteration's style term; dL/dG from these Gram matrices for the next one."""
-            loss = self.loss
-            self.upstream = {k: loss.beta * loss.style_scale[k] * 0.5 * (grams[k] - t)
-                             for k, t in loss.style_targets.items()}
-            return sum((loss.style_scale[k] * 0.25 * (grams[k] - t).pow(2).sum()
-                        for k, t in loss.style_targets.items()), torch.zeros((), dtype=torch.float32))
+            grad = self._gradient(image, self.upstream, seen)
+            style, self.upstream = self._style(grams, image)
+            return self._terms(image, content[0], style, grad)
 
     return OnePass
 

@@ -119,18 +119,18 @@ def section_job(size: int, out_dir: Path, budget_gib: float) -> dict:
     ref = measure({"content": str(CONTENT), "style": str(STYLE), "params": {"size": 1024}, "output": str(small)})
     print(f"  1024 px: {ref.get('seconds', float('nan')):7.1f} s", flush=True)
     if big.exists() and small.exists():
-        crop(big, small, ROOT / "docs" / "print-crop.png")
+        from PIL import Image
+
+        crop(Image.open(big), Image.open(small), ROOT / "docs" / "print-crop.png")
     return {"print": job, "1024": ref}
 
 
-def crop(big: Path, small: Path, path: Path, names: tuple[str, str] = ("", ""),
-         at: tuple[float, float] = (0.55, 0.15)) -> None:
-    """The same region: at 100% from the print, and from the 1024 px run enlarged to match
-    (`names` say which run each side is, where the sizes alone do not; `at` is the region's
-    top-left corner as fractions of the picture)."""
+def crop(a, b, path: Path, names: tuple[str, str] = ("", ""), at: tuple[float, float] = (0.55, 0.15)) -> None:
+    """The same region of two PIL images: at 100% from the print `a`, and from the 1024 px run
+    `b` enlarged to match (`names` say which run each side is, where the sizes alone do not;
+    `at` is the region's top-left corner as fractions of the picture)."""
     from PIL import Image, ImageDraw
 
-    a, b = Image.open(big), Image.open(small)
     w, h = 768, 576
     # The default: the towers and roofs of Tübingen at 4096 px, where brushwork and structure both show.
     x0, y0 = int(a.width * at[0]), int(a.height * at[1])

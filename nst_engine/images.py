@@ -142,9 +142,8 @@ def to_image(tensor: "torch.Tensor", max_edge: int | None = None) -> Image.Image
         factor = max_edge / max(height, width)
         size = (max(1, round(height * factor)), max(1, round(width * factor)))
         t = tensor.detach().reshape(1, 3, height, width)
-        with torch.no_grad():
-            tensor = F.interpolate(t.float() if t.dtype == torch.uint8 else t, size=size, mode="area")
-            if t.dtype == torch.uint8:
-                tensor = tensor / 255.0
+        if t.dtype == torch.uint8:
+            t = t.float().div_(255.0)
+        tensor = F.interpolate(t, size=size, mode="area")
     arr = to_uint8(tensor).permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(np.ascontiguousarray(arr), "RGB")

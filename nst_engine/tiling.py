@@ -143,34 +143,57 @@ class TiledObjective:
         self.features, self.loss, self.tiles = features, loss, tiles
 
     def __call__(self, image: torch.Tensor) -> tuple[LossTerms, torch.Tensor]:
-        loss = self.loss
-        style_layers = frozenset(loss.style_targets)
-        layers = loss.layers
         # Pass 1: the whole image's Gram matrices and content term, no gradient.
+        grams, content = self._grams_and_content(image)
+        style, upstream = self._style(grams, image)
+        # Pass 2: each tile's share of the gradient, with dL/dG fixed from pass 1.
+        grad = self._gradient(image, upstream)
+        return self._terms(image, content, style, grad)
+
+    def _grams_and_content(self, image: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         grams: dict[str, torch.Tensor] = {}
         content = image.new_zeros((), dtype=torch.float32)
         with torch.no_grad():
             for tile in self.tiles:
-                f = self.features(_cut(image, tile), layers)
-                _add_grams(grams, f, tile, image, style_layers)
+                f = self.features(_cut(image, tile), self.loss.layers)
+                _add_grams(grams, f, tile, image, frozenset(self.loss.style_targets))
                 content = content + self._content(f, tile, image)
+        return grams, content
+
+    def _style(self, grams: Mapping[str, torch.Tensor], image: torch.Tensor):
+        """The style term of these Gram matrices, and its dL/dG (of beta * scale * 1/4 sum (G - A)^2)."""
+        loss = self.loss
+        with torch.no_grad():
             style = sum((loss.style_scale[k] * 0.25 * (grams[k] - t).pow(2).sum()
                          for k, t in loss.style_targets.items()), image.new_zeros((), dtype=torch.float32))
-            # dL/dG of beta * scale * 1/4 sum (G - A)^2, fixed for pass 2.
             upstream = {k: loss.beta * loss.style_scale[k] * 0.5 * (grams[k] - t)
                         for k, t in loss.style_targets.items()}
-        # Pass 2: each tile's share of the gradient. The owned positions' terms join the
-        # network's backward where their layer is (a tap, as the whole image's Gram matrices
-        # do): cropping in autograd instead made full-size zero gradients in another memory
-        # layout at every layer, which cost more than the halos.
+        return style, upstream
+
+    def _gradient(self, image: torch.Tensor, upstream: Mapping[str, torch.Tensor],
+                  seen: Callable[[Tile, Mapping[str, torch.Tensor]], None] | None = None) -> torch.Tensor:
+        """Each tile's share of the image gradient. The owned positions' terms join the
+        network's backward where their layer is (a tap, as the whole image's Gram matrices
+        do): cropping in autograd instead made full-size zero gradients in another memory
+        layout at every layer, which cost more than the halos. `seen` gets each tile's
+        features (detached) before its backward."""
+        layers = self.loss.layers
         grad = torch.zeros_like(image)
         deepest = max(layers, key=LAYER_NAMES.index)
         for tile in self.tiles:
             piece = _cut(image, tile).detach().requires_grad_(True)
             f = self.features(piece, layers, tap=self._tap(tile, image, upstream))
+            if seen is not None:
+                seen(tile, {k: v.detach() for k, v in f.items()})
             f[deepest].backward(torch.zeros_like(f[deepest]))
             grad[:, :, tile.pad_y[0]:tile.pad_y[1], tile.pad_x[0]:tile.pad_x[1]] += piece.grad
-        # Total variation on the whole image, its gradient added in bands of rows.
+        return grad
+
+    def _terms(self, image: torch.Tensor, content: torch.Tensor, style: torch.Tensor,
+               grad: torch.Tensor) -> tuple[LossTerms, torch.Tensor]:
+        """The loss terms, with total variation computed on the whole image and its gradient
+        added into `grad` in bands of rows."""
+        loss = self.loss
         tv = (tv_loss_and_grad_(image.detach(), grad, loss.gamma) if loss.gamma
               else image.new_zeros((), dtype=torch.float32))
         total = loss.alpha * content + loss.beta * style + loss.gamma * tv.detach()
