@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 # Every number's allowed range, checked in one place: (section, key) -> (lowest, highest).
 RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("watch", "settle_seconds"): (0, 3600), ("watch", "rescan_seconds"): (0.1, 86400),
-    ("watch", "missing_timeout"): (0, 7 * 86400),
+    ("watch", "missing_timeout"): (0, 7 * 86400), ("watch", "max_file_mb"): (1, 2**20),
     ("worker", "checkpoint_seconds"): (0.1, 86400), ("worker", "max_attempts"): (1, 1000),
     ("worker", "stall_seconds"): (1, 7 * 86400), ("worker", "file_mode"): (0o400, 0o777),
     ("worker", "retry_seconds"): (0.1, 86400), ("worker", "memory_budget_mib"): (0, 16 * 2**20),
@@ -41,6 +41,11 @@ class WatchConfig:
     polling: bool = False
     missing_timeout: float = 300.0
     ignore: tuple[str, ...] = DEFAULT_IGNORE
+    max_file_mb: float = 1024.0  # the largest file a job may take from the inbox (images and extras)
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 2**20)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable
 from nst_engine.params import Limits, ParamError, Params
 
 from .errors import SidecarError
-from .safefiles import read_regular
+from .safefiles import read_regular, shown
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 SIDECAR_EXTS = (".toml", ".json")
@@ -59,14 +59,16 @@ def job_name(sidecar: Path) -> str:
 
 
 def parse_sidecar(data: bytes, *, name: str, suffix: str, base: Params, limits: Limits) -> Sidecar:
-    """Bytes of `NAME.toml` / `NAME.json` to a job description, or SidecarError."""
+    """Bytes of `NAME.toml` / `NAME.json` to a job description, or SidecarError. `name` is
+    the name as on disk (it finds the job's files); messages show it as text."""
+    label = shown(name)
     if len(data) > MAX_SIDECAR_BYTES:
-        raise SidecarError(f"{name}{suffix}: {len(data)} bytes; a sidecar may be at most {MAX_SIDECAR_BYTES}")
+        raise SidecarError(f"{label}{suffix}: {len(data)} bytes; a sidecar may be at most {MAX_SIDECAR_BYTES}")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise SidecarError(f"{name}{suffix}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
-    values = _decode(text, name + suffix, suffix.lower())
+        raise SidecarError(f"{label}{suffix}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    values = _decode(text, label + suffix, suffix.lower())
     # The keys that say where the images are, how urgent the job is and where it may run;
     # every other key is an engine parameter.
     content = values.pop("content", None)
@@ -75,27 +77,34 @@ def parse_sidecar(data: bytes, *, name: str, suffix: str, base: Params, limits: 
     requires_gpu = values.pop("requires_gpu", False)
     tags = values.pop("tags", [])
     if not isinstance(requires_gpu, bool):
-        raise SidecarError(f"{name}{suffix}: requires_gpu must be true or false")
-    if not isinstance(tags, list) or len(tags) > 16 or not all(isinstance(t, str) and 0 < len(t) <= 64 for t in tags):
-        raise SidecarError(f"{name}{suffix}: tags must be a list of short strings, e.g. tags = [\"a100\"]")
+        raise SidecarError(f"{label}{suffix}: requires_gpu must be true or false")
+    if not isinstance(tags, list) or len(tags) > 16 or not all(
+            isinstance(t, str) and 0 < len(t) <= 64 and t.isprintable() for t in tags):
+        raise SidecarError(f"{label}{suffix}: tags must be a list of short printable strings, e.g. tags = [\"a100\"]")
     if content is not None and not _is_path_text(content):
-        raise SidecarError(f"{name}{suffix}: content must be a file name such as \"photo.jpg\"")
+        raise SidecarError(f"{label}{suffix}: content must be a file name such as \"photo.jpg\"")
     if style is not None:
         style = [style] if isinstance(style, str) else style
         if not isinstance(style, list) or not style or not all(_is_path_text(s) for s in style):
-            raise SidecarError(f"{name}{suffix}: style must be a file name or a list of file names")
+            raise SidecarError(f"{label}{suffix}: style must be a file name or a list of file names")
         if len(style) > 16:
-            raise SidecarError(f"{name}{suffix}: at most 16 style images")
+            raise SidecarError(f"{label}{suffix}: at most 16 style images")
     if isinstance(priority, bool) or not isinstance(priority, int) or not -1000 <= priority <= 1000:
-        raise SidecarError(f"{name}{suffix}: priority must be a whole number from -1000 to 1000")
+        raise SidecarError(f"{label}{suffix}: priority must be a whole number from -1000 to 1000")
     if "weights" in values and values["weights"] not in SIDECAR_WEIGHTS:
-        raise SidecarError(f"{name}{suffix}: weights: a sidecar may choose \"caffe\" or \"torchvision\"; "
+        raise SidecarError(f"{label}{suffix}: weights: a sidecar may choose \"caffe\" or \"torchvision\"; "
                            "a weights file is set by the operator in config.toml [defaults]")
     try:
         params = Params.from_mapping(values, base=base, limits=limits)
     except ParamError as e:
-        raise SidecarError(f"{name}{suffix}: {e}", hint="correct the parameter in the sidecar and drop it "
+        raise SidecarError(f"{label}{suffix}: {e}", hint="correct the parameter in the sidecar and drop it "
                            "again; README 'Parameters' lists every key and its range") from None
+    for key, path in [("content", content), *[("style", s) for s in style or []],
+                      *([("init", params.init)] if params.init_is_image else [])]:
+        if path is not None and (why := never_in_inbox(path)):
+            raise SidecarError(f"{label}{suffix}: {key} = {path!r} is {why}; it can never arrive in the inbox",
+                               hint="copy the picture into the inbox and name it relative to the inbox "
+                                    "(content = \"photo.jpg\", style = \"styles/painting.jpg\")")
     return Sidecar(name, content, tuple(style) if style else None, priority, params, requires_gpu, tuple(tags))
 
 
@@ -127,6 +136,20 @@ def _parse_text(text: str, filename: str, suffix: str) -> Any:
         return tomllib.loads(text)
     except (tomllib.TOMLDecodeError, RecursionError) as e:
         raise SidecarError(f"{filename}: not valid TOML: {e}", hint=syntax) from None
+
+
+def never_in_inbox(path: str) -> str | None:
+    """What kind of path `path` is if no file dropped into the inbox can ever answer it (so its
+    job fails at once instead of waiting `missing_timeout` for it), else None."""
+    if "://" in path:
+        return "a web address (nst reads only files in the inbox; it never downloads)"
+    if path.startswith(("~/", "~\\")):
+        return "a path in a home folder"
+    if len(path) > 2 and path[0].isascii() and path[0].isalpha() and path[1] == ":" and path[2] in "\\/":
+        return "a Windows drive path"
+    if path.startswith(("\\\\", "//")):
+        return "a network share path"
+    return None  # absolute paths and '..' are refused as leaving the inbox (resolve_in_inbox)
 
 
 def _reject_constant(name: str) -> Any:
@@ -163,6 +186,15 @@ def default_image(inbox: Path, name: str, role: str) -> Path | None:
             candidate = inbox / f"{name}.{role}{variant}"
             if os.path.lexists(candidate):
                 return candidate
+    return None
+
+
+def image_owner(filename: str) -> str | None:
+    """The job a default image name belongs to: `trip.2024.content.jpg` -> `trip.2024`."""
+    for role in (".content.", ".style."):
+        stem, dot, ext = filename.rpartition(".")
+        if dot and ("." + ext.lower()) in IMAGE_EXTS and stem.lower().endswith(role[:-1]):
+            return stem[: -len(role) + 1] or None
     return None
 
 

@@ -25,11 +25,11 @@ from typing import Callable
 from .config import Config
 from .errors import RefusedFile, SidecarError
 from .inbox import (
-    SIDECAR_EXTS, Settle, Sidecar, default_image, is_ignored, is_own_file, job_key, job_name, listdir,
+    SIDECAR_EXTS, Settle, Sidecar, default_image, image_owner, is_ignored, is_own_file, job_key, job_name, listdir,
     parse_sidecar, read_sidecar, resolve_in_inbox, sha256_bytes,
 )
 from .outbox import JobFolder, Outbox, error_text
-from .safefiles import copy_regular, inside, kind_of, open_regular, refusal, sha256_regular
+from .safefiles import copy_regular, inside, kind_of, open_regular, refusal, sha256_regular, shown
 from .status import JobStatus
 from .store import Store, StoreError, utcnow
 
@@ -152,7 +152,7 @@ class Intake:
     def _take(self, sidecar_path: Path) -> bool:
         """Record and stage one settled sidecar. True if a job was queued."""
         st = sidecar_path.lstat()
-        name = job_name(sidecar_path)
+        name = job_name(sidecar_path)  # as on disk: it finds the job's files
         refused: RefusedFile | None = None
         try:
             data = read_sidecar(sidecar_path, self.config.inbox)
@@ -162,7 +162,7 @@ class Intake:
             digest = f"refused-{kind_of(st.st_mode)}-{st.st_size}"
         # The drop is identified by its arrival (ctime: set by every create, copy or rename
         # into the inbox, and kept by `cp -p` or rsync only for mtime), not by its mtime.
-        key = job_key(sidecar_path.name, digest, st.st_ctime_ns)
+        key = job_key(shown(sidecar_path.name), digest, st.st_ctime_ns)
         try:
             if refused is not None:
                 raise refused
@@ -195,11 +195,11 @@ class Intake:
         self.store.mark_staged(job.id, staged)
         self._waiting.pop(sidecar_path, None)
         self.settle.forget(sidecar_path)
-        log.info("queued job %d %r (%s)", job.id, name, ", ".join(i["name"] for i in staged))
+        log.info("queued job %d %r (%s)", job.id, shown(name), ", ".join(i["name"] for i in staged))
         return True
 
     def _record(self, key: str, name: str, sidecar: Sidecar):
-        return self.store.enqueue(key=key, name=name, params=sidecar.params.to_dict(), priority=sidecar.priority,
+        return self.store.enqueue(key=key, name=shown(name), params=sidecar.params.to_dict(), priority=sidecar.priority,
                                   requires_gpu=sidecar.requires_gpu, tags=sidecar.tags)
 
     def _parse(self, path: Path, data: bytes) -> Sidecar:
@@ -216,7 +216,7 @@ class Intake:
             if relative is None:
                 path = default_image(inbox, sidecar.name, role)
                 if path is None:
-                    missing.append(f"{sidecar.name}.{role}.jpg (or .jpeg, .png, .webp, .bmp, .tif, .tiff, .gif)")
+                    missing.append(f"{shown(sidecar.name)}.{role}.jpg (or .jpeg, .png, .webp, .bmp, .tif, .tiff, .gif)")
                     return
             else:
                 path = resolve_in_inbox(inbox, relative)
@@ -224,11 +224,11 @@ class Intake:
                     missing.append(relative)
                     return
             if path.is_symlink() and inside(path, inbox) and not path.exists():
-                missing.append(f"{relative or path.name} (a link to a file not there yet)")
+                missing.append(f"{relative or shown(path.name)} (a link to a file not there yet)")
                 return
-            why = refusal(path, inbox)
+            why = refusal(path, inbox, max_bytes=self.config.watch.max_file_bytes)
             if why:
-                raise RefusedFile(why)  # a link out, a FIFO, a folder: waiting would not help
+                raise RefusedFile(why)  # a link out, a FIFO, a folder, too large: waiting would not help
             found.append(_Input(role, path, is_own_file(inbox, path, sidecar.name)))
 
         locate("content", sidecar.content)
@@ -268,7 +268,7 @@ class Intake:
         try:
             return estimate(sidecar.params, size, memory_budget=self.config.worker.memory_budget())
         except BudgetError as e:
-            raise SidecarError(f"{sidecar.name}: {e}", hint=e.hint) from None
+            raise SidecarError(f"{shown(sidecar.name)}: {e}", hint=e.hint) from None
         except ValueError as e:  # e.g. a device this host does not have: the worker will say
             return {"unknown": str(e)}
 
@@ -308,18 +308,18 @@ class Intake:
         staged = []
         used: set[str] = set()
         for item in sorted(inputs, key=lambda i: i.role == "sidecar"):
-            name = item.source.name
+            name = shown(item.source.name)  # the archive's names are text every later step can hold
             if name in used:
                 name = f"{len(used)}-{name}"
             used.add(name)
             dest = target / name
             record = {"role": item.role, "name": name, "moved": item.own,
-                      "source": item.source.name if item.own else str(item.source.relative_to(self.config.inbox))}
+                      "source": name if item.own else shown(str(item.source.relative_to(self.config.inbox)))}
             try:
                 if item.own:
                     self._take_own(item.source, dest)
                 elif not dest.exists():
-                    copy_regular(item.source, self.config.inbox, dest)
+                    copy_regular(item.source, self.config.inbox, dest, max_bytes=self.config.watch.max_file_bytes)
             except RefusedFile as e:
                 staged.append({**record, "refused": str(e), "sha256": None})
                 continue
@@ -333,26 +333,31 @@ class Intake:
     def _take_own(self, source: Path, dest: Path) -> None:
         """Move one of the job's own files into the archive. A regular file is renamed (a
         rename reads nothing); a link inside the inbox is replaced by a copy of what it names;
-        anything else is removed from the inbox and refused, its target untouched."""
+        a file over the size ceiling stays where it is; anything else (a link out, a FIFO, a
+        second hard link) is removed from the inbox and refused, its target untouched."""
         try:
             st = source.lstat()
         except FileNotFoundError:
             return  # moved by an earlier, interrupted attempt
-        if stat.S_ISREG(st.st_mode):
-            _move(source, dest, self.config.inbox)
+        inbox, ceiling = self.config.inbox, self.config.watch.max_file_bytes
+        why = refusal(source, inbox, max_bytes=ceiling)
+        if why is None:
+            if stat.S_ISREG(st.st_mode):
+                _move(source, dest, inbox)
+            else:  # a link to a regular file inside the inbox
+                copy_regular(source, inbox, dest, max_bytes=ceiling)
+                source.unlink()
             return
-        why = refusal(source, self.config.inbox)
-        if why is None:  # a link to a regular file inside the inbox
-            copy_regular(source, self.config.inbox, dest)
-            source.unlink()
-            return
+        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+            # Too large: the dropper's own file, left in the inbox for them to take back.
+            raise RefusedFile(f"{why} ([watch] max_file_mb); left in the inbox")
         if not stat.S_ISDIR(st.st_mode):
-            source.unlink()  # the link or FIFO itself, never what it names
+            source.unlink()  # the link, FIFO or extra hard link itself, never what it names
         raise RefusedFile(why)
 
     def _fail(self, key: str, name: str, sidecar_path: Path, message: str, hint: str) -> None:
         """A job that cannot run: record it, move its files out of the inbox, answer in the outbox."""
-        job, _ = self.store.enqueue(key=key, name=name, params={}, error=message)
+        job, _ = self.store.enqueue(key=key, name=shown(name), params={}, error=message)
         if job.state != JobStatus.QUEUED or job.staged:
             self._finish_leftover(job.id, sidecar_path)
             return
@@ -361,7 +366,7 @@ class Intake:
         self._stage(job.id, own)  # not marked staged: no worker may claim it
         (self.config.archive(job.id) / ERROR_FILE).write_text(json.dumps({"message": message, "hint": hint}))
         self._waiting.pop(sidecar_path, None)
-        self._publish_failure(job.id, name, message)
+        self._publish_failure(job.id, shown(name), message)
 
     def _publish_failure(self, job_id: int, name: str, message: str) -> None:
         archive = self.config.archive(job_id)
@@ -403,11 +408,13 @@ class Intake:
 
     def _own_files(self, name: str, sidecar_path: Path) -> list[Path]:
         """NAME.* in the inbox root, other than sidecars and folders, and other than files of a
-        longer job name (`a.b.content.jpg` belongs to a waiting `a.b.toml`, not to `a`)."""
+        longer job name: `a.b.content.jpg` belongs to job `a.b` whether or not its sidecar
+        `a.b.toml` has arrived yet (images come first), and so does every `a.b.*` once it has."""
         inbox = self.config.inbox
         entries = listdir(inbox)
-        longer = [job_name(Path(e.name)) for e in entries if Path(e.name).suffix.lower() in SIDECAR_EXTS
-                  and e.name.startswith(name + ".") and job_name(Path(e.name)) != name]
+        longer = {job_name(Path(e.name)) for e in entries if Path(e.name).suffix.lower() in SIDECAR_EXTS}
+        longer |= {image_owner(e.name) for e in entries}
+        longer = {other for other in longer if other and other != name and other.startswith(name + ".")}
         return [
             Path(e.path) for e in entries
             if e.name.startswith(name + ".") and Path(e.path) != sidecar_path
@@ -498,6 +505,6 @@ def _decode_check(max_pixels: int, inbox: Path) -> Callable[[Path], None]:
         from nst_engine.images import load_image
 
         with open_regular(path, inbox) as f:
-            load_image(f, max_pixels=max_pixels, name=path.name)
+            load_image(f, max_pixels=max_pixels, name=shown(path.name))
 
     return check

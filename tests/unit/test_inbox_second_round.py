@@ -1,0 +1,180 @@
+"""The second round of hostile drops (issue 25): names that are not UTF-8, sparse and huge
+files, hard links, another job's images, and paths that can never arrive. The intake in this
+process, a real SQLite store and outbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+from intakekit import IntakeDir
+from service.safefiles import copy_regular, shown
+from service.status import JobStatus
+
+MARKER = b"TOPSECRET-25c3"
+
+
+@pytest.fixture
+def box(tmp_path):
+    d = IntakeDir(tmp_path)
+    yield d
+    d.close()
+
+
+def _raw(name: bytes) -> str:
+    """A file name made of these bytes, as Python hands it over (stray bytes as surrogates)."""
+    return os.fsdecode(name)
+
+
+def test_a_name_that_is_not_utf8_is_queued_under_a_name_that_can_be_stored(box, caplog):
+    box.image(_raw(b"caf\xe9.content.jpg"))
+    box.image(_raw(b"caf\xe9.style.png"), (20, 20, 200))
+    (box.inbox / _raw(b"caf\xe9.toml")).write_text("size = 64\n")
+    with caplog.at_level(logging.WARNING):
+        assert box.scan() == 1
+    assert "a bug in nst" not in caplog.text
+    job = box.jobs()["café"]
+    assert job.status == "queued" and job.staged
+    names = sorted(i["name"] for i in job.inputs)
+    assert names == ["café.content.jpg", "café.style.png", "café.toml"]
+    assert sorted(os.listdir(box.config.archive(job.id) / "inputs")) == names
+    assert os.listdir(box.inbox) == []
+
+
+def test_a_failing_job_with_an_unprintable_byte_in_its_name_gets_its_answer(tmp_path, caplog):
+    box = IntakeDir(tmp_path, missing_timeout=0)
+    (box.inbox / _raw(b"bad\x81\xff.toml")).write_text("size = 64\n")
+    (box.inbox / _raw(b"bad\x81\xff.notes.txt")).write_text("mine")
+    with caplog.at_level(logging.WARNING):
+        box.scan()
+    assert "a bug in nst" not in caplog.text
+    job = box.jobs()["bad\\x81ÿ"]
+    assert job.status == "failed" and "still missing: bad\\x81ÿ.content.jpg" in job.error
+    folder = box.outbox_dir / job.outbox_dir
+    assert "bad\\x81ÿ" in (folder / "error.txt").read_text()
+    assert sorted(os.listdir(folder / "inputs")) == ["bad\\x81ÿ.notes.txt", "bad\\x81ÿ.toml"]
+    assert shown(_raw(b"plain.jpg")) == "plain.jpg"
+    box.close()
+
+
+def test_a_sparse_file_beside_a_job_is_left_in_the_inbox_unread(tmp_path):
+    box = IntakeDir(tmp_path, max_file_mb=1)
+    try:
+        box.pair("sp")
+        with open(box.inbox / "sp.blob", "wb") as f:
+            f.truncate(10 * 2**40)  # 10 TiB of holes: reading or copying it would take hours
+        (box.inbox / "sp.toml").write_text("size = 64\n")
+        assert box.scan() == 1
+        job = box.jobs()["sp"]
+        refused = [i for i in job.inputs if i.get("refused")]
+        assert len(refused) == 1 and "sp.blob: 10 TiB, more than the 1.0 MiB" in refused[0]["refused"]
+        assert "left in the inbox" in refused[0]["refused"]
+        assert os.listdir(box.inbox) == ["sp.blob"]
+        assert sorted(os.listdir(box.config.archive(job.id) / "inputs")) == ["sp.content.jpg", "sp.style.png",
+                                                                             "sp.toml"]
+    finally:
+        box.close()
+
+
+def test_an_image_over_the_size_ceiling_fails_its_job_at_once(tmp_path):
+    box = IntakeDir(tmp_path, max_file_mb=1, missing_timeout=300)
+    try:
+        box.image("big.content.jpg")
+        with open(box.inbox / "big.content.jpg", "ab") as f:
+            f.truncate(2 * 2**20)  # a JPEG with 2 MiB of trailing holes
+        box.image("big.style.png")
+        (box.inbox / "big.toml").write_text("")
+        box.scan()
+        job = box.jobs()["big"]
+        assert job.status == "failed" and "big.content.jpg: 2.0 MiB, more than the 1.0 MiB" in job.error
+    finally:
+        box.close()
+
+
+def test_a_copy_keeps_a_sparse_files_holes(tmp_path):
+    src = tmp_path / "in" / "sparse.bin"
+    src.parent.mkdir()
+    with open(src, "wb") as f:
+        f.write(b"head")
+        f.seek(64 * 2**20)
+        f.write(b"tail")
+        f.truncate(128 * 2**20)
+    dest = tmp_path / "copy.bin"
+    digest = copy_regular(src, src.parent, dest)
+    assert dest.stat().st_size == src.stat().st_size
+    assert dest.stat().st_blocks * 512 <= 2 * 2**20, "the holes were written as blocks"  # two 1 MiB chunks hold data
+    with open(dest, "rb") as f:
+        assert f.read(4) == b"head"
+        f.seek(64 * 2**20)
+        assert f.read(4) == b"tail"
+    import hashlib
+    assert digest == hashlib.sha256(src.read_bytes()).hexdigest()
+
+
+def test_a_hard_link_to_a_file_outside_the_inbox_is_never_copied(box):
+    secret = box.config.state / "secret.key"
+    secret.write_bytes(MARKER)
+    box.pair("h")
+    os.link(secret, box.inbox / "h.key")
+    (box.inbox / "h.toml").write_text("size = 64\n")
+    box.scan()
+    job = box.jobs()["h"]
+    assert [i["name"] for i in job.inputs if i.get("refused")] == ["h.key"]
+    assert "hard links" in next(i["refused"] for i in job.inputs if i.get("refused"))
+    assert not (box.inbox / "h.key").exists() and secret.read_bytes() == MARKER  # only the link removed
+    written = box.everything_written().replace(secret.read_bytes(), b"")
+    assert MARKER not in written
+
+
+def test_a_hard_linked_content_image_fails_the_job(box, tmp_path):
+    outside = tmp_path / "private.jpg"
+    box.image("x.jpg")
+    os.replace(box.inbox / "x.jpg", outside)
+    os.link(outside, box.inbox / "hl.content.jpg")
+    box.image("hl.style.png")
+    (box.inbox / "hl.toml").write_text("")
+    box.scan()
+    job = box.jobs()["hl"]
+    assert job.status == "failed" and "hl.content.jpg: has 2 hard links" in job.error
+    assert outside.is_file()
+    assert not (box.outbox_dir / job.outbox_dir / "inputs" / "hl.content.jpg").exists()
+
+
+def test_a_sidecar_leaves_a_longer_jobs_images_for_it(box):
+    box.pair("trip.2024")  # images first, as the contract says; its sidecar comes later
+    box.pair("trip")
+    (box.inbox / "trip.toml").write_text("size = 64\n")
+    box.scan()
+    assert {i["name"] for i in box.jobs()["trip"].inputs} == {"trip.content.jpg", "trip.style.png", "trip.toml"}
+    assert sorted(os.listdir(box.inbox)) == ["trip.2024.content.jpg", "trip.2024.style.png"]
+    (box.inbox / "trip.2024.toml").write_text("size = 64\n")
+    box.scan()
+    assert box.jobs()["trip.2024"].status == "queued"
+
+
+@pytest.mark.parametrize("path, why", [
+    ("https://example.com/photo.jpg", "a web address"),
+    ("~/photo.jpg", "a path in a home folder"),
+    ("C:\\\\photos\\\\photo.jpg", "a Windows drive path"),
+])
+def test_a_path_that_can_never_arrive_fails_at_once(tmp_path, path, why):
+    box = IntakeDir(tmp_path, missing_timeout=300)  # nothing may wait five minutes for it
+    try:
+        box.image("styles/s.png")
+        (box.inbox / "u.toml").write_text(f'content = "{path}"\nstyle = "styles/s.png"\n')
+        box.scan()
+        job = box.jobs()["u"]
+        assert job.status == JobStatus.FAILED.value and why in job.error and "can never arrive" in job.error
+    finally:
+        box.close()
+
+
+def test_tags_with_control_characters_are_refused(box):
+    box.pair("t")
+    (box.inbox / "t.toml").write_text('tags = ["gpu\\u001b[2J"]\n')
+    box.scan()
+    job = box.jobs()["t"]
+    assert job.status == "failed" and "printable" in job.error
