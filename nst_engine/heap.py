@@ -85,6 +85,14 @@ def resident_bytes() -> int | None:
         return None
 
 
+def release() -> None:
+    """Give the heap's free pages back to the system now (after a job: its pictures and
+    buffers are gone, and an idle service should not sit on them). A no-op elsewhere."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 def release_above(limit: int) -> bool:
     """When this process's resident memory is over `limit` bytes, give the heap's free pages
     back to the system (glibc's malloc_trim); whether it did. A no-op elsewhere."""

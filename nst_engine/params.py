@@ -192,6 +192,12 @@ class Params:
             strength=min(1.0, max(0.0, self.strength + stronger)),
         )
 
+    def image_edges(self) -> tuple[int, int]:
+        """The longest edges at which a run looks at the photograph (and an init image) and at
+        the paintings, over all its outputs: nothing larger need be decoded."""
+        style_scale = max(self.variant(i).style_scale for i in range(min(self.outputs, len(VARIANTS))))
+        return self.size, max(1, round(self.size * style_scale))
+
     @staticmethod
     def variant_name(index: int) -> str:
         name = VARIANTS[index % len(VARIANTS)][0]

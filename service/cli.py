@@ -108,11 +108,12 @@ def stylize(
     from .files import write_image_atomic
 
     try:
-        content_img = load_image(content, max_pixels=config.limits.max_image_pixels)
-        style_imgs = [load_image(s, max_pixels=config.limits.max_image_pixels) for s in styles]
+        limit, (content_edge, style_edge) = config.limits.max_image_pixels, params.image_edges()
+        content_img = load_image(content, max_pixels=limit, max_edge=content_edge)
+        style_imgs = [load_image(s, max_pixels=limit, max_edge=style_edge) for s in styles]
         init_img = None
         if params.init_is_image:
-            init_img = load_image(params.init, max_pixels=config.limits.max_image_pixels)
+            init_img = load_image(params.init, max_pixels=limit, max_edge=content_edge)
         reporter = None if quiet else _TerminalProgress()
         result = run_stylize(content_img, style_imgs, params=params, init_image=init_img, progress=reporter,
                              memory_budget=config.worker.memory_budget())

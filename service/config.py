@@ -69,6 +69,7 @@ class WebConfig:
     port: int = 8750
     max_upload_mb: float = 50.0
     password: str = ""  # a shared secret; empty means no login (fine on localhost only)
+    trusted_proxy: str = ""  # the reverse proxy's address: its X-Forwarded-For names the client
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ from .safefiles import read_regular, shown
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 SIDECAR_EXTS = (".toml", ".json")
+# Checking that a picture decodes needs every byte decoded, but no large picture kept.
+CHECK_EDGE = 64
 MAX_SIDECAR_BYTES = 64 * 1024
 
 

@@ -25,7 +25,7 @@ from typing import Callable
 from .config import Config
 from .errors import RefusedFile, SidecarError
 from .inbox import (
-    SIDECAR_EXTS, Settle, Sidecar, default_image, image_owner, is_ignored, is_own_file, job_key, job_name, listdir,
+    CHECK_EDGE, SIDECAR_EXTS, Settle, Sidecar, default_image, image_owner, is_ignored, is_own_file, job_key, job_name, listdir,
     parse_sidecar, read_sidecar, resolve_in_inbox, sha256_bytes,
 )
 from .outbox import JobFolder, Outbox, error_text
@@ -262,11 +262,22 @@ class Intake:
 
         from nst_engine import BudgetError, estimate
 
-        content = next(item.source for item in inputs if item.role == "content")
-        with open_regular(content, self.config.inbox) as f, Image.open(f) as img:
-            size = img.size
+        content_edge, style_edge = sidecar.params.image_edges()
+        size, decoding, kept = None, 0, 0
+        for item in inputs:
+            if item.role not in ("content", "style", "init"):
+                continue
+            with open_regular(item.source, self.config.inbox) as f, Image.open(f) as img:
+                size = img.size if item.role == "content" else size
+                edge = style_edge if item.role == "style" else content_edge
+                decoding = max(decoding, img.width * img.height * len(img.getbands()))
+                shrink = min(1.0, 2 * edge / max(img.size))  # decoded to at most twice what is needed
+                kept += round(img.width * shrink) * round(img.height * shrink) * 3
         try:
-            return estimate(sidecar.params, size, memory_budget=self.config.worker.memory_budget())
+            planned = estimate(sidecar.params, size, memory_budget=self.config.worker.memory_budget())
+            # The pictures beside the run: all kept as decoded, the largest one's decoding at full size.
+            planned["images_mib"] = round((decoding + kept) / 2**20)
+            return planned
         except BudgetError as e:
             raise SidecarError(f"{shown(sidecar.name)}: {e}", hint=e.hint) from None
         except ValueError as e:  # e.g. a device this host does not have: the worker will say
@@ -505,6 +516,6 @@ def _decode_check(max_pixels: int, inbox: Path) -> Callable[[Path], None]:
         from nst_engine.images import load_image
 
         with open_regular(path, inbox) as f:
-            load_image(f, max_pixels=max_pixels, name=shown(path.name))
+            load_image(f, max_pixels=max_pixels, name=shown(path.name), max_edge=CHECK_EDGE)
 
     return check

@@ -11,7 +11,7 @@ from nst_engine.params import INITS
 
 from .config import Config
 from .files import write_bytes_atomic
-from .inbox import IMAGE_EXTS, safe_component
+from .inbox import CHECK_EDGE, IMAGE_EXTS, safe_component
 
 
 class SubmitError(ValueError):
@@ -25,7 +25,7 @@ def submit_job(config: Config, content: Path, styles: Sequence[Path], *, name: s
         raise SubmitError(f"priority {priority}: use a whole number from -1000 to 1000")
     for path in [content, *styles]:
         try:
-            load_image(path, max_pixels=config.limits.max_image_pixels)
+            load_image(path, max_pixels=config.limits.max_image_pixels, max_edge=CHECK_EDGE)
         except ImageError as e:
             raise SubmitError(str(e)) from None
     inbox = config.inbox

@@ -17,6 +17,7 @@ import torch
 
 from nst_engine import ImageError, Params, Progress, RunState, WeightsError, load_image, preload, stylize
 from nst_engine.device import describe, pick_device
+from nst_engine.heap import release as release_heap
 from nst_engine.params import ParamError
 
 from . import __version__
@@ -111,6 +112,7 @@ class Worker:
         finally:
             joblog.close()
             self.current_job = None
+            release_heap()  # an idle service does not sit on the last job's pictures
 
     def _run(self, job: Job, joblog: JobLog) -> JobStatus:
         started = time.perf_counter()
@@ -118,7 +120,7 @@ class Worker:
                      f"nst {__version__}, run {self.run_id}")
         try:
             params = Params.from_mapping(job.params, limits=self.config.limits)
-            content, styles, init = self._images(job)
+            content, styles, init = self._images(job, params)
         except (ImageError, ParamError, ValueError, OSError) as e:
             return self._fail(job, joblog, str(e), _advice(e))
         joblog.write("parameters: " + json.dumps(params.to_dict(), sort_keys=True))
@@ -162,17 +164,19 @@ class Worker:
         joblog.write(f"{ending} in {elapsed:.1f} s; final losses {json.dumps(result.record['final_losses'])}")
         return self._publish(job, joblog, params, content, styles, result, status)
 
-    def _images(self, job: Job):
+    def _images(self, job: Job, params: Params):
+        """The job's pictures, each decoded no larger than twice what the run will look at."""
         inputs_dir = self.config.archive(job.id) / "inputs"
         limit = self.config.limits.max_image_pixels
+        content_edge, style_edge = params.image_edges()
         by_role: dict[str, list[Path]] = {}
         for item in job.inputs:
             by_role.setdefault(item["role"], []).append(inputs_dir / item["name"])
         if not by_role.get("content") or not by_role.get("style"):
             raise ValueError("the job's archived inputs are incomplete (no content or style image)")
-        content = load_image(by_role["content"][0], max_pixels=limit)
-        styles = [load_image(p, max_pixels=limit) for p in by_role["style"]]
-        init = load_image(by_role["init"][0], max_pixels=limit) if by_role.get("init") else None
+        content = load_image(by_role["content"][0], max_pixels=limit, max_edge=content_edge)
+        styles = [load_image(p, max_pixels=limit, max_edge=style_edge) for p in by_role["style"]]
+        init = load_image(by_role["init"][0], max_pixels=limit, max_edge=content_edge) if by_role.get("init") else None
         return content, styles, init
 
     # -- checkpoints ------------------------------------------------------------------

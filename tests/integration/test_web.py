@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import re
 import zipfile
 
@@ -169,6 +170,32 @@ def test_job_page_files_zip_and_api(site, content_image):
     assert client.get("/jobs/999").status_code == 404
 
 
+def test_the_zip_download_is_streamed_not_built_in_memory(site, content_image, tmp_path):
+    import tracemalloc
+
+    config, store, client = site
+    job = finished_job(config, store, content_image)
+    big = config.outbox / "done-job" / "inputs" / "done-job.scan.tif"
+    with open(big, "wb") as f:
+        for _ in range(64):
+            f.write(os.urandom(2**20))  # 64 MiB that do not compress
+    tracemalloc.start()
+    try:
+        response = client.get(f"/jobs/{job.id}/zip", buffered=False)
+        assert response.is_streamed and "attachment" in response.headers["Content-Disposition"]
+        with open(tmp_path / "dl.zip", "wb") as out:
+            for chunk in response.response:
+                out.write(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, f"the download held {peak / 2**20:.0f} MiB at once"
+    with zipfile.ZipFile(tmp_path / "dl.zip") as z:
+        assert z.testzip() is None
+        assert z.read("done-job/inputs/done-job.scan.tif") == big.read_bytes()
+        assert z.read("done-job/job.log") == b"hello log\n"
+
+
 def test_cancel_and_retry_buttons(site, content_image, style_image):
     config, store, client = site
     job, _ = store.enqueue(key="q", name="queued-job", params={})
@@ -270,7 +297,10 @@ def test_sessions_end_with_logout_and_with_a_password_change(tmp_path):
     assert _login(client, "s3cret").status_code == 302
     assert client.get("/api/jobs").status_code == 200
     assert "Log out" in client.get("/").get_data(as_text=True)
+    saved = client.get_cookie("session").value
     client.post("/logout", data={"csrf_token": token(client)})
+    assert client.get("/api/jobs").status_code == 401
+    client.set_cookie("session", saved)  # a cookie kept from before the logout opens nothing
     assert client.get("/api/jobs").status_code == 401
     assert _login(client, "s3cret").status_code == 302
     cookie = client.get_cookie("session").value
@@ -278,6 +308,82 @@ def test_sessions_end_with_logout_and_with_a_password_change(tmp_path):
     changed = create_app(load_config(tmp_path / "config.toml")).test_client()  # same state/web-secret
     changed.set_cookie("session", cookie)
     assert changed.get("/api/jobs").status_code == 401
+
+
+def _clocked_app(tmp_path, extra=""):
+    (tmp_path / "config.toml").write_text(f'[web]\npassword = "s3cret"\n{extra}')
+    app = create_app(load_config(tmp_path / "config.toml"))
+    now = [1000.0]
+    app.extensions["nst"]["gate"].clock = lambda: now[0]
+    return app, now
+
+
+def test_the_right_password_gets_through_at_its_turn_while_guesses_are_slowed(tmp_path):
+    app, now = _clocked_app(tmp_path)
+    client = app.test_client()
+    assert [_login(client, f"guess{i}").status_code for i in range(5)] == [401] * 5
+    assert _login(client, "s3cret").status_code == 429  # its turn is 1 s after the last wrong one
+    now[0] += 1.0
+    assert _login(client, "guess5").status_code == 401  # a guess at its turn is checked...
+    assert _login(client, "s3cret").status_code == 429  # ...and the next turn is 2 s away
+    now[0] += 2.0
+    assert _login(client, "s3cret").status_code == 302  # no lockout: the password opens at its turn
+
+
+def test_metrics_share_the_login_limiter(tmp_path):
+    import base64
+
+    app, now = _clocked_app(tmp_path)
+    client = app.test_client()
+    basic = lambda pw: {"Authorization": "Basic " + base64.b64encode(f"p:{pw}".encode()).decode()}  # noqa: E731
+    codes = [client.get("/metrics", headers=basic(f"guess{i}")).status_code for i in range(8)]
+    assert codes[:5] == [401] * 5 and set(codes[5:]) == {429}, codes  # not 150 guesses a second
+    assert _login(client, "guess").status_code == 429  # the login form is the same door
+    assert client.get("/metrics", headers=basic("s3cret")).status_code == 429  # not an oracle either
+    now[0] += 60
+    assert client.get("/metrics", headers=basic("s3cret")).status_code == 200
+
+
+def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_limiter(tmp_path):
+    import threading
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from service.web import WebServer
+
+    def post_login(port, password, forwarded=None):
+        jar = urllib.request.HTTPCookieProcessor()
+        opener = urllib.request.build_opener(jar, _NoRedirect())
+        headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+        page = opener.open(urllib.request.Request(f"http://127.0.0.1:{port}/login", headers=headers)).read()
+        csrf = re.search(rb'name="csrf_token" value="([^"]+)"', page).group(1).decode()
+        body = urllib.parse.urlencode({"csrf_token": csrf, "password": password}).encode()
+        try:
+            return opener.open(urllib.request.Request(f"http://127.0.0.1:{port}/login", data=body,
+                                                      headers=headers)).status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    for proxy, separate in (("127.0.0.1", True), ("", False)):
+        (tmp_path / "config.toml").write_text(f'[web]\npassword = "s3cret"\ntrusted_proxy = "{proxy}"\n')
+        app = create_app(load_config(tmp_path / "config.toml"))
+        app.extensions["nst"]["gate"].clock = lambda: 1000.0  # still: a slow machine never reaches a turn
+        server = WebServer(app, "127.0.0.1", 0, threads=2, trusted_proxy=proxy)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            assert [post_login(server.port, f"g{i}", "203.0.113.9") for i in range(5)] == [401] * 5
+            assert post_login(server.port, "s3cret", "203.0.113.9") == 429
+            # A forwarded address counts only from the proxy named in the config: otherwise
+            # anyone could send a new X-Forwarded-For with every guess.
+            assert post_login(server.port, "s3cret", "198.51.100.7") == (302 if separate else 429)
+        finally:
+            server.shutdown()
+
+
+class _NoRedirect(__import__("urllib.request").request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
 
 
 @pytest.mark.parametrize("target", ["/%09/evil.example", "//evil.example", "/\\evil.example", "https://evil.example",

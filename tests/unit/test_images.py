@@ -127,3 +127,34 @@ def test_a_preview_is_averaged_down_to_its_long_edge_on_the_device():
     assert small.size == (400, 300)
     assert np.abs(np.asarray(small).astype(int) - 128).max() <= 1
     assert to_image(picture[:, :, :100, :60], 400).size == (60, 100)  # never enlarged
+
+
+def test_a_small_file_of_a_huge_picture_is_decoded_only_as_large_as_the_job_needs(tmp_path):
+    """Issue 25: an 8900x8900 1-bit PNG of a few KB, used eight times as a style image, took
+    the daemon from 1 GB to 4.1 GB. Measured in a fresh process (its peak resident memory)."""
+    import subprocess
+    import sys
+
+    from PIL import ImageDraw
+
+    big = Image.new("1", (8900, 8900))
+    ImageDraw.Draw(big).ellipse((100, 100, 8800, 8800), fill=1)
+    big.save(tmp_path / "bitmap.png")
+    del big
+    assert (tmp_path / "bitmap.png").stat().st_size < 200_000
+    code = (
+        "import resource, sys\n"
+        "from nst_engine.images import load_image\n"
+        "from nst_engine.params import Params\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "edge = Params(outputs=2).image_edges()[1]\n"
+        "kept = [load_image(sys.argv[1], max_edge=edge) for _ in range(8)]\n"
+        "grew = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024\n"
+        "print(edge, max(kept[0].size), grew)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "bitmap.png")], capture_output=True,
+                         text=True, check=True).stdout.split()
+    edge, kept_edge, grew_mib = map(int, out)
+    assert edge == round(512 * 1.6)  # the second output's larger brushwork sees the painting larger
+    assert 2 * edge <= kept_edge < 4 * edge
+    assert grew_mib < 300, f"eight decodes took {grew_mib} MiB (whole, as RGB: 8 x 227 MiB)"
