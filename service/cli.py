@@ -55,7 +55,19 @@ def build_params(config: Config, values: dict[str, Any]) -> Params:
         raise UserError(str(e)) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Every command: a store that cannot be used (damaged, a folder, refused) is one line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from .errors import StoreError
+
+        try:
+            return super().invoke(ctx)
+        except StoreError as e:
+            raise UserError(str(e)) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), envvar="NST_CONFIG",
     help="config.toml to use (default: $NST_CONFIG, else ./config.toml, else built-in defaults).",
@@ -293,9 +305,15 @@ def jobs(ctx: click.Context, status, since, until, name_glob, limit, as_json) ->
         return
     click.echo(table(
         ["ID", "NAME", "STATUS", "SUBMITTED", "DURATION", "SIZE", "ITERS", "OUTPUTS"],
-        [[j.id, _clip(j.name), j.status, local_time(j.submitted_at), duration(j.duration_s), j.size,
+        [[j.id, _clip(j.name), _status(j), local_time(j.submitted_at), duration(j.duration_s), j.size,
           j.iterations, _pictures(j)] for j in rows],
     ))
+
+
+def _status(job) -> str:
+    """The status, and for a queued job that no worker here can run, what it waits for."""
+    needs = (job.record.get("estimate") or {}).get("waits_for") if job.status == "queued" else None
+    return f"queued (needs {_clip(needs.removeprefix('a worker with '), 40)})" if needs else job.status
 
 
 def _pictures(job) -> str:
@@ -306,7 +324,9 @@ def _pictures(job) -> str:
 
 
 def _clip(text: str, width: int = 32) -> str:
-    text = text.replace("\n", " ")
+    from .display import printable
+
+    text = printable(text)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -324,7 +344,7 @@ def show(ctx: click.Context, job: str, as_json: bool) -> None:
     """
     import json
 
-    from .display import duration, estimate_text, local_time
+    from .display import duration, estimate_text, local_time, printable
 
     config = _config(ctx)
     store = _store(ctx)
@@ -337,7 +357,7 @@ def show(ctx: click.Context, job: str, as_json: bool) -> None:
         click.echo(json.dumps(d, indent=2, sort_keys=True))
         return
     lines = [
-        f"job {j.id}: {j.name}",
+        f"job {j.id}: {printable(j.name)}",
         f"  status      {j.status}" + (f" (attempt {j.attempts})" if j.attempts > 1 else ""),
         f"  submitted   {local_time(j.submitted_at)}",
         f"  started     {local_time(j.started_at)}",
@@ -346,7 +366,7 @@ def show(ctx: click.Context, job: str, as_json: bool) -> None:
         f"  host        {j.host or '-'}" + (f" (pid {j.pid})" if j.pid else ""),
     ]
     if j.error:
-        lines.append(f"  error       {j.error}")
+        lines.append(f"  error       {printable(j.error)}")
     progress = j.progress
     if j.status == "running" and progress.total:
         lines.append(f"  progress    step {progress.step}/{progress.total} ({progress.fraction:.0%}), "
@@ -373,10 +393,10 @@ def show(ctx: click.Context, job: str, as_json: bool) -> None:
     lines.append("  parameters")
     lines += [f"    {k} = {json.dumps(v)}" for k, v in sorted(j.params.items())]
     lines.append("  inputs")
-    lines += [f"    {i.get('role'):8} {i.get('name')}  sha256 {i.get('sha256')}" for i in j.inputs]
+    lines += [f"    {i.get('role'):8} {printable(str(i.get('name')))}  sha256 {i.get('sha256')}" for i in j.inputs]
     if j.outbox_dir:
-        lines.append(f"  outbox      {config.outbox / j.outbox_dir}")
-        lines += [f"    {o}" for o in j.outputs]
+        lines.append(f"  outbox      {printable(str(config.outbox / j.outbox_dir))}")
+        lines += [f"    {printable(o)}" for o in j.outputs]
     click.echo("\n".join(lines))
 
 
@@ -457,7 +477,7 @@ def status(ctx: click.Context, once: bool) -> None:
         click.echo("running: nothing")
         return
     job = running[0]
-    click.echo(f"running: job {job.id} {job.name} (since {local_time(job.started_at)})")
+    click.echo(f"running: job {job.id} {_clip(job.name, 80)} (since {local_time(job.started_at)})")
     interactive = not once and sys.stdout.isatty()
     try:
         while True:

@@ -30,6 +30,8 @@ RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("web", "port"): (1, 65535), ("web", "max_upload_mb"): (0.1, 100_000),
     ("cluster", "heartbeat_seconds"): (0.1, 3600), ("cluster", "takeover_seconds"): (0.5, 86400),
     ("cluster", "max_size"): (0, 1_000_000),
+    ("limits", "max_size"): (64, 65536), ("limits", "max_iterations"): (1, 1_000_000),
+    ("limits", "max_outputs"): (1, 256), ("limits", "max_image_pixels"): (1_000_000, 4_000_000_000),
 }
 DATABASE_SCHEMES = ("sqlite", "postgresql")
 

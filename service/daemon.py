@@ -23,6 +23,7 @@ from pathlib import Path
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from .config import Config, redact_url
+from .display import printable
 from .intake import SWEEP_S, Intake
 from .outbox import Outbox
 from .status import JobStatus
@@ -39,7 +40,10 @@ class AlreadyRunning(RuntimeError):
 
 
 def sd_notify(message: str) -> bool:
-    """Tell systemd (Type=notify) how we are; a no-op outside systemd."""
+    """Tell systemd (Type=notify) how we are; a no-op outside systemd. Never waits: a datagram
+    socket's queue holds few messages (net.unix.max_dgram_qlen, 10 by default), and a
+    blocking send to a manager that is not reading kept the daemon from stopping; as
+    systemd's own client does, a message that does not fit is dropped."""
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
         return False
@@ -48,7 +52,7 @@ def sd_notify(message: str) -> bool:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.connect(address)
-            sock.sendall(message.encode())
+            sock.send(message.encode(), socket.MSG_DONTWAIT)
         return True
     except OSError:
         return False
@@ -59,14 +63,8 @@ class OneLineFormatter(logging.Formatter):
     nobody who can name a file can forge a line of the service's log; tracebacks stay whole."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = _escape_controls(record.message)
+        record.message = printable(record.message)
         return super().formatMessage(record)
-
-
-def _escape_controls(text: str) -> str:
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -219,7 +217,7 @@ class Daemon:
         try:
             server = serve(self.config)
         except OSError as e:
-            log.error("web page not served: cannot listen on %s:%d (%s)", self.config.web.host,
+            log.error("web page not served: cannot listen on %s:%s (%s)", self.config.web.host,
                       self.config.web.port, e)
             return None
         threading.Thread(target=server.serve_forever, name="web", daemon=True).start()

@@ -6,6 +6,14 @@ import datetime as dt
 from typing import Any, Sequence
 
 
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped (ESC, CR, BS, a newline -> \\x1b, \\r, \\x08, \\n),
+    so a name dropped into the inbox can neither forge a log line nor drive a terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -44,6 +52,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def estimate_text(estimate: dict[str, Any] | None, seconds_per_mpix_iteration: float | None) -> str:
     """E.g. "peak about 5.1 GiB of 10.0; 4 scales, the last in 48 tiles; about 9 min"."""
+    if estimate and estimate.get("waits_for"):
+        return f"waits for {estimate['waits_for']}: no worker that can run it has claimed it"
     if not estimate or "peak_mib" not in estimate:
         return ""
     scales = estimate.get("scales", [])

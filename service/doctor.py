@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-from .config import Config
+from .config import Config, redact_url
 
 Check = tuple[bool, str, str]
 
@@ -17,9 +17,10 @@ def run_checks(config: Config) -> Iterator[Check]:
     for label, folder in (("inbox", config.inbox), ("outbox", config.outbox), ("state", config.state)):
         yield _folder(label, folder)
     yield _database(config)
-    yield _weights()
+    yield _weights(config.defaults.weights)
     yield from _device(config)
     yield _observer(config)
+    yield _exposure(config)
     yield from _running(config)
 
 
@@ -40,21 +41,39 @@ def _database(config: Config) -> Check:
     from .migrations import head
     from .store import Store
 
+    shown = redact_url(config.database)
     try:
-        store = Store(config.database)
+        store = Store(config.database, outage_s=0)  # a check answers now: no waiting out an outage
         store.migrate()
         version = store.schema_version()
         counts = store.counts()
         store.dispose()
     except Exception as e:
-        return False, "database", f"{config.database}: {e}"
+        return False, "database", f"{shown}: {redact_password(str(e), config.database)}"
     jobs = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs yet"
-    return version == head(), "database", f"{config.database} (schema {version}; {jobs})"
+    return version == head(), "database", f"{shown} (schema {version}; {jobs})"
 
 
-def _weights() -> Check:
-    from nst_engine.weights import WeightsError, describe
+def redact_password(text: str, url: str) -> str:
+    """`text` (a driver's message, which may quote the URL) without the URL's password."""
+    from sqlalchemy.engine import make_url
 
+    try:
+        password = make_url(url).password
+    except Exception:
+        return text.replace(url, redact_url(url))
+    return text.replace(url, redact_url(url)).replace(password, "***") if password else text
+
+
+def _weights(spec: str) -> Check:
+    from nst_engine.weights import WeightsError, describe, load_weights
+
+    if spec != "caffe":  # the operator's choice in [defaults] weights: that is what jobs will load
+        try:
+            weights = load_weights(spec)
+        except (WeightsError, OSError) as e:
+            return False, "weights", f"[defaults] weights = {spec!r}: {e}"
+        return True, "weights", f"{weights.source} sha256 {weights.sha256}"
     try:
         info = describe()
     except WeightsError as e:
@@ -106,6 +125,18 @@ def _observer(config: Config) -> Check:
     return True, "observer", f"native ({kind}){fs_hint}; rescan every {config.watch.rescan_seconds:g} s"
 
 
+def _exposure(config: Config) -> Check:
+    """The web page on every address with no password is anyone's who can reach the host."""
+    web = config.web
+    local = web.host in ("127.0.0.1", "localhost", "::1") or web.host.startswith("127.")
+    if not web.enabled or local or web.password:
+        return True, "web access", (f"{web.host}: password required" if web.password else
+                                    f"{web.host}: no password (local only)" if local else "page off")
+    return False, "web access", (f"[web] host = {web.host!r} with no password: anyone who reaches this host "
+                                 "can upload, cancel and download; set [web] password (and a reverse "
+                                 "proxy with TLS), or host = \"127.0.0.1\"")
+
+
 def _running(config: Config) -> Iterator[Check]:
     """Whether the daemon runs (its heartbeat in the store) and the web page answers. Neither
     running is no fault of the configuration: these lines inform, they do not fail."""
@@ -114,11 +145,11 @@ def _running(config: Config) -> Iterator[Check]:
     from .store import Store
 
     try:
-        store = Store(config.database, outage_s=2.0)
+        store = Store(config.database, outage_s=0)
         daemons = store.live_daemons()
         store.dispose()
     except Exception as e:
-        yield True, "daemon", f"unknown: the database cannot be read ({e})"
+        yield True, "daemon", f"unknown: the database cannot be read ({redact_password(str(e), config.database)})"
         daemons = None
     if daemons is not None:
         yield True, "daemon", ("running: " + ", ".join(f"{d.host} pid {d.pid} ({d.roles})" for d in daemons)

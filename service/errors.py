@@ -18,6 +18,11 @@ class UserError(ValueError):
         self.hint = hint or self.default_hint
 
 
+class StoreError(RuntimeError):
+    """The job store refuses or cannot be used (a job moved the wrong way, a damaged or
+    missing database); the message says which, in a line."""
+
+
 class SidecarError(UserError):
     """A sidecar cannot become a job; the message says what to fix."""
 

@@ -273,15 +273,41 @@ class Intake:
                 decoding = max(decoding, img.width * img.height * len(img.getbands()))
                 shrink = min(1.0, 2 * edge / max(img.size))  # decoded to at most twice what is needed
                 kept += round(img.width * shrink) * round(img.height * shrink) * 3
+        needs = self._needs(sidecar)
         try:
             planned = estimate(sidecar.params, size, memory_budget=self.config.worker.memory_budget())
             # The pictures beside the run: all kept as decoded, the largest one's decoding at full size.
             planned["images_mib"] = round((decoding + kept) / 2**20)
-            return planned
+            return {**planned, "waits_for": needs} if needs else planned
         except BudgetError as e:
             raise SidecarError(f"{shown(sidecar.name)}: {e}", hint=e.hint) from None
         except ValueError as e:  # e.g. a device this host does not have: the worker will say
             return {"unknown": str(e)}
+
+    def _needs(self, sidecar: Sidecar) -> str | None:
+        """What worker a job needs that this host's is not, or None. On one host (an SQLite
+        store, this daemon working) no other worker can come: the job fails now, with advice,
+        instead of staying queued forever; in a cluster it waits, saying for what."""
+        from nst_engine.device import pick_device
+
+        cluster = self.config.cluster
+        lacking = []
+        if sidecar.requires_gpu and pick_device(self.config.defaults.device).type == "cpu":
+            lacking.append("a GPU")
+        missing_tags = sorted(set(sidecar.tags) - set(cluster.tags))
+        if missing_tags:
+            lacking.append("the tag" + "s" * (len(missing_tags) > 1) + " " + ", ".join(missing_tags))
+        largest = cluster.max_size or self.config.limits.max_size
+        if sidecar.params.size > largest:
+            lacking.append(f"room for size {sidecar.params.size} ([cluster] max_size here is {largest})")
+        if not lacking:
+            return None
+        needs = "a worker with " + " and ".join(lacking)
+        if self.config.database.startswith("sqlite") and "work" in cluster.roles:
+            raise SidecarError(f"{shown(sidecar.name)}: needs {needs}, and this service (one host) has none",
+                               hint="drop it again without requires_gpu / tags, or run it where a worker "
+                                    "has them (README 'Several hosts')")
+        return needs
 
     def _wait_or_fail(self, sidecar_path: Path, why: str, hint: str) -> None:
         first = self._waiting.setdefault(sidecar_path, self.clock())

@@ -24,16 +24,13 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from .errors import StoreError
 from .status import TRANSITIONS, JobProgress, JobStatus
 
 # The note on a recorded job whose sidecar waits for its images.
 WAITING = "waiting for its images: "
 
 MAX_ID = 2**63 - 1  # the largest id (and LIMIT) both databases take
-
-
-class StoreError(RuntimeError):
-    pass
 
 
 class Base(DeclarativeBase):
@@ -170,7 +167,11 @@ def _survives_outages(method):
                 try:
                     return method(self, *args, **kwargs)
                 except (OperationalError, DBAPIError) as e:
-                    if isinstance(e, IntegrityError) or time.monotonic() + delay > deadline:
+                    if isinstance(e, IntegrityError):
+                        raise
+                    if not self._passing(e):
+                        raise StoreError(self._broken(e)) from None
+                    if time.monotonic() + delay > deadline:
                         raise
                     time.sleep(delay)
                     delay = min(delay * 2, 2.0)
@@ -199,8 +200,14 @@ class Store:
         if url.startswith("sqlite"):
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
+                if Path(path).is_dir():
+                    raise StoreError(f"the database {path} is a folder, not a file: move it away (a new "
+                                     "database is made on start) or point [paths] database elsewhere")
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             connect_args = {"timeout": busy_timeout_s, "check_same_thread": False}
+        elif url.startswith("postgresql"):
+            # An unreachable server answers in seconds, not after the TCP stack gives up (minutes).
+            connect_args = {"connect_timeout": 10}
         self.engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
         self._write_engine = self.engine
         if url.startswith("sqlite"):
@@ -213,6 +220,22 @@ class Store:
             event.listen(self._write_engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         self._write_session = sessionmaker(self._write_engine, expire_on_commit=False)
+
+    # -- failures ---------------------------------------------------------------
+
+    def _passing(self, error: DBAPIError) -> bool:
+        """Whether `error` may pass if we wait: PostgreSQL restarting or out of reach, SQLite
+        busy. A damaged SQLite file or one that cannot be opened will not mend itself."""
+        if self.engine.dialect.name != "sqlite":
+            return isinstance(error, OperationalError)
+        text = str(error.orig).lower()
+        return isinstance(error, OperationalError) and ("locked" in text or "busy" in text)
+
+    def _broken(self, error: DBAPIError) -> str:
+        from .config import redact_url
+
+        return (f"the database {redact_url(self.url)} cannot be used: {str(error.orig).strip()}; "
+                "restore it from a backup, or move it away and start again (a new one is made)")
 
     # -- schema -----------------------------------------------------------------
 

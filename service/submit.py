@@ -11,7 +11,8 @@ from nst_engine.params import INITS
 
 from .config import Config
 from .files import write_bytes_atomic
-from .inbox import CHECK_EDGE, IMAGE_EXTS, safe_component
+from .errors import SidecarError
+from .inbox import CHECK_EDGE, IMAGE_EXTS, parse_sidecar, safe_component
 
 
 class SubmitError(ValueError):
@@ -32,14 +33,23 @@ def submit_job(config: Config, content: Path, styles: Sequence[Path], *, name: s
     if not inbox.is_dir():
         raise SubmitError(f"inbox {inbox} does not exist (nst init creates it)")
     name = _free_name(inbox, safe_component(name or content.stem))
+    targets = [(content, inbox / _placed_name(content, f"{name}.content"))]
+    targets += [(style, inbox / _placed_name(style, f"{name}.style" if len(styles) == 1 else f"{name}.style-{i}"))
+                for i, style in enumerate(styles, start=1)]
     sidecar: dict[str, Any] = dict(values or {})
-    sidecar["content"] = _place(content, inbox, f"{name}.content")
-    placed = [_place(style, inbox, f"{name}.style" if len(styles) == 1 else f"{name}.style-{i}")
-              for i, style in enumerate(styles, start=1)]
+    sidecar["content"] = targets[0][1].name
+    placed = [target.name for _, target in targets[1:]]
     sidecar["style"] = placed[0] if len(placed) == 1 else placed
     if priority:
         sidecar["priority"] = priority
-    write_bytes_atomic(inbox / f"{name}.json", json.dumps(sidecar, indent=2).encode())
+    data = json.dumps(sidecar, indent=2).encode()
+    try:  # the inbox's own rules, before anything is written: a refusal costs nothing queued
+        parse_sidecar(data, name=name, suffix=".json", base=config.defaults, limits=config.limits)
+    except SidecarError as e:
+        raise SubmitError(str(e).removeprefix(f"{name}.json: ")) from None
+    for source, target in targets:
+        write_bytes_atomic(target, source.read_bytes())  # a hidden temporary name, then a rename
+    write_bytes_atomic(inbox / f"{name}.json", data)
     return name
 
 
@@ -94,8 +104,6 @@ def _glob_escape(text: str) -> str:
     return "".join(f"[{c}]" if c in "*?[]" else c for c in text)
 
 
-def _place(source: Path, inbox: Path, stem: str) -> str:
+def _placed_name(source: Path, stem: str) -> str:
     suffix = source.suffix.lower() if source.suffix.lower() in IMAGE_EXTS else ".png"
-    target = inbox / f"{stem}{suffix}"
-    write_bytes_atomic(target, source.read_bytes())  # a hidden temporary name, then a rename
-    return target.name
+    return f"{stem}{suffix}"

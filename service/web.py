@@ -511,7 +511,8 @@ class WebServer:
                  "trusted_proxy_count": 1} if trusted_proxy else {}
         self._server = create_server(app, host=host, port=port, threads=threads, ident="nst",
                                      clear_untrusted_proxy_headers=True, **proxy)
-        self.host, self.port = host, self._server.effective_port
+        # waitress gives the bound port as a string (and the one chosen for port 0).
+        self.host, self.port = host, int(self._server.effective_port)
 
     def serve_forever(self) -> None:
         self._server.run()

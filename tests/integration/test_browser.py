@@ -77,6 +77,8 @@ def test_upload_progress_preview_download(service_dir, browser, pair_files, tmp_
     assert job.status == "done"
     assert saved.read_bytes() == (svc.outbox / job.outbox_dir / download.suggested_filename).read_bytes()
     assert "GET /api" not in svc.log_text()  # waitress: the page's polling stays out of the service log
+    assert f"web page at http://127.0.0.1:{port}/" in svc.log_text()  # the address, logged once
+    assert "Logging error" not in svc.log_text()
 
     page.goto(base + "/")
     assert page.input_value("#iterations") == "80"  # the next form starts from the last one

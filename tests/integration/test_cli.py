@@ -214,6 +214,65 @@ def test_doctor(env):
     assert "daemon: not running" in r.output
 
 
+def test_doctor_checks_the_weights_jobs_will_load_and_warns_of_an_open_page(env):
+    root, _, run = env
+    cfg = root / "config.toml"
+    cfg.write_text(cfg.read_text().replace('weights = "caffe"', 'weights = "/etc/passwd"')
+                   .replace('host = "127.0.0.1"', 'host = "0.0.0.0"').replace("enabled = false", "enabled = true"))
+    r = run("doctor")
+    assert r.exit_code == 1
+    assert "[FAIL] weights: [defaults] weights = '/etc/passwd':" in r.output
+    assert "[FAIL] web access: [web] host = '0.0.0.0' with no password" in r.output
+
+
+def test_doctor_never_shows_a_database_password_and_answers_for_a_server_that_is_down(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[paths]\ndatabase = "postgresql+psycopg://nst:hunter2secret@127.0.0.1:{port}/nst"\n')
+    r = CliRunner().invoke(main, ["--config", str(cfg), "doctor"])
+    assert "[FAIL] database: postgresql+psycopg://***@127.0.0.1" in r.output
+    assert "hunter2secret" not in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("damage", ["garbage", "folder"])
+def test_a_damaged_database_is_one_line_at_once(tmp_path, monkeypatch, damage):
+    import time as time_module
+
+    root = tmp_path / "site"
+    assert CliRunner().invoke(main, ["init", str(root)]).exit_code == 0
+    db = root / "state" / "jobs.sqlite3"
+    db.parent.mkdir(exist_ok=True)
+    if damage == "folder":
+        db.mkdir()
+    else:
+        db.write_bytes(b"this is not a database, only its name" * 200)
+
+    def no_waiting(_seconds):
+        raise AssertionError("waited on a damaged database as if it were an outage")
+
+    monkeypatch.setattr(time_module, "sleep", no_waiting)
+    for command in (["jobs"], ["show", "1"], ["status", "--once"]):
+        r = CliRunner().invoke(main, ["--config", str(root / "config.toml"), *command])
+        assert r.exit_code == 1, (command, r.output)
+        assert r.stderr.startswith("nst: the database ") and r.stderr.count("\n") == 1, r.stderr
+        assert "Traceback" not in r.output and "move it away" in r.stderr
+
+
+def test_names_with_control_characters_never_reach_the_terminal_raw(env):
+    _, store, run = env
+    job, _ = store.enqueue(key="esc", name="evil\x1b[2J\rname\x08\n", params={"size": 64})
+    store.mark_staged(job.id, [{"role": "content", "name": "evil\x1b]0;title\x07.png", "sha256": "ab"}])
+    for command in (["jobs"], ["show", str(job.id)], ["status", "--once"]):
+        r = run(*command)
+        assert r.exit_code == 0, r.output
+        assert not any(c in r.output for c in "\x1b\r\x08\x07"), (command, r.output)
+    assert "evil\\x1b[2J\\rname" in run("jobs").output
+
+
 def test_service_install_prints_a_hardened_unit(env, tmp_path, monkeypatch):
     root, _, run = env
     r = run("service", "install", "--print")
@@ -326,6 +385,9 @@ def test_huge_numbers_and_out_of_range_options_are_clear_answers(env, pair_files
     ("[watch]\nsettle_seconds = -1\n", "[watch] settle_seconds: -1.0 is out of range"),
     ("[worker]\nretry_seconds = nan\n", "[worker] retry_seconds: nan is out of range"),
     ("[cluster]\ntakeover_seconds = 0\n", "[cluster] takeover_seconds"),
+    ("[limits]\nmax_image_pixels = 0\n", "[limits] max_image_pixels: 0 is out of range"),
+    ("[limits]\nmax_size = 1000000000\n", "[limits] max_size: 1000000000 is out of range"),
+    ("[limits]\nmax_outputs = -1\n", "[limits] max_outputs"),
 ])
 def test_bad_config_values_are_refused_and_doctor_reports_them(tmp_path, text, message):
     cfg = tmp_path / "config.toml"

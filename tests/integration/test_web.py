@@ -131,6 +131,15 @@ def test_bad_uploads_get_clear_messages(site, content_image, style_image, case, 
     assert list(config.inbox.iterdir()) == []
 
 
+def test_an_upload_the_inbox_would_refuse_is_refused_by_the_form(site, content_image, style_image):
+    config, _, client = site
+    r = upload(client, png(content_image), [png(style_image) for _ in range(17)])
+    assert r.status_code == 400
+    page = r.get_data(as_text=True)
+    assert "not submitted: at most 16 style images" in page and "drop it again" not in page
+    assert list(config.inbox.iterdir()) == []
+
+
 def test_too_large_upload(site):
     _, _, client = site
     big = io.BytesIO(b"\0" * (2 * 1024 * 1024))

@@ -178,3 +178,37 @@ def test_tags_with_control_characters_are_refused(box):
     box.scan()
     job = box.jobs()["t"]
     assert job.status == "failed" and "printable" in job.error
+
+
+def test_a_job_no_worker_here_can_run_fails_at_once_on_one_host(box):
+    box.pair("g")
+    (box.inbox / "g.toml").write_text("requires_gpu = true\nsize = 64\n")
+    box.pair("a")
+    (box.inbox / "a.toml").write_text('tags = ["a100"]\nsize = 64\n')
+    box.scan()
+    jobs = box.jobs()
+    for name, needs in (("g", "a GPU"), ("a", "the tag a100")):
+        assert jobs[name].status == "failed", name
+        assert f"needs a worker with {needs}, and this service (one host) has none" in jobs[name].error
+        assert "README 'Several hosts'" in (box.outbox_dir / jobs[name].outbox_dir / "error.txt").read_text()
+
+
+def test_a_job_for_another_worker_waits_saying_for_what(tmp_path):
+    from service.config import config_from_dict
+    from service.display import estimate_text
+    from service.intake import Intake
+
+    box = IntakeDir(tmp_path)
+    try:
+        # A watcher that does not work: some other host's worker may have the GPU.
+        box.intake = Intake(config_from_dict({"watch": {"settle_seconds": 0}, "cluster": {"roles": ["watch"]}},
+                                             root=tmp_path), box.store, box.outbox)
+        box.pair("g")
+        (box.inbox / "g.toml").write_text("requires_gpu = true\nsize = 64\n")
+        box.scan()
+        job = box.jobs()["g"]
+        assert job.status == "queued" and job.staged
+        assert job.record["estimate"]["waits_for"] == "a worker with a GPU"
+        assert estimate_text(job.record["estimate"], 1.0).startswith("waits for a worker with a GPU")
+    finally:
+        box.close()
