@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # This machine's pip serves these from disk; elsewhere any torch>=2.2 works.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: run test test-fast bench bench-quality bench-quality-reference bench-print venv clean
+.PHONY: run test test-fast test-under-load bench bench-quality bench-quality-reference bench-print venv clean
 
 venv: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ run: venv
 test: venv
 	bash scripts/test-deps.sh
 	$(PY) -m pytest
+
+# The suite with two CPU hogs beside it (RUNS=3 for three in a row): it must pass on a busy machine.
+test-under-load: venv
+	bash scripts/test-under-load.sh
 
 test-fast: venv
 	$(PY) -m pytest -m 'not slow'

@@ -75,6 +75,8 @@ def setup_logging(level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(OneLineFormatter(fmt))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    # Alembic's INFO lines (its plugins on import, each migration step) would fill the service log.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 class Daemon:

@@ -68,3 +68,9 @@ class IntakeDir:
 
     def close(self) -> None:
         self.store.dispose()
+
+    def __enter__(self) -> "IntakeDir":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()

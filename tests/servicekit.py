@@ -13,10 +13,13 @@ from typing import Callable
 
 from PIL import Image
 
+import pace
 from service.config import load_config
 from service.store import JobFilter, Store
 
 ROOT = Path(__file__).resolve().parent.parent
+# However long things keep moving, a wait ends after this many of its ceilings.
+MAX_WAITS = 20
 
 
 def small_pair(edge: int = 96) -> tuple[Image.Image, Image.Image]:
@@ -71,11 +74,12 @@ class ServiceDir:
         return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> float:
-        """Send `sig` and wait for the exit; return how long it took."""
+        """Send `sig` and wait for the exit (`timeout` scaled to this machine's pace); return how
+        long it took."""
         assert self.proc is not None
         started = time.monotonic()
         self.proc.send_signal(sig)
-        self.proc.wait(timeout=timeout)
+        self.proc.wait(timeout=pace.ceiling(timeout))
         took = time.monotonic() - started
         self.proc = None
         return took
@@ -136,14 +140,39 @@ class ServiceDir:
         return self.job(name)
 
     def wait_for(self, condition: Callable[[], bool], *, timeout: float = 60.0, what: str = "condition") -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Until `condition()` holds. Fails only when nothing moved for `timeout` seconds (scaled
+        to this machine's pace): no line in the daemons' logs or the jobs' logs, no change in the
+        jobs' records or the outbox. A slow or busy machine only makes it wait longer; a stuck
+        daemon fails it, saying what it waited for and what the daemon logged."""
+        still = pace.ceiling(timeout)
+        started = changed = time.monotonic()
+        motion, looked = self._motion(), changed
+        while True:
             if condition():
                 return
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"daemon exited ({self.proc.returncode}) waiting for {what}:\n{self.log_text()}")
+            now = time.monotonic()
+            if now - looked >= 1.0:
+                looked, now_motion = now, self._motion()
+                if now_motion != motion:
+                    motion, changed = now_motion, now
+            if now - changed > still or now - started > MAX_WAITS * still:
+                quiet = f"nothing moved for {now - changed:.0f} s" if now - changed > still else \
+                    f"still moving after {now - started:.0f} s"
+                raise AssertionError(f"{quiet} waiting for {what}:\n{self.log_text()[-4000:]}")
             time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}:\n{self.log_text()[-4000:]}")
+
+    def _motion(self) -> tuple:
+        """What changes while the service works: its logs' sizes, the jobs' records, the outbox."""
+        logs = [p.stat().st_size for p in self.logs if p.exists()]
+        logs += sorted(p.stat().st_size for p in self.config.shared_dir.glob("jobs/*/job.log"))
+        try:
+            jobs = [(j.id, j.status, j.progress_json, j.staged) for j in self.jobs()]
+        except Exception:  # the database restarting (a fault test): no motion to read
+            jobs = []
+        outbox = sorted(p.name for p in self.outbox.iterdir()) if self.outbox.is_dir() else []
+        return tuple(logs), tuple(jobs), tuple(outbox)
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

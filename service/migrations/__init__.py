@@ -28,9 +28,6 @@ def upgrade(conn, *, legacy: int | None = None, to: str = "head") -> None:
     recorded, so its tables are taken as that revision rather than created again."""
     from alembic import command
 
-    import logging
-
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines would fill the service log
     cfg = _config(conn)
     if legacy:
         command.stamp(cfg, f"{legacy:04d}")

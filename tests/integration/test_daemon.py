@@ -5,6 +5,7 @@ import os
 import signal
 import time
 
+import pace
 import pytest
 from PIL import Image
 
@@ -92,7 +93,7 @@ def test_sigterm_mid_job_checkpoints_and_resumes(service_dir):
     svc.wait_for(lambda: (j := svc.job("long")) is not None and j.progress.step >= 20,
                  what="the job to make progress")
     took = svc.stop(signal.SIGTERM)
-    assert took < 10
+    assert took < pace.ceiling(10)
     stopping = svc.log_text().split("stop requested", 1)[1]
     assert "again" not in stopping and stopping.rstrip().endswith("stopped")  # no "watching ... again"
     job = svc.job("long")
@@ -151,30 +152,35 @@ def test_bad_jobs_fail_clearly_and_the_next_good_job_runs(service_dir, case):
 
 
 def test_systemd_notifications(service_dir, tmp_path):
-    """READY, STATUS and STOPPING over $NOTIFY_SOCKET, and WATCHDOG pings while alive."""
+    """READY, STATUS and STOPPING over $NOTIFY_SOCKET, and WATCHDOG pings while alive, read as
+    systemd reads them: all the time (sd_notify never waits for a reader; see test_sd_notify)."""
     import socket
+    import threading
 
     path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(path))
-    sock.settimeout(0.5)
+    sock.settimeout(0.2)
+    messages: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                messages.append(sock.recv(4096).decode())
+            except socket.timeout:
+                pass
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     svc = service_dir().start(env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "1000000"})
-    messages = []
-    deadline = time.monotonic() + 20
     svc.drop("notified", {})
-    while time.monotonic() < deadline and not (any("WATCHDOG=1" in m for m in messages) and
-                                               any("running job" in m for m in messages)):
-        try:
-            messages.append(sock.recv(4096).decode())
-        except socket.timeout:
-            pass
     svc.wait_job("notified")
+    svc.wait_for(lambda: any("WATCHDOG=1" in m for m in messages), what="a watchdog ping")
     svc.stop(signal.SIGTERM)
-    try:
-        while True:
-            messages.append(sock.recv(4096).decode())
-    except socket.timeout:
-        pass
+    svc.wait_for(lambda: any("STOPPING=1" in m for m in messages), what="STOPPING=1")
+    done.set()
+    reader.join()
     sock.close()
     text = "\n".join(messages)
     assert "READY=1" in text and "STATUS=idle" in text and "WATCHDOG=1" in text

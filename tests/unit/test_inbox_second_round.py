@@ -19,9 +19,8 @@ MARKER = b"TOPSECRET-25c3"
 
 @pytest.fixture
 def box(tmp_path):
-    d = IntakeDir(tmp_path)
-    yield d
-    d.close()
+    with IntakeDir(tmp_path) as d:
+        yield d
 
 
 def _raw(name: bytes) -> str:
@@ -45,24 +44,22 @@ def test_a_name_that_is_not_utf8_is_queued_under_a_name_that_can_be_stored(box, 
 
 
 def test_a_failing_job_with_an_unprintable_byte_in_its_name_gets_its_answer(tmp_path, caplog):
-    box = IntakeDir(tmp_path, missing_timeout=0)
-    (box.inbox / _raw(b"bad\x81\xff.toml")).write_text("size = 64\n")
-    (box.inbox / _raw(b"bad\x81\xff.notes.txt")).write_text("mine")
-    with caplog.at_level(logging.WARNING):
-        box.scan()
-    assert "a bug in nst" not in caplog.text
-    job = box.jobs()["bad\\x81ÿ"]
-    assert job.status == "failed" and "still missing: bad\\x81ÿ.content.jpg" in job.error
-    folder = box.outbox_dir / job.outbox_dir
-    assert "bad\\x81ÿ" in (folder / "error.txt").read_text()
-    assert sorted(os.listdir(folder / "inputs")) == ["bad\\x81ÿ.notes.txt", "bad\\x81ÿ.toml"]
-    assert shown(_raw(b"plain.jpg")) == "plain.jpg"
-    box.close()
+    with IntakeDir(tmp_path, missing_timeout=0) as box:
+        (box.inbox / _raw(b"bad\x81\xff.toml")).write_text("size = 64\n")
+        (box.inbox / _raw(b"bad\x81\xff.notes.txt")).write_text("mine")
+        with caplog.at_level(logging.WARNING):
+            box.scan()
+        assert "a bug in nst" not in caplog.text
+        job = box.jobs()["bad\\x81ÿ"]
+        assert job.status == "failed" and "still missing: bad\\x81ÿ.content.jpg" in job.error
+        folder = box.outbox_dir / job.outbox_dir
+        assert "bad\\x81ÿ" in (folder / "error.txt").read_text()
+        assert sorted(os.listdir(folder / "inputs")) == ["bad\\x81ÿ.notes.txt", "bad\\x81ÿ.toml"]
+        assert shown(_raw(b"plain.jpg")) == "plain.jpg"
 
 
 def test_a_sparse_file_beside_a_job_is_left_in_the_inbox_unread(tmp_path):
-    box = IntakeDir(tmp_path, max_file_mb=1)
-    try:
+    with IntakeDir(tmp_path, max_file_mb=1) as box:
         box.pair("sp")
         with open(box.inbox / "sp.blob", "wb") as f:
             f.truncate(10 * 2**40)  # 10 TiB of holes: reading or copying it would take hours
@@ -75,13 +72,10 @@ def test_a_sparse_file_beside_a_job_is_left_in_the_inbox_unread(tmp_path):
         assert os.listdir(box.inbox) == ["sp.blob"]
         assert sorted(os.listdir(box.config.archive(job.id) / "inputs")) == ["sp.content.jpg", "sp.style.png",
                                                                              "sp.toml"]
-    finally:
-        box.close()
 
 
 def test_an_image_over_the_size_ceiling_fails_its_job_at_once(tmp_path):
-    box = IntakeDir(tmp_path, max_file_mb=1, missing_timeout=300)
-    try:
+    with IntakeDir(tmp_path, max_file_mb=1, missing_timeout=300) as box:
         box.image("big.content.jpg")
         with open(box.inbox / "big.content.jpg", "ab") as f:
             f.truncate(2 * 2**20)  # a JPEG with 2 MiB of trailing holes
@@ -90,8 +84,6 @@ def test_an_image_over_the_size_ceiling_fails_its_job_at_once(tmp_path):
         box.scan()
         job = box.jobs()["big"]
         assert job.status == "failed" and "big.content.jpg: 2.0 MiB, more than the 1.0 MiB" in job.error
-    finally:
-        box.close()
 
 
 def test_a_copy_keeps_a_sparse_files_holes(tmp_path):
@@ -161,15 +153,12 @@ def test_a_sidecar_leaves_a_longer_jobs_images_for_it(box):
     ("C:\\\\photos\\\\photo.jpg", "a Windows drive path"),
 ])
 def test_a_path_that_can_never_arrive_fails_at_once(tmp_path, path, why):
-    box = IntakeDir(tmp_path, missing_timeout=300)  # nothing may wait five minutes for it
-    try:
+    with IntakeDir(tmp_path, missing_timeout=300) as box:  # nothing may wait five minutes for it
         box.image("styles/s.png")
         (box.inbox / "u.toml").write_text(f'content = "{path}"\nstyle = "styles/s.png"\n')
         box.scan()
         job = box.jobs()["u"]
         assert job.status == JobStatus.FAILED.value and why in job.error and "can never arrive" in job.error
-    finally:
-        box.close()
 
 
 def test_tags_with_control_characters_are_refused(box):
@@ -198,8 +187,7 @@ def test_a_job_for_another_worker_waits_saying_for_what(tmp_path):
     from service.display import estimate_text
     from service.intake import Intake
 
-    box = IntakeDir(tmp_path)
-    try:
+    with IntakeDir(tmp_path) as box:
         # A watcher that does not work: some other host's worker may have the GPU.
         box.intake = Intake(config_from_dict({"watch": {"settle_seconds": 0}, "cluster": {"roles": ["watch"]}},
                                              root=tmp_path), box.store, box.outbox)
@@ -210,5 +198,3 @@ def test_a_job_for_another_worker_waits_saying_for_what(tmp_path):
         assert job.status == "queued" and job.staged
         assert job.record["estimate"]["waits_for"] == "a worker with a GPU"
         assert estimate_text(job.record["estimate"], 1.0).startswith("waits for a worker with a GPU")
-    finally:
-        box.close()
