@@ -255,7 +255,10 @@ def test_a_damaged_database_is_one_line_at_once(tmp_path, monkeypatch, damage):
         raise AssertionError("waited on a damaged database as if it were an outage")
 
     monkeypatch.setattr(time_module, "sleep", no_waiting)
-    for command in (["jobs"], ["show", "1"], ["status", "--once"]):
+    import logging  # `serve` sets up the service's logging in this process: put pytest's back after
+    monkeypatch.setattr(logging.root, "handlers", logging.root.handlers[:])
+    monkeypatch.setattr(logging.root, "level", logging.root.level)
+    for command in (["jobs"], ["show", "1"], ["status", "--once"], ["serve"]):
         r = CliRunner().invoke(main, ["--config", str(root / "config.toml"), *command])
         assert r.exit_code == 1, (command, r.output)
         assert r.stderr.startswith("nst: the database ") and r.stderr.count("\n") == 1, r.stderr

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import pace
 import pytest
 
 from servicekit import ROOT, ServiceDir, small_pair
@@ -48,14 +49,15 @@ def test_three_daemons_share_the_work_exactly_once(cluster):
     nodes = cluster(3, defaults={"size": 64, "iterations": 5})
     for node in nodes:
         node.start()
-    drop_many(nodes[0], 30)
-    nodes[0].wait_for(lambda: sum(j.status == "done" for j in nodes[0].jobs()) == 30, timeout=240,
-                      what="30 jobs done")
+    n = 18  # six a worker: enough for all three to race for every claim
+    drop_many(nodes[0], n)
+    nodes[0].wait_for(lambda: sum(j.status == "done" for j in nodes[0].jobs()) == n, timeout=60,
+                      what=f"{n} jobs done")
     jobs = nodes[0].jobs()
-    assert sorted(j.name for j in jobs) == sorted(f"j{i}" for i in range(30))  # each recorded once
+    assert sorted(j.name for j in jobs) == sorted(f"j{i}" for i in range(n))  # each recorded once
     assert all(j.attempts == 1 for j in jobs)
     assert len({j.pid for j in jobs}) >= 2  # spread across the workers
-    assert sorted(p.name for p in nodes[0].outbox.iterdir()) == sorted(f"j{i}" for i in range(30))
+    assert sorted(p.name for p in nodes[0].outbox.iterdir()) == sorted(f"j{i}" for i in range(n))
     workers = json.loads(subprocess.run(
         [sys.executable, "-m", "service.cli", "--config", str(nodes[0].config_path), "workers", "--json"],
         capture_output=True, text=True, cwd=ROOT, check=True).stdout)
@@ -74,7 +76,7 @@ def test_a_killed_workers_job_is_taken_over_and_completes_once(cluster):
     b.wait_for(lambda: (j := b.job("big")) is not None and j.attempts == 2, timeout=60,
                what="b to take the job over")
     waited = time.monotonic() - killed_at
-    assert waited < 4.0 + 3.0  # the takeover time plus a claim poll or two
+    assert waited < 4.0 + pace.ceiling(3.0)  # the takeover time plus a claim poll or two, at this machine's pace
     job = b.wait_job("big", timeout=180)
     assert job.status == "done" and job.pid == b.proc.pid
     log = (b.outbox / "big" / "job.log").read_text()

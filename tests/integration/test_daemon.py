@@ -12,8 +12,20 @@ from PIL import Image
 EXPECTED = {"job.json", "job.log", "preview.png", "loss.png", "inputs"}
 
 
-def test_a_dropped_pair_comes_out_whole(service_dir):
-    svc = service_dir().start()
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One daemon on the default test config for the tests that check the inbox contract: each
+    uses job names of its own and waits for its jobs, so they never meet (a daemon's start is
+    3-5 s of each such test)."""
+    from servicekit import ServiceDir
+
+    svc = ServiceDir(tmp_path_factory.mktemp("shared")).start()
+    yield svc
+    svc.close()
+
+
+def test_a_dropped_pair_comes_out_whole(shared):
+    svc = shared
     svc.drop("harbour", {"outputs": 2})
     job = svc.wait_job("harbour")
     assert job.status == "done", job.error
@@ -24,7 +36,7 @@ def test_a_dropped_pair_comes_out_whole(service_dir):
             "harbour.corrected-2.png"} <= names
     assert sorted(p.name for p in (folder / "inputs").iterdir()) == [
         "harbour.content.png", "harbour.style.png", "harbour.toml"]
-    assert [p.name for p in svc.inbox.iterdir()] == []  # the job's files moved out of the inbox
+    assert not list(svc.inbox.glob("harbour.*"))  # the job's files moved out of the inbox
     record = json.loads((folder / "job.json").read_text())
     assert record["id"] == job.id and record["status"] == "done"
     assert record["record"]["weights"]["sha256"].startswith("c34748d2")
@@ -34,8 +46,8 @@ def test_a_dropped_pair_comes_out_whole(service_dir):
     assert not [p for p in svc.outbox.iterdir() if p.name.startswith(".")]
 
 
-def test_shared_library_images_are_copied_and_json_sidecars_work(service_dir):
-    svc = service_dir().start()
+def test_shared_library_images_are_copied_and_json_sidecars_work(shared):
+    svc = shared
     from servicekit import small_pair
 
     content, style = small_pair()
@@ -88,7 +100,8 @@ def test_polling_observer(service_dir):
 
 
 def test_sigterm_mid_job_checkpoints_and_resumes(service_dir):
-    svc = service_dir(defaults={"size": 128, "iterations": 400}).start()
+    # 150 iterations: about 13 s of them left when it is stopped at step 20 on the fastest CPU here.
+    svc = service_dir(defaults={"size": 128, "iterations": 150}).start()
     svc.drop("long", {})
     svc.wait_for(lambda: (j := svc.job("long")) is not None and j.progress.step >= 20,
                  what="the job to make progress")
@@ -106,7 +119,7 @@ def test_sigterm_mid_job_checkpoints_and_resumes(service_dir):
 
 
 def test_kill_9_mid_job_resumes_and_completes_once(service_dir):
-    svc = service_dir(defaults={"size": 128, "iterations": 300}).start()
+    svc = service_dir(defaults={"size": 128, "iterations": 150}).start()
     svc.drop("crash", {})
     svc.drop("after", {"iterations": 2})
     svc.wait_for(lambda: (j := svc.job("crash")) is not None and j.progress.step >= 40,
@@ -123,31 +136,32 @@ def test_kill_9_mid_job_resumes_and_completes_once(service_dir):
 
 
 @pytest.mark.parametrize("case", ["corrupt", "invalid", "unknown", "escape", "missing"])
-def test_bad_jobs_fail_clearly_and_the_next_good_job_runs(service_dir, case):
-    svc = service_dir().start()
+def test_bad_jobs_fail_clearly_and_the_next_good_job_runs(shared, case):
+    svc = shared
+    bad = f"bad-{case}"
     if case == "corrupt":
-        (svc.inbox / "bad.content.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
-        svc.drop("bad", {}, content=False)
-        expect = "bad.content.png: not an image"
+        (svc.inbox / f"{bad}.content.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+        svc.drop(bad, {}, content=False)
+        expect = f"{bad}.content.png: not an image"
     elif case == "invalid":
-        svc.drop("bad", "size = = 3")
+        svc.drop(bad, "size = = 3")
         expect = "not valid TOML"
     elif case == "unknown":
-        svc.drop("bad", {"stlye_weight": 3})
+        svc.drop(bad, {"stlye_weight": 3})
         expect = "did you mean 'style_weight'"
     elif case == "escape":
-        svc.drop("bad", {"content": "../secret.png"}, content=False)
+        svc.drop(bad, {"content": "../secret.png"}, content=False)
         expect = "inside the inbox"
     else:
-        svc.drop("bad", {}, style=False)
-        expect = "still missing: bad.style.jpg"
-    bad = svc.wait_job("bad", timeout=30)
-    assert bad.status == "failed" and expect in bad.error
-    error = (svc.outbox / "bad" / "error.txt").read_text()
+        svc.drop(bad, {}, style=False)
+        expect = f"still missing: {bad}.style.jpg"
+    job = svc.wait_job(bad, timeout=30)
+    assert job.status == "failed" and expect in job.error
+    error = (svc.outbox / bad / "error.txt").read_text()
     assert expect in error and "How to fix it" in error
-    assert (svc.outbox / "bad" / "inputs" / "bad.toml").exists()
-    svc.drop("good", {})
-    assert svc.wait_job("good").status == "done"
+    assert (svc.outbox / bad / "inputs" / f"{bad}.toml").exists()
+    svc.drop(f"good-{case}", {})
+    assert svc.wait_job(f"good-{case}").status == "done"
     assert "Traceback" not in svc.log_text()
 
 

@@ -20,8 +20,19 @@ DB_HOLD_S = int(os.environ.get("NST_DB_HOLD_S", "8"))  # the long run: 30
 
 
 
-def test_bad_images_each_get_a_clear_answer_and_good_odd_images_work(service_dir):
-    svc = service_dir().start()
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One daemon on the default test config for the tests that only drop jobs of their own
+    names and wait for them (a daemon's start is 3-5 s of each such test)."""
+    from servicekit import ServiceDir
+
+    svc = ServiceDir(tmp_path_factory.mktemp("shared")).start()
+    yield svc
+    svc.close()
+
+
+def test_bad_images_each_get_a_clear_answer_and_good_odd_images_work(shared):
+    svc = shared
     content, style = small_pair()
     inbox = svc.inbox
     good = content.resize((64, 48))
@@ -66,8 +77,8 @@ def test_bad_images_each_get_a_clear_answer_and_good_odd_images_work(service_dir
             error = (svc.outbox / name / "error.txt").read_text()
             assert "How to fix it" in error and job.error in error
             assert "internal error" not in job.error
-    svc.drop("good", {})
-    assert svc.wait_job("good").status == "done"
+    svc.drop("good-after-images", {})
+    assert svc.wait_job("good-after-images").status == "done"
     assert "Traceback" not in svc.log_text()
 
 
@@ -88,8 +99,8 @@ BAD_SIDECARS = {
 }
 
 
-def test_bad_sidecars_and_paths(service_dir, tmp_path):
-    svc = service_dir().start()
+def test_bad_sidecars_and_paths(shared, tmp_path):
+    svc = shared
     content, style = small_pair()
     for name, (ext, data, _) in BAD_SIDECARS.items():
         content.save(svc.inbox / f"{name}.content.png")
@@ -114,8 +125,8 @@ def test_bad_sidecars_and_paths(service_dir, tmp_path):
     assert "error       nan.json: style_weight" in shown.stdout or "NaN" in shown.stdout
 
 
-def test_awkward_names_and_collisions(service_dir):
-    svc = service_dir().start()
+def test_awkward_names_and_collisions(shared):
+    svc = shared
     (svc.outbox / "taken").mkdir()
     (svc.outbox / "taken" / "mine.txt").write_text("someone else's")
     names = ["with space", "quote'd \"x\"", "ünïcødé 名前", "-leading-dash", "taken", "new\nline"]
@@ -165,7 +176,7 @@ def test_kill_9_at_random_points(service_dir):
 
 
 def test_sigterm_under_load_is_quick_and_loses_nothing(service_dir):
-    svc = service_dir(defaults={"size": 128, "iterations": 100}).start()
+    svc = service_dir(defaults={"size": 96, "iterations": 60}).start()
     for i in range(4):
         svc.drop(f"t{i}", {})
     for _ in range(3):
@@ -258,7 +269,7 @@ def test_many_unrelated_files_do_not_stall_the_daemon(service_dir):
 @pytest.mark.slow
 def test_many_jobs_at_once(service_dir):
     """Sidecars dropped together, some by rename, some by slow copy: all done, none twice."""
-    n = int(os.environ.get("NST_LOAD_JOBS", "60"))
+    n = int(os.environ.get("NST_LOAD_JOBS", "30"))
     svc = service_dir(defaults={"size": 64, "iterations": 1}).start()
     content, style = small_pair(64)
     content.save(svc.root / "c.png")

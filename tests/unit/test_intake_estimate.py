@@ -1,5 +1,7 @@
 """A job's plan and peak memory are known at intake; one that cannot fit is refused at once."""
 
+from PIL import Image
+
 from intakekit import IntakeDir
 
 from service.display import estimate_text
@@ -38,3 +40,18 @@ def test_a_queued_print_carries_its_plan_and_estimate(tmp_path):
         assert len(small["scales"]) == 1 and small["scales"][0]["tile"] is None
     finally:
         box.close()
+
+
+def test_the_estimate_counts_the_pictures_as_they_will_be_decoded(tmp_path):
+    """A 1-bit style picture of 8900x8900 px: its decoding (one byte a pixel, 76 MiB) and what is
+    kept of it (at most twice the 512 px job's edge, as RGB) are in the plan; the small content
+    picture adds almost nothing."""
+    with IntakeDir(tmp_path) as box:
+        box.image("bits.content.jpg", size=(64, 48))
+        Image.new("1", (8900, 8900)).save(box.inbox / "bits.style.png")
+        (box.inbox / "bits.toml").write_text("size = 512\n")
+        box.scan()
+        est = box.jobs()["bits"].record["estimate"]
+        decoding = 8900 * 8900 / 2**20
+        kept = (2 * 512) ** 2 * 3 / 2**20
+        assert decoding + kept - 1 <= est["images_mib"] <= decoding + kept + 1, est["images_mib"]
