@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 from sqlalchemy import (
     and_, Boolean, DateTime, Float, Index, Integer, String, Text, create_engine, event, func, or_, select, update,
 )
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DatabaseError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from .errors import StoreError
@@ -169,8 +169,10 @@ def _survives_outages(method):
                 except (OperationalError, DBAPIError) as e:
                     if isinstance(e, IntegrityError):
                         raise
-                    if not self._passing(e):
+                    if self._damaged(e):
                         raise StoreError(self._broken(e)) from None
+                    if not self._passing(e):
+                        raise  # a statement the database refuses: a bug, shown whole
                     if time.monotonic() + delay > deadline:
                         raise
                     time.sleep(delay)
@@ -224,12 +226,20 @@ class Store:
     # -- failures ---------------------------------------------------------------
 
     def _passing(self, error: DBAPIError) -> bool:
-        """Whether `error` may pass if we wait: PostgreSQL restarting or out of reach, SQLite
-        busy. A damaged SQLite file or one that cannot be opened will not mend itself."""
+        """Whether `error` may pass if we wait: PostgreSQL restarting or out of reach (its
+        connection lost on the way), SQLite busy."""
         if self.engine.dialect.name != "sqlite":
-            return isinstance(error, OperationalError)
+            return isinstance(error, (OperationalError, InterfaceError))
         text = str(error.orig).lower()
         return isinstance(error, OperationalError) and ("locked" in text or "busy" in text)
+
+    def _damaged(self, error: DBAPIError) -> bool:
+        """A SQLite file that is not a database, is damaged, or cannot be opened: it will not
+        mend itself while we wait (SQLite's errors other than a busy lock, and not a statement
+        it refused, such as a constraint or a bug's SQL)."""
+        if self.engine.dialect.name != "sqlite" or self._passing(error):
+            return False
+        return type(error) in (OperationalError, DatabaseError)
 
     def _broken(self, error: DBAPIError) -> str:
         from .config import redact_url
