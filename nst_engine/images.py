@@ -79,6 +79,10 @@ def load_image(source: str | os.PathLike | BinaryIO, *, max_pixels: int = 80_000
         raise ImageError(f"{name}: the image is damaged or truncated ({e})", incomplete=True) from None
 
 
+# The modes Pillow's reduce() takes as they are.
+_REDUCIBLE = ("L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F")
+
+
 def _decode(img: Image.Image, max_edge: int | None) -> Image.Image:
     """The pixels, at no less than twice `max_edge` on the long side where that is smaller."""
     keep = 2 * max_edge if max_edge else None
@@ -89,9 +93,9 @@ def _decode(img: Image.Image, max_edge: int | None) -> Image.Image:
     factor = max(img.size) // keep if keep else 1
     if factor < 2:
         return img
-    if img.mode in ("1", "P", "I;16", "I;16B", "I;16L", "I;16N", "I", "F", "PA", "RGBa", "La"):
-        img = to_rgb(img) if img.mode in ("P", "PA") else img.convert("L") if img.mode == "1" else img
-    if img.mode not in ("L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F"):
+    if img.mode == "1":
+        img = img.convert("L")  # reduce() takes no 1-bit pictures; one byte a pixel, not three
+    elif img.mode not in _REDUCIBLE:
         img = to_rgb(img)
     reduced = img.reduce(factor)
     reduced.info = img.info  # the EXIF orientation, read after the reduction

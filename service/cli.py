@@ -15,7 +15,7 @@ import click
 from nst_engine.params import ParamError, Params, parse_assignment
 
 from . import __version__
-from .config import Config, ConfigError, load_config, redact_url
+from .config import Config, ConfigError, load_config, redact_password, redact_url
 from .status import NAMES as STATUS_NAMES
 
 
@@ -577,7 +577,7 @@ def db_copy(ctx: click.Context, source: str) -> None:
         origin.migrate()
         copied = target.copy_from(origin)
     except Exception as e:
-        raise UserError(f"cannot copy from {redact_url(source)}: {e}") from None
+        raise UserError(f"cannot copy from {redact_url(source)}: {redact_password(str(e), source)}") from None
     click.echo(f"copied {copied} job(s) into {redact_url(target.url)}")
 
 

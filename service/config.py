@@ -245,6 +245,17 @@ def redact_url(url: str) -> str:
     return url
 
 
+def redact_password(text: str, url: str) -> str:
+    """`text` (a driver's message, which may quote the URL) without the URL's password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        password = make_url(url).password
+    except Exception:
+        return text.replace(url, redact_url(url))
+    return text.replace(url, redact_url(url)).replace(password, "***") if password else text
+
+
 def _path(root: Path, value: str) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() else (root / p)

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-from .config import Config, redact_url
+from .config import Config, redact_password, redact_url
 
 Check = tuple[bool, str, str]
 
@@ -52,17 +52,6 @@ def _database(config: Config) -> Check:
         return False, "database", f"{shown}: {redact_password(str(e), config.database)}"
     jobs = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs yet"
     return version == head(), "database", f"{shown} (schema {version}; {jobs})"
-
-
-def redact_password(text: str, url: str) -> str:
-    """`text` (a driver's message, which may quote the URL) without the URL's password."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        password = make_url(url).password
-    except Exception:
-        return text.replace(url, redact_url(url))
-    return text.replace(url, redact_url(url)).replace(password, "***") if password else text
 
 
 def _weights(spec: str) -> Check:

@@ -47,6 +47,11 @@ class IntakeDir:
         self.image(f"{name}.content.jpg")
         self.image(f"{name}.style.png", (20, 20, 200))
 
+    def drop(self, name: str, sidecar: str = "") -> None:
+        """A pair and its sidecar `NAME.toml`, as the contract says: images first."""
+        self.pair(name)
+        (self.inbox / f"{name}.toml").write_text(sidecar)
+
     def scan(self, times: int = 1) -> int:
         queued = 0
         for _ in range(times):

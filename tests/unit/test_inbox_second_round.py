@@ -162,18 +162,15 @@ def test_a_path_that_can_never_arrive_fails_at_once(tmp_path, path, why):
 
 
 def test_tags_with_control_characters_are_refused(box):
-    box.pair("t")
-    (box.inbox / "t.toml").write_text('tags = ["gpu\\u001b[2J"]\n')
+    box.drop("t", 'tags = ["gpu\\u001b[2J"]\n')
     box.scan()
     job = box.jobs()["t"]
     assert job.status == "failed" and "printable" in job.error
 
 
 def test_a_job_no_worker_here_can_run_fails_at_once_on_one_host(box):
-    box.pair("g")
-    (box.inbox / "g.toml").write_text("requires_gpu = true\nsize = 64\n")
-    box.pair("a")
-    (box.inbox / "a.toml").write_text('tags = ["a100"]\nsize = 64\n')
+    box.drop("g", "requires_gpu = true\nsize = 64\n")
+    box.drop("a", 'tags = ["a100"]\nsize = 64\n')
     box.scan()
     jobs = box.jobs()
     for name, needs in (("g", "a GPU"), ("a", "the tag a100")):
@@ -191,8 +188,7 @@ def test_a_job_for_another_worker_waits_saying_for_what(tmp_path):
         # A watcher that does not work: some other host's worker may have the GPU.
         box.intake = Intake(config_from_dict({"watch": {"settle_seconds": 0}, "cluster": {"roles": ["watch"]}},
                                              root=tmp_path), box.store, box.outbox)
-        box.pair("g")
-        (box.inbox / "g.toml").write_text("requires_gpu = true\nsize = 64\n")
+        box.drop("g", "requires_gpu = true\nsize = 64\n")
         box.scan()
         job = box.jobs()["g"]
         assert job.status == "queued" and job.staged

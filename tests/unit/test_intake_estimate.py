@@ -23,10 +23,8 @@ def test_a_picture_too_large_even_in_tiles_is_refused_at_once_with_advice(tmp_pa
 def test_a_queued_print_carries_its_plan_and_estimate(tmp_path):
     box = IntakeDir(tmp_path, worker={"memory_budget_mib": 6144})
     try:
-        box.pair("print")
-        (box.inbox / "print.toml").write_text("size = 4096\n")
-        box.pair("small")
-        (box.inbox / "small.toml").write_text("size = 256\n")
+        box.drop("print", "size = 4096\n")
+        box.drop("small", "size = 256\n")
         box.scan()
         jobs = box.jobs()
         est = jobs["print"].record["estimate"]
