@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import socket
@@ -31,6 +32,8 @@ from .status import TRANSITIONS, JobProgress, JobStatus
 WAITING = "waiting for its images: "
 
 MAX_ID = 2**63 - 1  # the largest id (and LIMIT) both databases take
+# Queued rows a claim reads at a time while looking for one whose tags the worker has.
+_CLAIM_PAGE = 20
 
 
 class Base(DeclarativeBase):
@@ -398,19 +401,30 @@ class Store:
                 q = q.where(or_(Job.size.is_(None), Job.size <= max_size))
             if not has_gpu:
                 q = q.where(Job.requires_gpu.is_(False))
-            q = q.order_by(Job.priority.desc(), Job.submitted_at, Job.id).limit(20)
-            for job in s.scalars(q.with_for_update(skip_locked=True)):
-                if not set(json.loads(job.tags_json or "[]")) <= set(tags):
-                    continue
-                _move(job, JobStatus.RUNNING)  # from queued, or a takeover of a silent worker's job
-                job.run_id, job.host, job.pid = run_id, host, pid
-                job.attempts += 1
-                job.started_at = job.started_at or now
-                job.heartbeat_at = now
-                job.cancel_requested = job.cancel_requested and job.attempts > 1
-                s.flush()
-                return job
+            if not tags:  # the common case, wholly in SQL: only jobs that need no tag
+                q = q.where(or_(Job.tags_json.is_(None), Job.tags_json == "[]"))
+            q = q.order_by(Job.priority.desc(), Job.submitted_at, Job.id)
+            # A job's tags (a JSON list) must all be the worker's: checked here, page by page,
+            # so that jobs this worker may not run never hide one it may behind them.
+            for offset in itertools.count(0, _CLAIM_PAGE):
+                page = list(s.scalars(q.offset(offset).limit(_CLAIM_PAGE).with_for_update(skip_locked=True)))
+                for job in page:
+                    if set(json.loads(job.tags_json or "[]")) <= set(tags):
+                        return self._claim(s, job, run_id=run_id, host=host, pid=pid, now=now)
+                if len(page) < _CLAIM_PAGE:
+                    return None
         return None
+
+    @staticmethod
+    def _claim(s: Session, job: Job, *, run_id: str, host: str, pid: int, now: dt.datetime) -> Job:
+        _move(job, JobStatus.RUNNING)  # from queued, or a takeover of a silent worker's job
+        job.run_id, job.host, job.pid = run_id, host, pid
+        job.attempts += 1
+        job.started_at = job.started_at or now
+        job.heartbeat_at = now
+        job.cancel_requested = job.cancel_requested and job.attempts > 1
+        s.flush()
+        return job
 
     @_survives_outages
     def heartbeat_job(self, job_id: int, run_id: str) -> bool:

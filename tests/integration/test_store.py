@@ -115,6 +115,26 @@ def test_claim_takes_priority_then_age_and_only_staged(store):
     assert store.claim_next(run_id="r") is None
 
 
+def test_a_worker_reaches_its_job_behind_25_it_may_not_run(store):
+    """The claim once looked at the 20 best rows only and filtered tags after: a worker with
+    no tags starved behind more than 20 tagged jobs (nor requires_gpu, nor size)."""
+    for i in range(25):
+        add(store, f"t{i}", "for the gpu host", priority=5, tags=["gpu-host"])
+    mine = add(store, "mine", "for anyone")
+    assert store.claim_next(run_id="plain").id == mine.id
+    assert store.claim_next(run_id="plain") is None
+    # The tagged host takes the tagged jobs, the best first.
+    assert store.claim_next(run_id="tagged", tags=["gpu-host", "other"]).name == "for the gpu host"
+
+
+def test_a_tagged_worker_pages_past_jobs_needing_a_tag_it_lacks(store):
+    for i in range(25):
+        add(store, f"t{i}", "needs a and b", priority=5, tags=["a", "b"])
+    mine = add(store, "mine", "needs a", tags=["a"])
+    assert store.claim_next(run_id="r", tags=["a"]).id == mine.id
+    assert store.claim_next(run_id="r", tags=["a"]) is None
+
+
 def test_transitions_are_checked(store):
     job = add(store)
     with pytest.raises(StoreError, match="cannot go from queued to done"):
