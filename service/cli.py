@@ -18,6 +18,10 @@ from . import __version__
 from .config import Config, ConfigError, load_config, redact_password, redact_url
 from .status import NAMES as STATUS_NAMES
 
+# `nst status`'s exit status when no daemon is running: LSB's "program is not running", as
+# `systemctl status` and `service ... status` answer.
+NOT_RUNNING = 3
+
 
 class UserError(click.ClickException):
     """A failure the user can act on: one clear line on stderr, exit status 1."""
@@ -449,7 +453,8 @@ def logs(ctx: click.Context, job: str, follow: bool) -> None:
 def status(ctx: click.Context, once: bool) -> None:
     """Is the service alive, what is it doing, what is queued.
 
-    Follows the running job with a live progress bar until it ends (or Ctrl-C).
+    Follows the running job with a live progress bar until it ends (or Ctrl-C). Exits 3
+    when no daemon is running (as a service manager's status does), so scripts can check.
 
     \b
     Example:
@@ -475,10 +480,11 @@ def status(ctx: click.Context, once: bool) -> None:
     running = store.running()
     if not running:
         click.echo("running: nothing")
-        return
+        ctx.exit(0 if daemons else NOT_RUNNING)
     job = running[0]
     click.echo(f"running: job {job.id} {_clip(job.name, 80)} (since {local_time(job.started_at)})")
-    interactive = not once and sys.stdout.isatty()
+    # Without a daemon the job will not move: say where it stands once, never wait on it.
+    interactive = not once and sys.stdout.isatty() and bool(daemons)
     try:
         while True:
             job = store.get(job.id)
@@ -487,14 +493,15 @@ def status(ctx: click.Context, once: bool) -> None:
                                  loss=p.losses.get("total"), eta=p.eta)
             if job.status != "running":
                 click.echo(("\r" if interactive else "") + f"{line}  -> {job.status}")
-                return
+                break
             if not interactive:
                 click.echo(line)
-                return
+                break
             click.echo("\r" + line, nl=False)
             time.sleep(1.0)
     except KeyboardInterrupt:
         click.echo("")
+    ctx.exit(0 if daemons else NOT_RUNNING)
 
 
 @main.command()
