@@ -146,8 +146,14 @@ def test_awkward_names_and_collisions(shared):
 def test_outputs_are_not_world_writable(service_dir):
     svc = service_dir(worker={"file_mode": "0o640"}).start()
     svc.drop("modes", {})
-    svc.wait_job("modes")
-    for path in (svc.outbox / "modes").rglob("*"):
+    assert svc.wait_job("modes").status == "done"
+    folder = svc.outbox / "modes"
+    paths = [folder, *folder.rglob("*")]
+    # The check holds only if it sees the job's files: the pictures, the record, the inputs.
+    names = {p.name for p in paths}
+    assert {"job.json", "job.log", "inputs", "modes.stylized.png"} <= names, sorted(names)
+    assert any(p.parent.name == "inputs" for p in paths), sorted(names)
+    for path in paths:
         mode = path.stat().st_mode & 0o777
         assert mode == (0o750 if path.is_dir() else 0o640), (path, oct(mode))
 
