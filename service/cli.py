@@ -619,6 +619,9 @@ def cancel(ctx: click.Context, job: str) -> None:
 def retry(ctx: click.Context, job: str, assignments: tuple[str, ...]) -> None:
     """Queue a failed or cancelled JOB again from its archived inputs, as a new job.
 
+    It keeps the job's settings (every valid one of its sidecar, even when the sidecar was
+    refused for another); --set changes or mends them.
+
     \b
     Example:
       nst retry 42 --set size=384
@@ -628,8 +631,7 @@ def retry(ctx: click.Context, job: str, assignments: tuple[str, ...]) -> None:
     config = _config(ctx)
     j = _job(_store(ctx), job)
     values = overrides_from(assignments)
-    build_params(config, {**j.params, **values})
-    try:
+    try:  # checked by the inbox's own rules before anything is written
         name = resubmit_job(config, j, values)
     except SubmitError as e:
         raise UserError(str(e)) from None

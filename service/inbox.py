@@ -70,7 +70,7 @@ def parse_sidecar(data: bytes, *, name: str, suffix: str, base: Params, limits: 
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise SidecarError(f"{label}{suffix}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
-    values = _decode(text, label + suffix, suffix.lower())
+    values = decode_table(text, label + suffix, suffix.lower())
     # The keys that say where the images are, how urgent the job is and where it may run;
     # every other key is an engine parameter.
     content = values.pop("content", None)
@@ -110,7 +110,7 @@ def parse_sidecar(data: bytes, *, name: str, suffix: str, base: Params, limits: 
     return Sidecar(name, content, tuple(style) if style else None, priority, params, requires_gpu, tuple(tags))
 
 
-def _decode(text: str, filename: str, suffix: str) -> dict[str, Any]:
+def decode_table(text: str, filename: str, suffix: str) -> dict[str, Any]:
     """The parsed table; whatever a parser raises on hostile text becomes a SidecarError."""
     syntax = "fix the sidecar's syntax (a TOML or JSON table of key = value pairs) and drop it again"
     try:

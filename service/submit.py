@@ -12,7 +12,7 @@ from nst_engine.params import INITS
 from .config import Config
 from .files import write_bytes_atomic
 from .errors import SidecarError
-from .inbox import CHECK_EDGE, IMAGE_EXTS, parse_sidecar, safe_component
+from .inbox import CHECK_EDGE, IMAGE_EXTS, decode_table, parse_sidecar, safe_component
 
 
 class SubmitError(ValueError):
@@ -54,19 +54,84 @@ def submit_job(config: Config, content: Path, styles: Sequence[Path], *, name: s
 
 
 def _archived_images(config: Config, job: Any) -> tuple[Path | None, list[Path]]:
-    """The content and style images kept in a finished job's outbox folder, where they exist."""
+    """The content and style images kept in a finished job's outbox folder, where they exist.
+
+    A job refused at intake kept its own files without roles (its sidecar was not read):
+    `NAME.content.EXT` and `NAME.style.EXT` are then known by their names, as the inbox knows
+    them."""
     if not job.outbox_dir:
         return None, []
     inputs_dir = config.outbox / job.outbox_dir / "inputs"
     by_role: dict[str, list[Path]] = {}
     for item in job.inputs:
         if not item.get("refused"):
-            by_role.setdefault(item.get("role", "file"), []).append(inputs_dir / item["name"])
+            by_role.setdefault(_role(item), []).append(inputs_dir / item["name"])
     content = (by_role.get("content") or [None])[0]
     styles = by_role.get("style") or []
     if content is None or not styles or not content.is_file() or not all(s.is_file() for s in styles):
         return None, []
     return content, styles
+
+
+def _role(item: dict[str, Any]) -> str:
+    role = item.get("role", "file")
+    if role != "file":
+        return role
+    stem, _, ext = str(item.get("name", "")).rpartition(".")
+    if "." + ext.lower() in IMAGE_EXTS:
+        for known in ("content", "style"):
+            if stem.lower().endswith("." + known) or stem.lower().rpartition(".")[2].startswith(known + "-"):
+                return known
+    return role
+
+
+def _archived_settings(config: Config, job: Any) -> dict[str, Any]:
+    """Every valid parameter of the job's archived sidecar, one by one: a misspelt key or an
+    out-of-range value is left out, and the rest (size, iterations, ...) kept for the retry."""
+    from nst_engine.params import ParamError, Params
+
+    sidecars = [item["name"] for item in job.inputs if item.get("role") == "sidecar" and not item.get("refused")]
+    if not job.outbox_dir or not sidecars:
+        return {}
+    path = config.outbox / job.outbox_dir / "inputs" / sidecars[0]
+    try:
+        values = decode_table(path.read_bytes().decode("utf-8-sig"), path.name, path.suffix.lower())
+    except (OSError, UnicodeDecodeError, SidecarError):
+        return {}
+    kept: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in ("content", "style"):
+            continue  # the archived images are re-sent under new names
+        if key in ("priority", "requires_gpu", "tags"):
+            if _valid_placement(key, value):
+                kept[key] = value
+            continue
+        try:
+            Params.from_mapping({**{k: v for k, v in kept.items() if k in Params.__dataclass_fields__},
+                                 key: value}, base=config.defaults, limits=config.limits)
+        except (ParamError, TypeError, ValueError):
+            continue
+        kept[key] = value
+    return kept
+
+
+def _valid_placement(key: str, value: Any) -> bool:
+    """The inbox's rules for a sidecar's priority, requires_gpu and tags (inbox.parse_sidecar)."""
+    if key == "priority":
+        return isinstance(value, int) and not isinstance(value, bool) and -1000 <= value <= 1000
+    if key == "requires_gpu":
+        return isinstance(value, bool)
+    return isinstance(value, list) and len(value) <= 16 and all(
+        isinstance(t, str) and 0 < len(t) <= 64 and t.isprintable() for t in value)
+
+
+def retry_values(config: Config, job: Any, overrides: dict[str, Any]) -> dict[str, Any]:
+    """A retry's settings: the original sidecar's valid ones, the job's recorded parameters
+    (where it got that far), then `overrides`, which change or mend them."""
+    values = {**_archived_settings(config, job), **job.params, **overrides}
+    if values.get("init") not in (None, *INITS):
+        values.pop("init")  # an init image is not among the archived inputs we re-send
+    return values
 
 
 def can_resubmit(config: Config, job: Any) -> bool:
@@ -75,7 +140,8 @@ def can_resubmit(config: Config, job: Any) -> bool:
 
 
 def resubmit_job(config: Config, job: Any, overrides: dict[str, Any]) -> str:
-    """Queue a finished job again from the inputs archived in its outbox folder."""
+    """Queue a finished job again from the inputs archived in its outbox folder, with its
+    settings (`retry_values`)."""
     if not job.state.retryable:
         raise SubmitError(f"job {job.id} is {job.status}; only failed or cancelled jobs can be retried")
     if not job.outbox_dir:
@@ -85,10 +151,9 @@ def resubmit_job(config: Config, job: Any, overrides: dict[str, Any]) -> str:
     if content is None:
         raise SubmitError(f"job {job.id}'s outbox folder does not hold its content and style images "
                           "(it failed before they were taken in): drop them into the inbox again")
-    values = {**job.params, **overrides}
-    if values.get("init") not in (None, *INITS):
-        values.pop("init")  # an init image is not among the archived inputs we re-send
-    return submit_job(config, content, styles, name=job.name, values=values, priority=job.priority)
+    values = retry_values(config, job, overrides)
+    priority = values.pop("priority", job.priority)
+    return submit_job(config, content, styles, name=job.name, values=values, priority=priority)
 
 
 def _free_name(inbox: Path, name: str) -> str:

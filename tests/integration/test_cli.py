@@ -143,6 +143,30 @@ def test_retry_requeues_from_the_archived_inputs(env, content_image, style_image
     assert (root / "inbox" / sidecar["content"]).exists()
 
 
+def test_retry_keeps_the_refused_sidecars_valid_settings_and_set_mends_it(env, content_image, style_image):
+    """A sidecar refused for a misspelt key: the retry keeps its size (not the defaults' 512),
+    leaves the misspelt key out, and --set supplies what was meant."""
+    root, store, run = env
+    job, _ = store.enqueue(key="y", name="typo", params={}, error="typo.toml: unknown key 'iteratons'")
+    inputs = root / "outbox" / "typo" / "inputs"
+    inputs.mkdir(parents=True)
+    (inputs / "typo.toml").write_text('size = 256\niteratons = 20\nstrength = 7\npriority = 3\ntags = ["cpu"]\n')
+    content_image.save(inputs / "typo.content.png")
+    style_image.save(inputs / "typo.style.png")
+    # As intake archives a refused job's own files: the sidecar, and the others without roles.
+    store.mark_staged(job.id, [{"role": "sidecar", "name": "typo.toml"}, {"role": "file", "name": "typo.content.png"},
+                               {"role": "file", "name": "typo.style.png"}])
+    store.reserve_outbox_dir(job.id, None, "typo")
+    store.transition(job.id, JobStatus.FAILED, error="typo.toml: unknown key 'iteratons'")
+    r = run("retry", "typo", "--set", "iterations=20")
+    assert r.exit_code == 0, r.output
+    sidecar = json.loads((root / "inbox" / "typo.json").read_text())
+    assert sidecar["size"] == 256 and sidecar["iterations"] == 20
+    assert "iteratons" not in sidecar and "strength" not in sidecar  # misspelt; out of range
+    assert sidecar["priority"] == 3 and sidecar["tags"] == ["cpu"]
+    assert (root / "inbox" / sidecar["content"]).exists() and (root / "inbox" / sidecar["style"]).exists()
+
+
 def test_submit_writes_images_then_sidecar(env, pair_files):
     root, _, run = env
     content, style = pair_files
