@@ -349,6 +349,7 @@ def show(ctx: click.Context, job: str, as_json: bool) -> None:
     import json
 
     from .display import duration, estimate_text, local_time, printable
+    from .outbox import advice
 
     config = _config(ctx)
     store = _store(ctx)
@@ -371,6 +372,9 @@ def show(ctx: click.Context, job: str, as_json: bool) -> None:
     ]
     if j.error:
         lines.append(f"  error       {printable(j.error)}")
+        hint = advice(config.outbox / j.outbox_dir) if j.outbox_dir and j.status == "failed" else None
+        if hint:
+            lines.append(f"  to fix it   {printable(hint)}")
     progress = j.progress
     if j.status == "running" and progress.total:
         lines.append(f"  progress    step {progress.step}/{progress.total} ({progress.fraction:.0%}), "

@@ -209,6 +209,23 @@ def loss_plot(history: Sequence[dict[str, float]], *, title: str,
     return Image.open(buf).convert("RGB")
 
 
+_ADVICE = "\n\nHow to fix it:\n  "
+
+
 def error_text(name: str, message: str, hint: str) -> str:
+    """`error.txt` of a failed job's folder; `advice` reads its hint back."""
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return f"Job {name!r} failed at {when}.\n\nWhat went wrong:\n  {message}\n\nHow to fix it:\n  {hint}\n"
+    return f"Job {name!r} failed at {when}.\n\nWhat went wrong:\n  {message}{_ADVICE}{hint}\n"
+
+
+def advice(folder: Path | None) -> str | None:
+    """The "how to fix it" of a failed job's `error.txt` in its outbox folder, if it has one:
+    for the page and `nst show`, which show the error recorded with the job."""
+    if folder is None:
+        return None
+    try:
+        text = (folder / "error.txt").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    _, found, hint = text.partition(_ADVICE)
+    return hint.strip() or None if found else None

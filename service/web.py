@@ -32,6 +32,7 @@ from .inbox import CHECK_EDGE, IMAGE_EXTS
 from .status import NAMES as STATUS_NAMES
 from .status import JobStatus
 from .store import JobFilter, Store, StoreError
+from .outbox import advice
 from .submit import SubmitError, can_resubmit, resubmit_job, submit_job
 from .webauth import PasswordGate
 
@@ -222,7 +223,8 @@ def create_app(config: Config, *, store: Store | None = None) -> Flask:
         return render_template(
             "job.html", job=job, files=files, params=json.dumps(job.params, indent=2) if job.params else "",
             has_log=live.exists() or bool(published and published.exists()) or job.state == JobStatus.RUNNING,
-            can_retry=can_resubmit(config, job), estimate=_estimate(store, job))
+            can_retry=can_resubmit(config, job), estimate=_estimate(store, job),
+            advice=advice(config.outbox / job.outbox_dir) if job.outbox_dir and job.state == JobStatus.FAILED else None)
 
     @app.get("/jobs/<int:job_id>/live.jpg")
     def job_live(job_id: int):

@@ -453,3 +453,24 @@ def test_a_job_refused_before_its_images_were_kept_offers_no_retry_and_shows_wha
     assert page.count("not valid TOML") == 1 and 'id="cancel"' not in page
     r = client.post(f"/jobs/{job.id}/retry", data={"csrf_token": token(client)}, follow_redirects=True)
     assert "cannot be retried" in r.get_data(as_text=True)
+
+
+def test_a_failed_jobs_page_and_nst_show_give_its_advice(site):
+    """The error alone says what went wrong; error.txt also says how to fix it, and both doors
+    show that too."""
+    from click.testing import CliRunner
+
+    from service.cli import main
+    from service.outbox import error_text
+
+    config, store, client = site
+    job, _ = store.enqueue(key="big", name="big", params={"size": 64}, error="size 9000 is over the limit")
+    folder = config.outbox / "big"
+    folder.mkdir(parents=True)
+    (folder / "error.txt").write_text(error_text("big", "size 9000 is over the limit", "choose size <= 4096 & retry"))
+    store.reserve_outbox_dir(job.id, None, "big")
+    store.transition(job.id, JobStatus.FAILED, error="size 9000 is over the limit")
+    page = client.get(f"/jobs/{job.id}").get_data(as_text=True)
+    assert 'id="advice"' in page and "choose size &lt;= 4096 &amp; retry" in page  # escaped, as all text
+    r = CliRunner().invoke(main, ["--config", str(config.outbox.parent / "config.toml"), "show", str(job.id)])
+    assert r.exit_code == 0 and "to fix it   choose size <= 4096 & retry" in r.output, r.output
