@@ -493,7 +493,7 @@ def status(ctx: click.Context, once: bool) -> None:
         while True:
             job = store.get(job.id)
             p = job.progress
-            line = progress_line(step=p.step, total=p.total, scale=p.scale, scales=p.scales,
+            line = progress_line(fraction=p.fraction, step=p.step, total=p.total, scale=p.scale, scales=p.scales,
                                  loss=p.losses.get("total"), eta=p.eta)
             if job.status != "running":
                 click.echo(("\r" if interactive else "") + f"{line}  -> {job.status}")
@@ -791,7 +791,7 @@ class _TerminalProgress:
         from .display import progress_line
 
         line = progress_line(
-            step=p.step, total=p.total_steps, scale=p.scale + 1, scales=p.scales,
+            fraction=p.fraction, step=p.step, total=p.total_steps, scale=p.scale + 1, scales=p.scales,
             loss=p.losses.get("total"), eta=p.eta,
         )
         if p.outputs > 1:

@@ -24,14 +24,20 @@ def duration(seconds: float | None) -> str:
 
 
 def progress_line(
-    *, step: int, total: int, scale: int, scales: int, loss: float | None, eta: float | None, width: int = 24
+    *, fraction: float, step: int, total: int, scale: int, scales: int, loss: float | None, eta: float | None,
+    width: int = 24,
 ) -> str:
-    """`[#########.......] 120/450  scale 2/3  loss 1.23e+00  ETA 0:42`"""
-    fraction = min(1.0, step / total) if total else 0.0
+    """`[#########.......]  38%  step 120/450  scale 2/3  loss 1.23e+00  ETA 0:42`
+
+    The bar and the percentage are `fraction`, the progress record's share of the work (what
+    the page and the ETA show), not steps: a print's coarse scales are most of its steps and
+    little of its work."""
+    fraction = min(1.0, max(0.0, fraction))
     filled = int(round(fraction * width))
     bar = "#" * filled + "." * (width - filled)
     loss_text = f"loss {loss:.3e}" if loss is not None else "loss -"
-    return f"[{bar}] {step}/{total}  scale {scale}/{scales}  {loss_text}  ETA {duration(eta)}"
+    return (f"[{bar}] {fraction:4.0%}  step {step}/{total}  scale {scale}/{scales}  {loss_text}  "
+            f"ETA {duration(eta)}")
 
 
 def local_time(value: dt.datetime | None) -> str:

@@ -25,3 +25,14 @@ def test_the_fraction_is_the_share_of_the_work_not_of_the_iterations():
     assert abs(p.fraction - 0.2) < 1e-9
     assert JobProgress(step=5, total=10).fraction == 0.5  # a record from before the work was counted
     assert JobProgress.from_dict({**p.to_dict(), "unknown": 1}) == p
+
+
+def test_the_terminal_bar_shows_the_works_share_as_the_page_does():
+    """A print at 80 % of its iterations (the cheap coarse scales) is 6 % of its work: `nst status`
+    and `nst stylize` say 6 %, as the page and the ETA do, not 80 %."""
+    from service.display import progress_line
+
+    p = JobProgress(step=80, total=100, scale=3, scales=4, work=6.0, work_total=100.0)
+    line = progress_line(fraction=p.fraction, step=p.step, total=p.total, scale=p.scale, scales=p.scales,
+                         loss=None, eta=None, width=50)
+    assert line.startswith("[" + "#" * 3 + "." * 47 + "]") and "  6%" in line and "step 80/100" in line
