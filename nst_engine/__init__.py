@@ -14,8 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .params import Limits, ParamError, Params
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "ImageError", "Limits", "Output", "ParamError", "Params", "Progress", "Result",

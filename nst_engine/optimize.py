@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
-from . import __version__
+from .version import __version__
 from .color import match_colors, preserve_color
 from .device import describe, pick_device, use_bf16
 from .heap import release_above, reuse_freed_memory

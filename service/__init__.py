@@ -1,3 +1,5 @@
 """The watch-folder service around nst_engine: inbox, job store, worker, outbox, CLI."""
 
-__version__ = "0.1.0"
+from nst_engine.version import __version__  # one version for the engine and the service
+
+__all__ = ["__version__"]
