@@ -256,8 +256,10 @@ class Intake:
         return found
 
     def _estimate(self, sidecar: Sidecar, inputs: list[_Input]) -> dict:
-        """The job's plan and peak memory on this host's worker budget; a picture that cannot
-        fit even in tiles is refused now rather than after it has waited in the queue."""
+        """The job's plan and peak memory on this host's worker budget. A picture that cannot
+        fit even in tiles is refused now, rather than after it has waited in the queue, where
+        this host's worker is the only one; in a cluster a worker with more memory may take it
+        (this watcher's budget is not theirs), and the worker that claims it decides."""
         from PIL import Image
 
         from nst_engine import BudgetError, estimate
@@ -280,7 +282,9 @@ class Intake:
             planned["images_mib"] = round((decoding + kept) / 2**20)
             return {**planned, "waits_for": needs} if needs else planned
         except BudgetError as e:
-            raise SidecarError(f"{shown(sidecar.name)}: {e}", hint=e.hint) from None
+            if self._one_host():
+                raise SidecarError(f"{shown(sidecar.name)}: {e}", hint=e.hint) from None
+            return {"waits_for": f"a worker with more memory than this host's ({e})"}
         except ValueError as e:  # e.g. a device this host does not have: the worker will say
             return {"unknown": str(e)}
 
@@ -303,11 +307,15 @@ class Intake:
         if not lacking:
             return None
         needs = "a worker with " + " and ".join(lacking)
-        if self.config.database.startswith("sqlite") and "work" in cluster.roles:
+        if self._one_host():
             raise SidecarError(f"{shown(sidecar.name)}: needs {needs}, and this service (one host) has none",
                                hint="drop it again without requires_gpu / tags, or run it where a worker "
                                     "has them (README 'Several hosts')")
         return needs
+
+    def _one_host(self) -> bool:
+        """An SQLite store and this daemon working: no other worker can ever take a job."""
+        return self.config.database.startswith("sqlite") and "work" in self.config.cluster.roles
 
     def _wait_or_fail(self, sidecar_path: Path, why: str, hint: str) -> None:
         first = self._waiting.setdefault(sidecar_path, self.clock())

@@ -20,6 +20,25 @@ def test_a_picture_too_large_even_in_tiles_is_refused_at_once_with_advice(tmp_pa
         box.close()
 
 
+def test_in_a_cluster_a_watcher_with_little_memory_leaves_a_print_to_a_larger_worker(tmp_path):
+    """Only this host's budget is too small: another host's worker may fit the print, so the
+    job waits, saying for what, rather than failing at the watcher (the worker that claims
+    it decides, with the same advice)."""
+    from service.config import config_from_dict
+    from service.intake import Intake
+
+    with IntakeDir(tmp_path) as box:
+        box.intake = Intake(config_from_dict({"watch": {"settle_seconds": 0}, "cluster": {"roles": ["watch"]},
+                                              "worker": {"memory_budget_mib": 3072}}, root=tmp_path),
+                            box.store, box.outbox)
+        box.drop("huge", "size = 8192\n")
+        box.scan()
+        job = box.jobs()["huge"]
+        assert job.status == "queued" and job.staged, job.error
+        waits = job.record["estimate"]["waits_for"]
+        assert waits.startswith("a worker with more memory") and "even in tiles" in waits
+
+
 def test_a_queued_print_carries_its_plan_and_estimate(tmp_path):
     box = IntakeDir(tmp_path, worker={"memory_budget_mib": 6144})
     try:
