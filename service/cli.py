@@ -315,8 +315,15 @@ def jobs(ctx: click.Context, status, since, until, name_glob, limit, as_json) ->
 
 
 def _status(job) -> str:
-    """The status, and for a queued job that no worker here can run, what it waits for."""
-    needs = (job.record.get("estimate") or {}).get("waits_for") if job.status == "queued" else None
+    """The status, and for a queued job what it waits for: its images (README's inbox
+    contract), or a worker that no host here is."""
+    from .store import WAITING
+
+    if job.status != "queued":
+        return job.status
+    if job.error and job.error.startswith(WAITING):
+        return _clip(job.error, 60)
+    needs = (job.record.get("estimate") or {}).get("waits_for")
     return f"queued (needs {_clip(needs.removeprefix('a worker with '), 40)})" if needs else job.status
 
 

@@ -100,6 +100,16 @@ def test_show_by_id_and_name(env):
     assert "jobs are named" not in run("show", str(ids[0])).stderr
 
 
+def test_jobs_says_what_a_queued_job_waits_for(env):
+    """README's inbox contract: a sidecar whose images have not arrived is in the history
+    at once, and `nst jobs` says "waiting for its images: ..." rather than plain "queued"."""
+    _, store, run = env
+    job, _ = store.enqueue(key="w", name="waits", params={"size": 64})
+    store.note_waiting(job.id, "still missing: waits.content.jpg")
+    row = [line for line in run("jobs").output.splitlines() if "waits" in line][0]
+    assert "waiting for its images: still missing" in row, row
+
+
 def test_the_outputs_column_counts_pictures(env):
     _, store, run = env
     ids = fill(store, 2)
