@@ -181,10 +181,13 @@ def create_app(config: Config, *, store: Store | None = None) -> Flask:
     def api_validate():
         """The form's fields checked before its files are sent: a wrong field costs no upload and
         keeps the chosen files (the page calls this first)."""
+        values = _form_values(request.form)
         try:
-            Params.from_mapping(_form_values(request.form), base=config.defaults, limits=config.limits)
+            Params.from_mapping(values, base=config.defaults, limits=config.limits)
         except ParamError as e:
-            return jsonify(ok=False, error=str(e)), 200
+            # Messages name their key first ("size: ..."): the page marks that field.
+            key = str(e).partition(":")[0].strip()
+            return jsonify(ok=False, error=str(e), field=key if key in values else None), 200
         return jsonify(ok=True)
 
     @app.post("/submit")

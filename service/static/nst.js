@@ -86,8 +86,11 @@ const nst = (() => {
         next.src = `/jobs/${id}/live.jpg?t=${lastPicture}`;
         drawLosses(plot, await (await fetch(`/api/jobs/${id}/losses`)).json(), job);
       }
-      // A job that just ended has new files to show: reload once.
-      if (job.status !== last && ["done", "failed", "cancelled"].includes(job.status)) { window.location.reload(); return false; }
+      // A job that just started (the page has no live view yet) or just ended (new files to
+      // show): reload once, and the page has what the job now has.
+      if (job.status !== last && (["done", "failed", "cancelled"].includes(job.status) || (job.status === "running" && !live))) {
+        window.location.reload(); return false;
+      }
       last = job.status;
       return !["done", "failed", "cancelled"].includes(job.status);
     };
@@ -107,7 +110,25 @@ const nst = (() => {
       fields.delete("content"); fields.delete("style");
       const answer = await (await fetch("/api/validate", {method: "POST", body: fields})).json();
       const box = document.getElementById("form-error");
-      if (!answer.ok) { box.textContent = `not submitted: ${answer.error}`; box.classList.remove("d-none"); return; }
+      for (const marked of form.querySelectorAll(".is-invalid")) { marked.classList.remove("is-invalid"); marked.removeAttribute("aria-invalid"); }
+      document.getElementById("field-error")?.remove();
+      if (!answer.ok) {
+        box.textContent = `not submitted: ${answer.error}`;
+        box.classList.remove("d-none");
+        // The field at fault marked and in view (on a phone the message above is off the screen).
+        const field = answer.field && form.elements.namedItem(answer.field);
+        if (field && field.classList) {
+          field.classList.add("is-invalid"); field.setAttribute("aria-invalid", "true");
+          const note = document.createElement("div");  // the message again, by the field
+          note.id = "field-error"; note.className = "invalid-feedback d-block"; note.textContent = answer.error;
+          field.insertAdjacentElement("afterend", note);
+          field.setAttribute("aria-describedby", "field-error");
+          field.scrollIntoView({block: "center"}); field.focus({preventScroll: true});
+        } else {
+          box.scrollIntoView({block: "center"});
+        }
+        return;
+      }
       box.classList.add("d-none");
       form.dataset.checked = "yes";
       form.requestSubmit();

@@ -48,6 +48,7 @@ def test_upload_progress_preview_download(service_dir, browser, pair_files, tmp_
     page.click("#submit")
     page.wait_for_selector("#form-error:not(.d-none)")
     assert "size" in page.inner_text("#form-error")
+    assert "is-invalid" in page.get_attribute("#size", "class") and "size" in page.inner_text("#field-error")
     assert page.evaluate("document.getElementById('content').files.length") == 1
     page.fill("#size", "96")
     page.fill("#iterations", "80")
@@ -87,10 +88,11 @@ def test_upload_progress_preview_download(service_dir, browser, pair_files, tmp_
     assert page.locator("tr[data-job]").count() == 1
 
 
-def test_live_preview_honest_progress_and_a_phone_width(service_dir, browser):
-    """While a two-scale job runs: the image being made and the loss curve appear, the bar only
-    moves forward and measures the work (a 128 px iteration costs a quarter of a 256 px one),
-    and the page sets no Content-Security-Policy violation off. The job list fits a phone."""
+def test_live_preview_honest_progress_and_a_phone_width(service_dir, browser, pair_files):
+    """A job's page opened while it waits in the queue: once it runs, the image being made and
+    the loss curve appear; the bar only moves forward and measures the work (a 128 px
+    iteration costs a quarter of a 256 px one), and the page sets no Content-Security-Policy
+    violation off. The job list fits a phone, and a wrong field is shown there, marked."""
     port = free_port()
     svc = service_dir(defaults={"size": 256, "iterations": 100, "scales": [0.5, 1.0]},
                       extra=f'[web]\nenabled = true\nport = {port}\n').start()
@@ -100,9 +102,12 @@ def test_live_preview_honest_progress_and_a_phone_width(service_dir, browser):
     page = context.new_page()
     violations = []
     page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    svc.drop("first", {"size": 160, "iterations": 100, "scales": [1.0]})  # keeps the worker busy meanwhile
+    svc.wait_for(lambda: (j := svc.job("first")) is not None and j.status == "running", what="the first job to start")
     svc.drop("live", {})
-    svc.wait_for(lambda: (j := svc.job("live")) is not None and j.status == "running", what="the job to start")
+    svc.wait_for(lambda: svc.job("live") is not None, what="the job to be recorded")
     page.goto(f"{base}/jobs/{svc.job('live').id}")
+    assert page.inner_text("#status") == "queued"  # the page opens on a job that has not started
     page.wait_for_function("() => { const i = document.getElementById('live'); return i && !i.hidden && "
                            "i.naturalWidth > 0; }", timeout=30_000)
     page.wait_for_function("() => document.querySelectorAll('#live-loss polyline').length >= 2", timeout=30_000)
@@ -139,6 +144,17 @@ def test_live_preview_honest_progress_and_a_phone_width(service_dir, browser):
     filters = phone.locator("[aria-label=filter]").bounding_box()
     assert heading["y"] + heading["height"] <= filters["y"] or heading["x"] + heading["width"] <= filters["x"]
     phone.screenshot(path=str(ARTIFACTS / "6-phone.png"), full_page=True)
+    content, style = pair_files
+    phone.set_input_files("#content", str(content))
+    phone.set_input_files("#style", str(style))
+    phone.fill("#iterations", "many")
+    phone.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+    phone.click("#submit")
+    note = phone.wait_for_selector("#field-error")
+    assert "iterations" in note.inner_text() and "is-invalid" in phone.get_attribute("#iterations", "class")
+    box = note.bounding_box()
+    assert box and 0 <= box["y"] and box["y"] + box["height"] <= 844, box  # on the screen, by its field
+    phone.screenshot(path=str(ARTIFACTS / "6b-phone-form-error.png"))
     phone.goto(f"{base}/jobs/{svc.job('live').id}")
     assert phone.evaluate("document.documentElement.scrollWidth") <= 390
     phone.screenshot(path=str(ARTIFACTS / "7-phone-job.png"), full_page=True)
