@@ -262,7 +262,9 @@ class Evaluator:
 
         return copying.face_copied(lambda image: self.features(image, copying.LAYER), output, photo, painting, style)
 
-    def figures(self, output, photo, painting, style_name: str | None = None) -> dict:
+    def figures(self, output, photo, painting, style_name: str | None = None, face_map: Path | None = None) -> dict:
+        """The figures of one picture; with `style_name`, the share of it holding the painting's
+        face too, and where that painting has a marked face, the map of it written to `face_map`."""
         import numpy as np
         import torch
         from skimage.metrics import structural_similarity
@@ -289,7 +291,9 @@ class Evaluator:
             style = style_distance(fo) / style_distance(fp)
         figures = {"ssim": round(ssim, 4), "content_distance": round(content, 4), "style_relative": round(style, 4)}
         if style_name is not None:
-            figures["face_copied"] = self.faces(output, photo, painting, style_name)[0]
+            figures["face_copied"], mask = self.faces(output, photo, painting, style_name)
+            if face_map is not None and style_name in copying.FACES:  # for the eye to check the measure
+                copying.face_map(output, mask).save(face_map)
         return figures
 
 
@@ -325,20 +329,15 @@ def run_ours(pairs, size: int, work: Path, overrides: list[str], label: str) -> 
             ours.stylized.save(out_dir / f"{name}.png")
             if ours.corrected is not None:
                 ours.corrected.save(out_dir / f"{name}.corrected.png")
-            row = {"seconds": round(seconds, 2), **evaluator.figures(ours.stylized, photo, painting, style)}
-            if style in copying.FACES:  # where the measure found the painting's face, for the eye
-                copying.face_map(ours.stylized, evaluator.faces(ours.stylized, photo, painting, style)[1]).save(
-                    out_dir / f"{name}.faces.png")
+            row = {"seconds": round(seconds, 2),
+                   **evaluator.figures(ours.stylized, photo, painting, style, face_map=out_dir / f"{name}.faces.png")}
         ref_png = RESULTS / "reference" / f"{name}.png"
         if ref_png.exists() and "reference" not in row:
             ref = json.loads((RESULTS / "reference" / f"{name}.json").read_text())
-            reference_image = load_image(ref_png)
             # The reference's time on this CPU (where it was made elsewhere: estimated here).
             row["reference"] = {"seconds": round(ref.get("cpu_seconds", ref["seconds"]), 1),
-                                **evaluator.figures(reference_image, photo, painting, style)}
-            if style in copying.FACES:
-                copying.face_map(reference_image, evaluator.faces(reference_image, photo, painting, style)[1]).save(
-                    out_dir / f"{name}.reference-faces.png")
+                                **evaluator.figures(load_image(ref_png), photo, painting, style,
+                                                    face_map=out_dir / f"{name}.reference-faces.png")}
         figures[name] = row
         print(f"{name:<36} {row['seconds']:6.1f} s  SSIM {row['ssim']:.3f}  content {row['content_distance']:.3f}  "
               f"style {row['style_relative']:.3f}  faces {row['face_copied']:.2f}%"

@@ -193,10 +193,19 @@ def default_image(inbox: Path, name: str, role: str) -> Path | None:
 
 def image_owner(filename: str) -> str | None:
     """The job a default image name belongs to: `trip.2024.content.jpg` -> `trip.2024`."""
-    for role in (".content.", ".style."):
-        stem, dot, ext = filename.rpartition(".")
-        if dot and ("." + ext.lower()) in IMAGE_EXTS and stem.lower().endswith(role[:-1]):
-            return stem[: -len(role) + 1] or None
+    role = image_role(filename)
+    if role is None:
+        return None
+    return filename.rpartition(".")[0][: -len(role) - 1] or None
+
+
+def image_role(filename: str) -> str | None:
+    """"content" or "style" for a default image name (`NAME.content.EXT`, `NAME.style.EXT`)."""
+    stem, dot, ext = filename.rpartition(".")
+    if dot and ("." + ext.lower()) in IMAGE_EXTS:
+        for role in ("content", "style"):
+            if stem.lower().endswith("." + role):
+                return role
     return None
 
 

@@ -227,5 +227,4 @@ def advice(folder: Path | None) -> str | None:
         text = (folder / "error.txt").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
-    _, found, hint = text.partition(_ADVICE)
-    return hint.strip() or None if found else None
+    return text.partition(_ADVICE)[2].strip() or None

@@ -406,10 +406,11 @@ class Store:
             q = q.order_by(Job.priority.desc(), Job.submitted_at, Job.id)
             # A job's tags (a JSON list) must all be the worker's: checked here, page by page,
             # so that jobs this worker may not run never hide one it may behind them.
+            mine = set(tags)
             for offset in itertools.count(0, _CLAIM_PAGE):
                 page = list(s.scalars(q.offset(offset).limit(_CLAIM_PAGE).with_for_update(skip_locked=True)))
                 for job in page:
-                    if set(json.loads(job.tags_json or "[]")) <= set(tags):
+                    if set(json.loads(job.tags_json or "[]")) <= mine:
                         return self._claim(s, job, run_id=run_id, host=host, pid=pid, now=now)
                 if len(page) < _CLAIM_PAGE:
                     return None

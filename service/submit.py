@@ -12,7 +12,7 @@ from nst_engine.params import INITS
 from .config import Config
 from .files import write_bytes_atomic
 from .errors import SidecarError
-from .inbox import CHECK_EDGE, IMAGE_EXTS, decode_table, parse_sidecar, safe_component
+from .inbox import CHECK_EDGE, IMAGE_EXTS, decode_table, image_role, parse_sidecar, safe_component
 
 
 class SubmitError(ValueError):
@@ -75,21 +75,13 @@ def _archived_images(config: Config, job: Any) -> tuple[Path | None, list[Path]]
 
 def _role(item: dict[str, Any]) -> str:
     role = item.get("role", "file")
-    if role != "file":
-        return role
-    stem, _, ext = str(item.get("name", "")).rpartition(".")
-    if "." + ext.lower() in IMAGE_EXTS:
-        for known in ("content", "style"):
-            if stem.lower().endswith("." + known) or stem.lower().rpartition(".")[2].startswith(known + "-"):
-                return known
-    return role
+    return (image_role(str(item.get("name", ""))) or role) if role == "file" else role
 
 
 def _archived_settings(config: Config, job: Any) -> dict[str, Any]:
-    """Every valid parameter of the job's archived sidecar, one by one: a misspelt key or an
-    out-of-range value is left out, and the rest (size, iterations, ...) kept for the retry."""
-    from nst_engine.params import ParamError, Params
-
+    """Every valid setting of the job's archived sidecar, one by one by the inbox's own rule
+    (`parse_sidecar`): a misspelt key or an out-of-range value is left out, and the rest
+    (size, iterations, priority, tags, ...) kept for the retry."""
     sidecars = [item["name"] for item in job.inputs if item.get("role") == "sidecar" and not item.get("refused")]
     if not job.outbox_dir or not sidecars:
         return {}
@@ -102,27 +94,13 @@ def _archived_settings(config: Config, job: Any) -> dict[str, Any]:
     for key, value in values.items():
         if key in ("content", "style"):
             continue  # the archived images are re-sent under new names
-        if key in ("priority", "requires_gpu", "tags"):
-            if _valid_placement(key, value):
-                kept[key] = value
-            continue
         try:
-            Params.from_mapping({**{k: v for k, v in kept.items() if k in Params.__dataclass_fields__},
-                                 key: value}, base=config.defaults, limits=config.limits)
-        except (ParamError, TypeError, ValueError):
+            parse_sidecar(json.dumps({**kept, key: value}).encode(), name=job.name, suffix=".json",
+                          base=config.defaults, limits=config.limits)
+        except (SidecarError, TypeError, ValueError):  # TypeError: a TOML date, which JSON cannot hold
             continue
         kept[key] = value
     return kept
-
-
-def _valid_placement(key: str, value: Any) -> bool:
-    """The inbox's rules for a sidecar's priority, requires_gpu and tags (inbox.parse_sidecar)."""
-    if key == "priority":
-        return isinstance(value, int) and not isinstance(value, bool) and -1000 <= value <= 1000
-    if key == "requires_gpu":
-        return isinstance(value, bool)
-    return isinstance(value, list) and len(value) <= 16 and all(
-        isinstance(t, str) and 0 < len(t) <= 64 and t.isprintable() for t in value)
 
 
 def retry_values(config: Config, job: Any, overrides: dict[str, Any]) -> dict[str, Any]:
