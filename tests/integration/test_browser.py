@@ -4,11 +4,18 @@ import os
 import socket
 from pathlib import Path
 
+import pace
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("NST_ARTIFACTS", ROOT / "test-artifacts")) / "web"
 CHROMIUM = "/usr/bin/chromium"
+
+
+def ms(seconds: float) -> float:
+    """A page wait's ceiling in Playwright's milliseconds, written for the reference machine
+    and scaled to this one's pace (a busy or slower machine waits longer, never fails sooner)."""
+    return pace.ceiling(seconds) * 1000
 
 
 def free_port() -> int:
@@ -55,16 +62,16 @@ def test_upload_progress_preview_download(service_dir, browser, pair_files, tmp_
     page.fill("#name", "my holiday")
     page.click("#submit")
     page.wait_for_selector("[data-flash=success]")
-    row = page.wait_for_selector("tr[data-job] a", timeout=30_000)  # the list reloads when the job appears
+    row = page.wait_for_selector("tr[data-job] a", timeout=ms(30))  # the list reloads when the job appears
     row.click()
     page.wait_for_selector("#status")
     # See the bar move while the job runs.
     page.wait_for_function(
         "() => { const w = parseFloat(document.getElementById('bar').style.width); return w > 0 && w < 100; }",
-        timeout=60_000)
-    page.wait_for_function("() => document.getElementById('log').textContent.includes('iteration')", timeout=30_000)
+        timeout=ms(60))
+    page.wait_for_function("() => document.getElementById('log').textContent.includes('iteration')", timeout=ms(30))
     page.screenshot(path=str(ARTIFACTS / "2-running.png"), full_page=True)
-    page.wait_for_selector("#preview", timeout=120_000)  # the page reloads itself when the job ends
+    page.wait_for_selector("#preview", timeout=ms(120))  # the page reloads itself when the job ends
     assert page.inner_text("#status") == "done"
     page.screenshot(path=str(ARTIFACTS / "3-done.png"), full_page=True)
     assert page.evaluate("document.getElementById('preview').naturalWidth") > 0
@@ -108,9 +115,11 @@ def test_live_preview_honest_progress_and_a_phone_width(service_dir, browser, pa
     svc.wait_for(lambda: svc.job("live") is not None, what="the job to be recorded")
     page.goto(f"{base}/jobs/{svc.job('live').id}")
     assert page.inner_text("#status") == "queued"  # the page opens on a job that has not started
+    # The page follows the job: wait for it to start (as long as the daemon moves), then for the page.
+    svc.wait_for(lambda: svc.job("live").status != "queued", what="the job to start")
     page.wait_for_function("() => { const i = document.getElementById('live'); return i && !i.hidden && "
-                           "i.naturalWidth > 0; }", timeout=30_000)
-    page.wait_for_function("() => document.querySelectorAll('#live-loss polyline').length >= 2", timeout=30_000)
+                           "i.naturalWidth > 0; }", timeout=ms(30))
+    page.wait_for_function("() => document.querySelectorAll('#live-loss polyline').length >= 2", timeout=ms(30))
     from playwright.sync_api import Error as PageError
 
     samples = []
