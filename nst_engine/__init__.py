@@ -22,14 +22,16 @@ __all__ = [
 ]
 
 _LAZY = {
-    "stylize": "optimize", "preload": "optimize", "estimate": "optimize", "BudgetError": "memory", "Progress": "optimize", "Result": "optimize", "RunState": "optimize",
+    "stylize": "optimize", "preload": "optimize", "estimate": "planning", "BudgetError": "memory", "Progress": "progress", "Result": "optimize", "RunState": "optimize",
     "Output": "optimize", "load_image": "images", "ImageError": "images", "WeightsError": "weights",
 }
 
 if TYPE_CHECKING:
     from .images import ImageError, load_image
     from .memory import BudgetError
-    from .optimize import Output, Progress, Result, RunState, estimate, preload, stylize
+    from .optimize import Output, Result, RunState, preload, stylize
+    from .planning import estimate
+    from .progress import Progress
     from .weights import WeightsError
 
 

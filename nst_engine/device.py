@@ -8,6 +8,11 @@ from pathlib import Path
 
 import torch
 
+from .params import ParamError
+
+# A device this machine lacks: the job may run elsewhere, or here on what there is.
+_OTHER_DEVICE = "set device = \"auto\" (or \"cpu\"), or run the job where that device is"
+
 
 def pick_device(spec: str = "auto") -> torch.device:
     """`auto`: CUDA, then Apple MPS, then the CPU; otherwise the named device."""
@@ -20,11 +25,11 @@ def pick_device(spec: str = "auto") -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise ValueError(f"device: unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps") from None
+        raise ParamError(f"device: unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {spec} asked for, but this machine has no usable CUDA GPU")
+        raise ParamError(f"device: {spec} asked for, but this machine has no usable CUDA GPU", hint=_OTHER_DEVICE)
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device: mps asked for, but Apple's Metal backend is not available here")
+        raise ParamError("device: mps asked for, but Apple's Metal backend is not available here", hint=_OTHER_DEVICE)
     return device
 
 

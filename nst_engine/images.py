@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import UserError
+
 if TYPE_CHECKING:
     import torch
 
@@ -19,14 +21,13 @@ if TYPE_CHECKING:
 MIN_EDGE = 32
 
 
-class ImageError(ValueError):
+class ImageError(UserError):
     """An image a user gave cannot be used; the message names the file. `incomplete` says the
     file may still be arriving (empty, cut short), as opposed to a definite refusal."""
 
     def __init__(self, message: str, *, incomplete: bool = False, hint: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message, hint=hint or (REPLACE_INCOMPLETE if incomplete else REPLACE))
         self.incomplete = incomplete
-        self.hint = hint or (REPLACE_INCOMPLETE if incomplete else REPLACE)
 
 
 REPLACE = "replace the file with a JPEG, PNG, WebP, TIFF, BMP or GIF picture"
@@ -119,17 +120,24 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def fit_long_edge(img: Image.Image, long_edge: int, *, what: str = "image") -> Image.Image:
-    """Resize so the longer side is `long_edge`, keeping the aspect ratio."""
-    width, height = img.size
+def fitted_size(size: tuple[int, int], long_edge: int, *, what: str = "image") -> tuple[int, int]:
+    """`size` scaled so its longer side is `long_edge`, keeping the aspect ratio; refused
+    where the short side would be too small for the network."""
+    width, height = size
     scale = long_edge / max(width, height)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    if min(size) < MIN_EDGE:
+    fitted = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if min(fitted) < MIN_EDGE:
         raise ImageError(
             f"{what}: {width}x{height} is too narrow; at {long_edge} px its short side would be "
-            f"{min(size)} px, below the {MIN_EDGE} px the network needs",
+            f"{min(fitted)} px, below the {MIN_EDGE} px the network needs",
             hint="crop the picture to a less extreme aspect ratio, or ask for a larger size"
         )
+    return fitted
+
+
+def fit_long_edge(img: Image.Image, long_edge: int, *, what: str = "image") -> Image.Image:
+    """Resize so the longer side is `long_edge`, keeping the aspect ratio."""
+    size = fitted_size(img.size, long_edge, what=what)
     if size == img.size:
         return img
     return img.resize(size, Image.Resampling.LANCZOS)

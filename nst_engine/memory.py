@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import UserError
 from .tiling import GRID, halo_for, plan_tiles
 
 # Bytes per input pixel of one forward and backward pass up to relu5_1 (activations kept
@@ -52,15 +53,10 @@ TILED_CACHE_BYTES = 128 * 2**20
 MIN_TILE = 128
 
 
-class BudgetError(ValueError):
+class BudgetError(UserError):
     """A job that cannot fit the memory budget even in tiles."""
 
-    hint = "choose a smaller size, or give the worker a larger memory budget ([worker] memory_budget_mib)"
-
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        if hint:
-            self.hint = hint
+    default_hint = "choose a smaller size, or give the worker a larger memory budget ([worker] memory_budget_mib)"
 
 
 @dataclass(frozen=True)

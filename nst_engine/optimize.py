@@ -8,7 +8,7 @@ import functools
 import hashlib
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -22,18 +22,13 @@ from .heap import release_above, reuse_freed_memory
 from .images import fit_long_edge, to_image, to_tensor, to_uint8
 from .lbfgs import CompactLBFGS
 from .losses import LossTerms, StyleTransferLoss, gram, gram_tap
-from .memory import BudgetError, ScalePlan, default_budget, forward_tile, plan_scale
-from .params import Params
+from .memory import BudgetError, ScalePlan, default_budget, forward_tile
+from .params import ParamError, Params
+from .planning import MIN_SCALE_EDGE, RunPlan, plan_run
+from .progress import Progress
 from .tiling import Tile, TiledObjective, halo_for, plan_tiles, tiled_features, tiled_grams
 from .vgg import VGG19
 from .weights import Weights, load_weights
-
-# Coarse scales below this long edge teach the network little: skip them.
-MIN_SCALE_EDGE = 128
-# Above this long edge, `schedule = "auto"` goes coarse to fine from COARSE_EDGE (see `_schedule`).
-LARGE_EDGE = 1024
-COARSE_EDGE = 512
-MIN_FINE_ITERATIONS = 10
 
 
 @dataclass(frozen=True)
@@ -79,36 +74,6 @@ class RunState:
             finished=tuple(data["finished"]),
             history=tuple(data.get("history", ())),
         )
-
-
-@dataclass(frozen=True)
-class Progress:
-    """One iteration's report to the progress callback."""
-
-    output: int  # 0-based index of the variant being made
-    outputs: int
-    scale: int  # 0-based index into the scales actually run
-    scales: int
-    size: tuple[int, int]  # (width, height) at this scale
-    iteration: int  # 1-based, within this scale
-    iterations: int
-    step: int  # 1-based over the whole run
-    total_steps: int
-    losses: dict[str, float]
-    elapsed: float
-    eta: float
-    snapshot: Callable[[], RunState] = field(repr=False, compare=False)
-    # The work, in megapixel-iterations (pixels times iterations, over every scale and output):
-    # what a bar and an ETA should measure, since a fine scale's step costs far more than a
-    # coarse one's.
-    work: float = 0.0
-    work_total: float = 0.0
-    # The picture as it is now, at most `max_edge` px on its long edge when one is given.
-    image: Callable[..., Image.Image] | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def fraction(self) -> float:
-        return min(1.0, self.work / self.work_total) if self.work_total else 0.0
 
 
 @dataclass(frozen=True)
@@ -175,15 +140,13 @@ def stylize(
     weights = _weights(params.weights)
     net = _network(params.weights, params.pooling, device, params.deepest_layer(), bf16)
     content = fit_long_edge(content, params.size, what="content image")
-    plan, iterations = _schedule(content.size, params)
     budget = memory_budget if memory_budget is not None else default_budget(device)
-    memory = _memory_plan(plan, params, budget, bf16, tile)
+    plan = plan_run(params, content.size, bf16=bf16, budget=budget, tile=tile)
     blend = _blend_weights(params.style_blend, len(styles))
     if params.style_color_match:
         styles = [match_colors(style, content) for style in styles]
 
-    run = _Run(params, device, bf16, net, plan, iterations, progress, should_stop, started)
-    run.memory, run.budget = memory, budget
+    run = _Run(params, device, bf16, net, plan, progress, should_stop, started)
     run.history = list(resume.history) if resume else []
     finished = list(resume.finished) if resume else []
     first_output = resume.output if resume else 0
@@ -191,7 +154,7 @@ def stylize(
     # glibc keeping freed memory saves page faults when every iteration allocates the same
     # buffers; tiles of several sizes instead fragment a heap that is never trimmed (a 4096 px
     # job planned at 5.2 GiB peaked at 8.6 GiB with it), so tiled runs go without.
-    keep_heap = device.type == "cpu" and not any(m.tile for m in memory)
+    keep_heap = device.type == "cpu" and not any(m.tile for m in plan.memory)
     with reuse_freed_memory() if keep_heap else contextlib.nullcontext(), _out_of_memory(run):
         for index in range(first_output, params.outputs):
             here = resume if (resume and index == resume.output) else None
@@ -210,24 +173,23 @@ def stylize(
 class _Run:
     """The state of one call of `stylize`, shared by its outputs and scales."""
 
-    def __init__(self, params, device, bf16, net, plan, iterations, progress, should_stop, started):
-        self.params, self.device, self.bf16, self.net, self.plan = params, device, bf16, net, plan
-        self.iterations: list[int] = iterations  # per scale
+    def __init__(self, params, device, bf16, net, plan: RunPlan, progress, should_stop, started):
+        self.params, self.device, self.bf16, self.net = params, device, bf16, net
+        self.plan = plan
+        self.sizes, self.iterations = plan.sizes, plan.iterations  # per scale
         self.progress, self.should_stop, self.started = progress, should_stop, started
         self.history: list[dict[str, float]] = []
         self.stopped = False
         self.stopped_at = (0, 0)
         self.step = 0
-        self.total_steps = params.outputs * sum(iterations)
+        self.total_steps = plan.total_steps
         self.pixel_steps_done = 0.0
         self.optimize_seconds = 0.0
         self.targets_seconds = 0.0  # each scale's content features and style Gram matrices
         self.seconds_per_iteration: dict[str, float] = {}
         self.last_losses: dict[str, float] = {}
         self._rate_origin: tuple[float, float] | None = None
-        self.memory: list[ScalePlan] = []
-        self.current_size = plan[0]
-        self.budget = 0
+        self.current_size = plan.sizes[0]
 
     def one_output(self, index, content, styles, blend, init_image, resume, finished) -> torch.Tensor:
         p = self.params.variant(index)
@@ -236,8 +198,8 @@ class _Run:
         first_scale = resume.scale if resume else 0
         self.step = (index * sum(self.iterations) + sum(self.iterations[:first_scale])
                      + (resume.iteration if resume else 0))
-        for scale_index in range(first_scale, len(self.plan)):
-            size = self.current_size = self.plan[scale_index]
+        for scale_index in range(first_scale, len(self.sizes)):
+            size = self.current_size = self.sizes[scale_index]
             content_t = to_tensor(content.resize(size, Image.Resampling.LANCZOS) if size != content.size else content)
             content_t = self._to_device(content_t)
             targets_started = time.perf_counter()
@@ -260,7 +222,7 @@ class _Run:
 
     def _tiles(self, scale_index: int) -> list[Tile] | None:
         """This scale's tiles, or None where it runs whole."""
-        m = self.memory[scale_index]
+        m = self.plan.memory[scale_index]
         if m.tile is None:
             return None
         width, height = m.size
@@ -330,7 +292,7 @@ class _Run:
         style_t = self._to_device(to_tensor(fit_long_edge(style, edge, what="style image")))
         layers = frozenset(p.style_layers)
         _, _, height, width = style_t.shape
-        tile = forward_tile((width, height), self.budget, bf16=self.bf16, layers=list(layers))
+        tile = forward_tile((width, height), self.plan.budget, bf16=self.bf16, layers=list(layers))
         with torch.no_grad():
             if tile is None:
                 features = self._features(style_t, layers)
@@ -353,7 +315,7 @@ class _Run:
         x = image.detach().contiguous().requires_grad_(True)
         last: list[LossTerms] = []
         tiles = self._tiles(scale_index)
-        plan = self.memory[scale_index]
+        plan = self.plan.memory[scale_index]
         tiled = TiledObjective(self._within(plan), loss_fn, tiles) if tiles else None
 
         def closure() -> torch.Tensor:
@@ -381,7 +343,7 @@ class _Run:
             if p.lr_schedule == "plateau":
                 scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=25,
                                                                        threshold=1e-3)
-        width, height = self.plan[scale_index]
+        width, height = self.sizes[scale_index]
         scale_started = time.perf_counter()
         for iteration in range(start_iteration + 1, self.iterations[scale_index] + 1):
             if adam:
@@ -424,15 +386,15 @@ class _Run:
 
     def _report(self, output_index, scale_index, iteration, losses, x, finished) -> Progress:
         elapsed = time.perf_counter() - self.started
-        remaining_pixel_steps = self._remaining_pixel_steps(output_index, scale_index, iteration)
+        remaining_pixel_steps = self.plan.remaining_work(output_index, scale_index, iteration)
         rate = self._seconds_per_pixel_step(elapsed)
-        total = self.total_pixel_steps()
+        total = self.plan.total_work
         return Progress(
             output=output_index,
             outputs=self.params.outputs,
             scale=scale_index,
-            scales=len(self.plan),
-            size=self.plan[scale_index],
+            scales=len(self.sizes),
+            size=self.sizes[scale_index],
             iteration=iteration,
             iterations=self.iterations[scale_index],
             step=self.step,
@@ -449,12 +411,6 @@ class _Run:
             image=lambda max_edge=None: to_image(x.detach()[0], max_edge),
         )
 
-    def total_pixel_steps(self) -> float:
-        return self._per_output() * self.params.outputs
-
-    def _per_output(self, first_scale: int = 0) -> float:
-        return sum(w * h * n for (w, h), n in zip(self.plan[first_scale:], self.iterations[first_scale:]))
-
     def _seconds_per_pixel_step(self, elapsed: float) -> float:
         """Measured from the end of the first iteration, which pays for warm-up and setup;
         per pixel because a coarse scale's step costs less than a fine one's."""
@@ -466,14 +422,6 @@ class _Run:
         if self.pixel_steps_done <= done0:
             return elapsed / max(self.pixel_steps_done, 1.0)
         return (now - t0) / (self.pixel_steps_done - done0)
-
-    def _remaining_pixel_steps(self, output_index, scale_index, iteration) -> float:
-        per_output = self._per_output()
-        w, h = self.plan[scale_index]
-        this_scale = (self.iterations[scale_index] - iteration) * w * h
-        later_scales = self._per_output(scale_index + 1)
-        later_outputs = (self.params.outputs - output_index - 1) * per_output
-        return this_scale + later_scales + later_outputs
 
 
 def _image_from(saved: torch.Tensor) -> torch.Tensor:
@@ -508,7 +456,7 @@ def _result(finished, content, params, run, weights, device, bf16, setup_seconds
         "weights": {"spec": params.weights, "source": weights.source, "sha256": weights.sha256},
         "params": params.to_dict(),
         "size": list(content.size),
-        "scales": [list(s) for s in run.plan],
+        "scales": [list(s) for s in run.sizes],
         "iterations_per_scale": list(run.iterations),
         "seeds": [o.seed for o in outputs],
         "variants": [_variant_record(params, index) for index in range(len(outputs))],
@@ -522,8 +470,8 @@ def _result(finished, content, params, run, weights, device, bf16, setup_seconds
             "total_s": round(total, 3),
             "seconds_per_iteration": run.seconds_per_iteration,
         },
-        "work_mpix_iterations": round(run.total_pixel_steps() / 1e6, 3),
-        "memory": {"budget_mib": round(run.budget / 2**20), "scales": [m.to_dict() for m in run.memory]},
+        "work_mpix_iterations": round(run.plan.total_work / 1e6, 3),
+        "memory": {"budget_mib": round(run.plan.budget / 2**20), "scales": [m.to_dict() for m in run.plan.memory]},
         "stopped": run.stopped,
     }
     if device.type == "cuda":
@@ -544,77 +492,17 @@ def _out_of_memory(run: "_Run"):
         size = run.current_size
         raise BudgetError(
             f"ran out of memory at {size[0]}x{size[1]} (planned peak "
-            f"{max(m.peak_bytes for m in run.memory) / 2**30:.1f} GiB of a {run.budget / 2**30:.1f} GiB budget; "
+            f"{max(m.peak_bytes for m in run.plan.memory) / 2**30:.1f} GiB of a {run.plan.budget / 2**30:.1f} GiB budget; "
             f"{type(e).__name__}: {str(e)[:160]})",
             hint="other programs may be using the memory: lower the worker's budget ([worker] memory_budget_mib) "
                  "so that the job runs in smaller tiles, or choose a smaller size") from None
-
-
-def estimate(params: Params, content_size: tuple[int, int], *, memory_budget: int | None = None) -> dict:
-    """What a run of `params` on a photograph of `content_size` will take, before it starts:
-    each scale's plan (whole or tiled, L-BFGS's history), the estimated peak memory and the
-    work in megapixel-iterations. Raises `BudgetError` (with advice) where the picture cannot
-    fit the budget even in tiles, so that a service can refuse such a job at once."""
-    device = pick_device(params.device)
-    bf16 = use_bf16(params.precision, device)
-    budget = memory_budget if memory_budget is not None else default_budget(device)
-    width, height = content_size
-    scale = params.size / max(width, height)
-    plan, iterations = _schedule((max(1, round(width * scale)), max(1, round(height * scale))), params)
-    memory = _memory_plan(plan, params, budget, bf16, None)
-    work = sum(w * h * n for (w, h), n in zip(plan, iterations)) * params.outputs / 1e6
-    return {"device": describe(device), "budget_mib": round(budget / 2**20), "peak_mib": round(max(m.peak_bytes for m in memory) / 2**20),
-            "scales": [m.to_dict() for m in memory], "iterations_per_scale": iterations,
-            "work_mpix_iterations": round(work, 3)}
-
-
-def _memory_plan(plan, params: Params, budget: int, bf16: bool, tile: int | None) -> list[ScalePlan]:
-    layers = list(params.content_layers) + list(params.style_layers)
-    # Largest first: where nothing fits, the refusal names the picture's own size.
-    plans = [plan_scale(size, budget, bf16=bf16, layers=layers, tile=tile, optimizer=params.optimizer)
-             for size in reversed(plan)]
-    return plans[::-1]
-
-
-def _schedule(size: tuple[int, int], params: Params) -> tuple[list[tuple[int, int]], list[int]]:
-    """The sizes a run goes through and the iterations at each.
-
-    `schedule = "auto"` with one scale above LARGE_EDGE px (a print): coarse to fine from
-    about 512 px, doubling, the iterations halving at each doubling (at least 10), so the
-    structure is laid down where the network sees the whole composition (not below 512 px,
-    where the quality grid showed the painting's objects get painted in) and the large
-    scales only refine the brushwork. Otherwise `scales`, with `iterations` at each.
-    """
-    width, height = size
-    longest = max(width, height)
-    if params.schedule == "auto" and tuple(params.scales) == (1.0,) and longest > LARGE_EDGE:
-        edges = [longest]
-        while edges[-1] / 2 >= COARSE_EDGE:
-            edges.append(round(edges[-1] / 2))
-        edges.reverse()
-        plan = [(max(1, round(width * e / longest)), max(1, round(height * e / longest))) for e in edges]
-        iterations = [max(MIN_FINE_ITERATIONS, params.iterations >> k) for k in range(len(plan))]
-        plan[-1] = (width, height)
-        return plan, iterations
-    plan = _scale_plan(size, params.scales)
-    return plan, [params.iterations] * len(plan)
-
-
-def _scale_plan(size: tuple[int, int], scales: Sequence[float]) -> list[tuple[int, int]]:
-    width, height = size
-    plan = []
-    for s in scales:
-        w, h = max(1, round(width * s)), max(1, round(height * s))
-        if s == 1.0 or (max(w, h) >= MIN_SCALE_EDGE and min(w, h) >= 32):
-            plan.append((w, h))
-    return plan
 
 
 def _blend_weights(blend: Sequence[float] | None, count: int) -> list[float]:
     if blend is None:
         return [1.0 / count] * count
     if len(blend) != count:
-        raise ValueError(f"style_blend has {len(blend)} weights for {count} style images; give one per style")
+        raise ParamError(f"style_blend has {len(blend)} weights for {count} style images; give one per style")
     total = sum(blend)
     return [w / total for w in blend]
 

@@ -16,6 +16,7 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from .errors import UserError
 from .topology import LAYER_NAMES
 
 OPTIMIZERS = ("lbfgs", "adam")
@@ -43,10 +44,10 @@ VARIANTS = (
 )
 
 
-class ParamError(ValueError):
+class ParamError(UserError):
     """A parameter a user gave is wrong; the message says which and how to fix it."""
 
-    hint = "correct the parameter; README 'Parameters' lists every key and its range"
+    default_hint = "correct the parameter; README 'Parameters' lists every key and its range"
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,8 @@ _FIELD_TYPES: dict[str, str] = {
     "preserve_color": "bool", "color_correction": "bool", "style_color_match": "bool",
 }
 assert set(_FIELD_TYPES) == {f.name for f in dataclasses.fields(Params)}
+# Parameters that are whole numbers: a form's "512" is 512, never 512.0.
+INTEGER_FIELDS = frozenset(k for k, kind in _FIELD_TYPES.items() if kind == "int")
 
 
 def _coerce(key: str, value: Any, kind: str) -> Any:

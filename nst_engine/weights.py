@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import UserError
 from .hashing import sha256_file
 from .topology import CONV_NAMES
 
@@ -33,10 +34,10 @@ TORCHVISION_FILE = "vgg19-dcbb9e9d.pth"
 _TORCHVISION_INDICES = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
 
 
-class WeightsError(RuntimeError):
+class WeightsError(UserError, RuntimeError):
     """The weights cannot be found or read; the message says what to do."""
 
-    hint = "fix the installation as the message says (nst doctor checks the weights), then retry the job"
+    default_hint = "fix the installation as the message says (nst doctor checks the weights), then retry the job"
 
 
 @dataclass(frozen=True)

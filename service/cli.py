@@ -16,6 +16,7 @@ from nst_engine.params import ParamError, Params, parse_assignment
 
 from . import __version__
 from .config import Config, ConfigError, load_config, redact_password, redact_url
+from .inbox import PRIORITIES
 from .status import NAMES as STATUS_NAMES
 
 # `nst status`'s exit status when no daemon is running: LSB's "program is not running", as
@@ -23,7 +24,7 @@ from .status import NAMES as STATUS_NAMES
 NOT_RUNNING = 3
 
 
-class UserError(click.ClickException):
+class CommandError(click.ClickException):
     """A failure the user can act on: one clear line on stderr, exit status 1."""
 
     def show(self, file=None) -> None:  # noqa: D102 - click's hook
@@ -37,7 +38,7 @@ def _config(ctx: click.Context) -> Config:
         try:
             ctx.obj["config"] = load_config(ctx.obj.get("config_path"))
         except ConfigError as e:
-            raise UserError(str(e)) from None
+            raise CommandError(str(e)) from None
     return ctx.obj["config"]
 
 
@@ -47,7 +48,7 @@ def overrides_from(assignments: Sequence[str]) -> dict[str, Any]:
         try:
             key, value = parse_assignment(text)
         except ParamError as e:
-            raise UserError(str(e)) from None
+            raise CommandError(str(e)) from None
         values[key] = value
     return values
 
@@ -56,7 +57,7 @@ def build_params(config: Config, values: dict[str, Any]) -> Params:
     try:
         return Params.from_mapping(values, base=config.defaults, limits=config.limits)
     except ParamError as e:
-        raise UserError(str(e)) from None
+        raise CommandError(str(e)) from None
 
 
 class _Commands(click.Group):
@@ -68,7 +69,7 @@ class _Commands(click.Group):
         try:
             return super().invoke(ctx)
         except StoreError as e:
-            raise UserError(str(e)) from None
+            raise CommandError(str(e)) from None
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -118,8 +119,9 @@ def stylize(
         values["iterations"] = iterations
     params = build_params(config, values)
 
-    from nst_engine import ImageError, WeightsError, load_image
+    from nst_engine import load_image
     from nst_engine import stylize as run_stylize
+    from nst_engine.errors import advice
 
     from .files import write_image_atomic
 
@@ -135,11 +137,10 @@ def stylize(
                              memory_budget=config.worker.memory_budget())
         if reporter:
             reporter.close()
-    except (ImageError, WeightsError, ValueError) as e:
-        hint = getattr(e, "hint", None)
-        raise UserError(f"{e}; {hint}" if hint else str(e)) from None
+    except ValueError as e:  # every UserError, with its advice; the engine's other refusals
+        raise CommandError(f"{e}; {advice(e)}") from None
     except KeyboardInterrupt:
-        raise UserError("interrupted") from None
+        raise CommandError("interrupted") from None
 
     for path, img in output_paths(Path(output), result.outputs):
         write_image_atomic(path, img)
@@ -171,7 +172,7 @@ def _store(ctx: click.Context, *, create: bool = False):
 def _job(store, ref: str):
     job = store.find(ref)
     if job is None:
-        raise UserError(f"no job {ref!r} (nst jobs lists them)")
+        raise CommandError(f"no job {ref!r} (nst jobs lists them)")
     if not (ref.isdigit() and job.id == int(ref)):
         same = store.count_named(job.name)
         if same > 1:
@@ -188,7 +189,7 @@ def _parse_when(text: str | None, *, end: bool = False):
     try:
         value = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise UserError(f"{text!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM") from None
+        raise CommandError(f"{text!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM") from None
     if len(text) <= 10 and end:
         value = value + dt.timedelta(days=1) - dt.timedelta(microseconds=1)
     if value.tzinfo is None:
@@ -211,7 +212,7 @@ def init(directory: str) -> None:
     root.mkdir(parents=True, exist_ok=True)
     target = root / "config.toml"
     if target.exists():
-        raise UserError(f"{target} exists; not overwriting it")
+        raise CommandError(f"{target} exists; not overwriting it")
     template = files("service").joinpath("config.default.toml").read_text(encoding="utf-8")
     from .files import write_text_atomic
 
@@ -240,7 +241,7 @@ def serve(ctx: click.Context) -> None:
     try:
         code = Daemon(config).run()
     except AlreadyRunning as e:
-        raise UserError(str(e)) from None
+        raise CommandError(str(e)) from None
     ctx.exit(code)
 
 
@@ -248,7 +249,7 @@ def serve(ctx: click.Context) -> None:
 @click.argument("content", type=click.Path(exists=True, dir_okay=False))
 @click.argument("styles", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--name", help="Job name (default: the content file's name).")
-@click.option("--priority", type=click.IntRange(-1000, 1000), default=0, show_default=True,
+@click.option("--priority", type=click.IntRange(*PRIORITIES), default=0, show_default=True,
               help="Higher runs first (-1000 to 1000).")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Any parameter, e.g. --set size=768.")
 @click.pass_context
@@ -272,7 +273,7 @@ def submit(ctx: click.Context, content: str, styles: tuple[str, ...], name: str 
         job_name = submit_job(config, Path(content), [Path(s) for s in styles], name=name, values=values,
                               priority=priority)
     except SubmitError as e:
-        raise UserError(str(e)) from None
+        raise CommandError(str(e)) from None
     click.echo(job_name)
 
 
@@ -362,9 +363,10 @@ def show(ctx: click.Context, job: str, as_json: bool) -> None:
     store = _store(ctx)
     j = _job(store, job)
     d = j.to_dict()
-    if j.outbox_dir:
-        d["outbox_path"] = str(config.outbox / j.outbox_dir)
-        d["output_paths"] = [str(config.outbox / j.outbox_dir / o) for o in j.outputs]
+    folder = config.job_folder(j.outbox_dir)
+    if folder:
+        d["outbox_path"] = str(folder)
+        d["output_paths"] = [str(folder / o) for o in j.outputs]
     if as_json:
         click.echo(json.dumps(d, indent=2, sort_keys=True))
         return
@@ -379,7 +381,7 @@ def show(ctx: click.Context, job: str, as_json: bool) -> None:
     ]
     if j.error:
         lines.append(f"  error       {printable(j.error)}")
-        hint = advice(config.outbox / j.outbox_dir) if j.outbox_dir and j.status == "failed" else None
+        hint = advice(folder) if j.status == "failed" else None
         if hint:
             lines.append(f"  to fix it   {printable(hint)}")
     progress = j.progress
@@ -409,8 +411,8 @@ def show(ctx: click.Context, job: str, as_json: bool) -> None:
     lines += [f"    {k} = {json.dumps(v)}" for k, v in sorted(j.params.items())]
     lines.append("  inputs")
     lines += [f"    {i.get('role'):8} {printable(str(i.get('name')))}  sha256 {i.get('sha256')}" for i in j.inputs]
-    if j.outbox_dir:
-        lines.append(f"  outbox      {printable(str(config.outbox / j.outbox_dir))}")
+    if folder:
+        lines.append(f"  outbox      {printable(str(folder))}")
         lines += [f"    {printable(o)}" for o in j.outputs]
     click.echo("\n".join(lines))
 
@@ -450,7 +452,7 @@ def logs(ctx: click.Context, job: str, follow: bool) -> None:
         finished = j.state.finished
         if not follow or (finished and (path is None or path == done)):
             if path is None and not follow:
-                raise UserError(f"job {j.id} has no log yet ({j.status})")
+                raise CommandError(f"job {j.id} has no log yet ({j.status})")
             return
         try:
             time.sleep(0.5)
@@ -595,7 +597,7 @@ def db_copy(ctx: click.Context, source: str) -> None:
         origin.migrate()
         copied = target.copy_from(origin)
     except Exception as e:
-        raise UserError(f"cannot copy from {redact_url(source)}: {redact_password(str(e), source)}") from None
+        raise CommandError(f"cannot copy from {redact_url(source)}: {redact_password(str(e), source)}") from None
     click.echo(f"copied {copied} job(s) into {redact_url(target.url)}")
 
 
@@ -618,7 +620,7 @@ def cancel(ctx: click.Context, job: str) -> None:
     try:
         after = store.request_cancel(j.id)
     except StoreError as e:
-        raise UserError(str(e)) from None
+        raise CommandError(str(e)) from None
     click.echo(f"job {j.id} cancelled; the service moves its inputs to the outbox (nst retry can queue it again)"
                if after == JobStatus.CANCELLED else f"job {j.id} will stop at its next iteration")
 
@@ -645,7 +647,7 @@ def retry(ctx: click.Context, job: str, assignments: tuple[str, ...]) -> None:
     try:  # checked by the inbox's own rules before anything is written
         name = resubmit_job(config, j, values)
     except SubmitError as e:
-        raise UserError(str(e)) from None
+        raise CommandError(str(e)) from None
     click.echo(name)
     click.echo(f"dropped into the inbox as {name!r}; the service gives it a job id as it takes it "
                f"(nst show {name})", err=True)
@@ -670,7 +672,7 @@ def web(ctx: click.Context, host: str | None, port: int | None) -> None:
     try:
         server = make_server(config, host=host, port=port)
     except OSError as e:
-        raise UserError(f"cannot listen on {host or config.web.host}:{port or config.web.port}: {e}") from None
+        raise CommandError(f"cannot listen on {host or config.web.host}:{port or config.web.port}: {e}") from None
     click.echo(f"serving http://{server.host}:{server.port}/ (Ctrl-C stops)", err=True)
     try:
         server.serve_forever()
@@ -693,14 +695,14 @@ def doctor(ctx: click.Context) -> None:
         config = load_config(ctx.obj.get("config_path") if ctx.obj else None)
     except ConfigError as e:
         click.echo(f"[FAIL] config: {e}")
-        raise UserError("1 problem(s) found: the service would refuse to start with this config") from None
+        raise CommandError("1 problem(s) found: the service would refuse to start with this config") from None
     problems = 0
     for ok, what, detail in run_checks(config):
         mark = "ok  " if ok else "FAIL"
         problems += 0 if ok else 1
         click.echo(f"[{mark}] {what}: {detail}")
     if problems:
-        raise UserError(f"{problems} problem(s) found")
+        raise CommandError(f"{problems} problem(s) found")
 
 
 @main.group()
@@ -730,19 +732,19 @@ def service_install(ctx: click.Context, user: bool, print_only: bool, run_as: st
 
     config = _config(ctx)
     if config.path is None:
-        raise UserError("give --config PATH (or run in a folder with config.toml): the unit needs a config file")
+        raise CommandError("give --config PATH (or run in a folder with config.toml): the unit needs a config file")
     if user and run_as:
-        raise UserError("--run-as is for system units; a --user unit runs as you")
+        raise CommandError("--run-as is for system units; a --user unit runs as you")
     if run_as:
         try:
             pwd.getpwnam(run_as)
         except KeyError:
-            raise UserError(f"--run-as: no account named {run_as!r} on this machine") from None
+            raise CommandError(f"--run-as: no account named {run_as!r} on this machine") from None
     account = None if user else (run_as or default_account(config))
     if account:
         blocked = unwritable_for(config, account)
         if blocked:
-            raise UserError(f"the account {account!r} cannot write {', '.join(map(str, blocked))}: "
+            raise CommandError(f"the account {account!r} cannot write {', '.join(map(str, blocked))}: "
                             f"give it the folders (chown -R {account}: FOLDER) or choose another with --run-as")
     elif not user:
         click.echo("nst: the service folder is owned by root, so the unit runs as root; a dedicated account "
@@ -763,7 +765,7 @@ def service_install(ctx: click.Context, user: bool, print_only: bool, run_as: st
 
         write_text_atomic(target, text)
     except PermissionError:
-        raise UserError(f"cannot write {target}: run as root, or use --user") from None
+        raise CommandError(f"cannot write {target}: run as root, or use --user") from None
     scope = "--user " if user else ""
     click.echo(f"wrote {target}\nnext: systemctl {scope}daemon-reload && systemctl {scope}enable --now nst")
 

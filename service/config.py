@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nst_engine.errors import UserError
 from nst_engine.params import Limits, ParamError, Params
 
 DEFAULT_IGNORE = (
@@ -16,8 +17,10 @@ DEFAULT_IGNORE = (
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """`config.toml` is wrong; the message names the key."""
+
+    default_hint = "correct config.toml as the message says (nst doctor checks it), then start the service again"
 
 
 # Every number's allowed range, checked in one place: (section, key) -> (lowest, highest).
@@ -110,6 +113,22 @@ class Config:
         """Where a queued or running job keeps its inputs and its live log."""
         return self.shared_dir / "jobs" / str(job_id)
 
+    def inputs(self, job_id: int) -> Path:
+        """A job's own files, moved or copied out of the inbox (its outbox folder's inputs/)."""
+        return self.archive(job_id) / "inputs"
+
+    def refusal(self, job_id: int) -> Path:
+        """A refused job's message and advice, kept until its outbox folder is written."""
+        return self.archive(job_id) / "error.json"
+
+    def refused_files(self, job_id: int) -> Path:
+        """Records of the files not taken with a job (links out, FIFOs...)."""
+        return self.archive(job_id) / "refused.json"
+
+    def checkpoint(self, job_id: int) -> Path:
+        """A running job's saved place (a shutdown, a crash), on shared storage for a takeover."""
+        return self.checkpoints / f"{job_id}.pt"
+
     def live_log(self, job_id: int) -> Path:
         """The log a job writes while it runs (moved into its outbox folder when it ends)."""
         return self.archive(job_id) / "job.log"
@@ -122,8 +141,13 @@ class Config:
         """A running job's loss curve so far (JSON), replaced with the live image."""
         return self.archive(job_id) / "live-losses.json"
 
+    def job_folder(self, outbox_dir: str | None) -> Path | None:
+        """An ended job's folder in the outbox (its name is recorded with the job)."""
+        return self.outbox / outbox_dir if outbox_dir else None
+
     def published_log(self, outbox_dir: str | None) -> Path | None:
-        return self.outbox / outbox_dir / "job.log" if outbox_dir else None
+        folder = self.job_folder(outbox_dir)
+        return folder / "job.log" if folder else None
 
 
 def find_config(explicit: str | os.PathLike | None = None) -> Path | None:

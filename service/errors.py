@@ -1,21 +1,14 @@
-"""Errors a user can cause. Each carries its advice (`hint`), set where the cause is known.
+"""The service's errors. Those a user can cause are the engine's `UserError`, each with its
+advice (`hint`) set where the cause is known.
 
 No heavy imports: the CLI, the web page and the intake all raise and show these.
 """
 
 from __future__ import annotations
 
+from nst_engine.errors import UserError
+
 DEFAULT_SIDECAR_HINT = "correct the sidecar as the message says and drop it again; see README 'The inbox contract'"
-
-
-class UserError(ValueError):
-    """Something a user did that the service refuses; `hint` says how to fix it."""
-
-    default_hint = "check the inputs and parameters and submit again"
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.hint = hint or self.default_hint
 
 
 class StoreError(RuntimeError):

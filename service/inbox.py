@@ -23,6 +23,11 @@ from .errors import SidecarError
 from .safefiles import read_regular, shown
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+PRIORITIES = (-1000, 1000)  # a job's priority, lowest to highest (the sidecar, `nst submit`, the form)
+
+
+def in_priority_range(priority: int) -> bool:
+    return PRIORITIES[0] <= priority <= PRIORITIES[1]
 SIDECAR_EXTS = (".toml", ".json")
 # Checking that a picture decodes needs every byte decoded, but no large picture kept.
 CHECK_EDGE = 64
@@ -91,8 +96,8 @@ def parse_sidecar(data: bytes, *, name: str, suffix: str, base: Params, limits: 
             raise SidecarError(f"{label}{suffix}: style must be a file name or a list of file names")
         if len(style) > 16:
             raise SidecarError(f"{label}{suffix}: at most 16 style images")
-    if isinstance(priority, bool) or not isinstance(priority, int) or not -1000 <= priority <= 1000:
-        raise SidecarError(f"{label}{suffix}: priority must be a whole number from -1000 to 1000")
+    if isinstance(priority, bool) or not isinstance(priority, int) or not in_priority_range(priority):
+        raise SidecarError(f"{label}{suffix}: priority must be a whole number from {PRIORITIES[0]} to {PRIORITIES[1]}")
     if "weights" in values and values["weights"] not in SIDECAR_WEIGHTS:
         raise SidecarError(f"{label}{suffix}: weights: a sidecar may choose \"caffe\" or \"torchvision\"; "
                            "a weights file is set by the operator in config.toml [defaults]")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import stat
 import time
 from dataclasses import dataclass
@@ -25,10 +24,11 @@ from typing import Callable
 from .config import Config
 from .errors import RefusedFile, SidecarError
 from .inbox import (
-    CHECK_EDGE, SIDECAR_EXTS, Settle, Sidecar, default_image, image_owner, is_ignored, is_own_file, job_key, job_name, listdir,
+    CHECK_EDGE, IMAGE_EXTS, SIDECAR_EXTS, Settle, Sidecar, default_image, image_owner, is_ignored, is_own_file, job_key, job_name, listdir,
     parse_sidecar, read_sidecar, resolve_in_inbox, sha256_bytes,
 )
-from .outbox import JobFolder, Outbox, error_text
+from .ending import Ending, Endings
+from .outbox import JobFolder, Outbox
 from .safefiles import copy_regular, inside, kind_of, open_regular, refusal, sha256_regular, shown
 from .status import JobStatus
 from .store import Store, StoreError, utcnow
@@ -40,8 +40,6 @@ STAGING_GRACE_S = 30.0
 # How often ended jobs whose folder is not yet in the outbox are looked for (a cancel from
 # the CLI or the web page, a failure while the outbox could not be written).
 SWEEP_S = 2.0
-# Records of the files refused from a job's own files (links out, FIFOs...), beside its inputs.
-REFUSED_FILE = "refused.json"
 
 
 @dataclass
@@ -53,8 +51,6 @@ class _Input:
 
 MISSING_HINT = ("drop the missing image(s) into the inbox before the sidecar, or name them in it "
                 "(content = \"photo.jpg\", style = \"painting.jpg\"), then drop the sidecar again")
-# The advice of a refusal, kept beside its archived inputs until its folder is published.
-ERROR_FILE = "error.json"
 
 
 class _Incomplete(Exception):
@@ -78,7 +74,7 @@ class Intake:
                  image_check: Callable[[Path], None] | None = None, clock: Callable[[], float] = time.monotonic):
         self.config = config
         self.store = store
-        self.outbox = outbox
+        self.endings = Endings(config, store, outbox)
         self.settle = Settle(config.watch.settle_seconds, clock)
         self.clock = clock
         self.image_check = image_check or _decode_check(config.limits.max_image_pixels, config.inbox)
@@ -140,7 +136,7 @@ class Intake:
         """A sidecar that waited for its images left the inbox: staged by another watcher (its
         sidecar is in the archive), or taken back by its owner: then the job ends, saying so."""
         job = self.store.get(job_id)
-        taken = (self.config.archive(job_id) / "inputs" / sidecar_path.name).exists()
+        taken = (self.config.inputs(job_id) / sidecar_path.name).exists()
         if job is None or job.staged or taken or job.state != JobStatus.QUEUED:
             return
         try:
@@ -216,7 +212,7 @@ class Intake:
             if relative is None:
                 path = default_image(inbox, sidecar.name, role)
                 if path is None:
-                    missing.append(f"{shown(sidecar.name)}.{role}.jpg (or .jpeg, .png, .webp, .bmp, .tif, .tiff, .gif)")
+                    missing.append(f"{shown(sidecar.name)}.{role}{IMAGE_EXTS[0]} (or {', '.join(IMAGE_EXTS[1:])})")
                     return
             else:
                 path = resolve_in_inbox(inbox, relative)
@@ -262,7 +258,7 @@ class Intake:
         (this watcher's budget is not theirs), and the worker that claims it decides."""
         from PIL import Image
 
-        from nst_engine import BudgetError, estimate
+        from nst_engine import BudgetError, ImageError, estimate
 
         content_edge, style_edge = sidecar.params.image_edges()
         size, decoding, kept = None, 0, 0
@@ -281,6 +277,8 @@ class Intake:
             # The pictures beside the run: all kept as decoded, the largest one's decoding at full size.
             planned["images_mib"] = round((decoding + kept) / 2**20)
             return {**planned, "waits_for": needs} if needs else planned
+        except ImageError as e:  # too narrow for its size: no worker anywhere could run it
+            raise SidecarError(f"{shown(sidecar.name)}: {e}", hint=e.hint) from None
         except BudgetError as e:
             if self._one_host():
                 raise SidecarError(f"{shown(sidecar.name)}: {e}", hint=e.hint) from None
@@ -348,7 +346,7 @@ class Intake:
         """Copy shared images, move own files, the sidecar last; idempotent. Only regular
         files' bytes ever reach the archive; a link out or a special file is refused and
         recorded (its target is never opened)."""
-        target = self.config.archive(job_id) / "inputs"
+        target = self.config.inputs(job_id)
         target.mkdir(parents=True, exist_ok=True)
         staged = []
         used: set[str] = set()
@@ -372,7 +370,7 @@ class Intake:
             staged.append(record)
         refused = [r for r in staged if r.get("refused")]
         if refused:
-            (target.parent / REFUSED_FILE).write_text(json.dumps(refused))
+            self.config.refused_files(job_id).write_text(json.dumps(refused))
         return [r for r in staged if not r.get("refused")] + refused
 
     def _take_own(self, source: Path, dest: Path) -> None:
@@ -409,46 +407,29 @@ class Intake:
         own = [_Input("sidecar" if p == sidecar_path else "file", p, True)
                for p in [sidecar_path] + self._own_files(name, sidecar_path)]
         self._stage(job.id, own)  # not marked staged: no worker may claim it
-        (self.config.archive(job.id) / ERROR_FILE).write_text(json.dumps({"message": message, "hint": hint}))
+        self.config.refusal(job.id).write_text(json.dumps({"message": message, "hint": hint}))
         self._waiting.pop(sidecar_path, None)
         self._publish_failure(job.id, shown(name), message)
 
     def _publish_failure(self, job_id: int, name: str, message: str) -> None:
-        archive = self.config.archive(job_id)
-        staged = _describe_archive(archive)
+        staged = _describe_archive(self.config, job_id)
         try:
-            hint = json.loads((archive / ERROR_FILE).read_text())["hint"]
+            hint = json.loads(self.config.refusal(job_id).read_text())["hint"]
         except (OSError, ValueError, KeyError):
             hint = SidecarError("").hint  # refused before its advice was kept (an older release)
+        refused = "".join(f"\n  not taken: {r['refused']}" for r in staged if r.get("refused"))
         job = self.store.get(job_id)
-        final = self.outbox.existing(job.outbox_dir, job_id)
-        if final is None:
-            folder = JobFolder(job_id, name, inputs_dir=archive / "inputs")
-            refused = "".join(f"\n  not taken: {r['refused']}" for r in staged if r.get("refused"))
-            folder.add_text("error.txt", error_text(name, message + refused, hint))
-            folder.add_json("job.json", {"id": job_id, "name": name, "status": "failed", "error": message,
-                                         "inputs": staged})
-            final = self.outbox.publish(folder, lambda dirname: self.store.reserve_outbox_dir(job_id, None, dirname))
+        ending = Ending(JobStatus.FAILED, error=message, hint=hint, detail=refused, inputs=staged)
+        final = self.endings.write(job, ending, folder=JobFolder(job_id, name))
         # Failed first, then the inputs recorded: a staged, still-queued job could be claimed.
-        if job.state == JobStatus.QUEUED:
-            self.store.transition(job_id, JobStatus.FAILED, expect=JobStatus.QUEUED, error=message,
-                                  outbox_dir=final.name)
         self.store.mark_staged(job_id, staged)
-        shutil.rmtree(archive, ignore_errors=True)
         log.warning("job %d %r failed: %s (see %s)", job_id, name, message, final)
 
     def _publish_cancelled(self, job_id: int, name: str) -> None:
         """A job cancelled before it ran gets its folder like any other end: its inputs and a
         record, so that `nst retry` can queue it again."""
-        archive = self.config.archive(job_id)
         job = self.store.get(job_id)
-        final = self.outbox.existing(job.outbox_dir, job_id)
-        if final is None:
-            folder = JobFolder(job_id, name, inputs_dir=archive / "inputs")
-            folder.add_json("job.json", {"id": job_id, "name": name, "status": "cancelled", "error": job.error,
-                                         "inputs": job.inputs, "params": job.params})
-            final = self.outbox.publish(folder, lambda dirname: self.store.reserve_outbox_dir(job_id, None, dirname))
-        shutil.rmtree(archive, ignore_errors=True)
+        final = self.endings.write(job, Ending(JobStatus.CANCELLED, error=job.error), folder=JobFolder(job_id, name))
         log.info("job %d %r cancelled before it started; its inputs are in %s", job_id, name, final)
 
     def _own_files(self, name: str, sidecar_path: Path) -> list[Path]:
@@ -470,7 +451,7 @@ class Intake:
     def _finish_leftover(self, job_id: int, sidecar_path: Path) -> None:
         # The job exists and is staged, but its sidecar is still here: a crash between
         # moving the other files and the sidecar, or a second watcher. Move it now.
-        target = self.config.archive(job_id) / "inputs" / sidecar_path.name
+        target = self.config.inputs(job_id) / sidecar_path.name
         if target.parent.is_dir() and os.path.lexists(sidecar_path):
             try:
                 self._take_own(sidecar_path, target)
@@ -490,15 +471,15 @@ class Intake:
         for job in self.store.list_jobs_unstaged():
             if (utcnow() - job.submitted_at).total_seconds() < grace_s:
                 continue  # perhaps being staged right now by another watcher
-            inputs_dir = self.config.archive(job.id) / "inputs"
+            inputs_dir = self.config.inputs(job.id)
             if not inputs_dir.is_dir() or not any(p.suffix.lower() in SIDECAR_EXTS for p in inputs_dir.iterdir()):
                 continue  # the sidecar is still in the inbox; the scan will finish it
             if job.error:
                 self._try(self._publish_failure, job.id, job.name, job.error)
                 continue
-            self.store.mark_staged(job.id, _describe_archive(inputs_dir.parent))
+            self.store.mark_staged(job.id, _describe_archive(self.config, job.id))
         for job in self.store.list_unpublished():
-            if not (self.config.archive(job.id) / "inputs").is_dir():
+            if not (self.config.inputs(job.id)).is_dir():
                 continue
             if job.state == JobStatus.CANCELLED:
                 self._try(self._publish_cancelled, job.id, job.name)
@@ -512,14 +493,14 @@ class Intake:
             log.warning("job %d: its outbox folder cannot be written yet (%s); trying again shortly", args[0], e)
 
 
-def _describe_archive(archive: Path) -> list[dict]:
-    """The input records of files already moved into an archive (recovery, failures), with
-    the records of any refused files."""
-    inputs_dir = archive / "inputs"
+def _describe_archive(config: Config, job_id: int) -> list[dict]:
+    """The input records of files already moved into a job's archive (recovery, failures),
+    with the records of any refused files."""
+    inputs_dir = config.inputs(job_id)
     described = [{"role": _role_guess(p.name), "name": p.name, "source": p.name, "moved": True,
                   "sha256": sha256_regular(p)} for p in sorted(inputs_dir.glob("*")) if not p.name.startswith(".")]
     try:
-        described += json.loads((archive / REFUSED_FILE).read_text())
+        described += json.loads(config.refused_files(job_id).read_text())
     except (OSError, ValueError):
         pass
     return described

@@ -11,6 +11,8 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from nst_engine.progress import work_fraction
+
 
 class JobStatus(str, enum.Enum):
     QUEUED = "queued"
@@ -71,11 +73,8 @@ class JobProgress:
 
     @property
     def fraction(self) -> float:
-        """The share of the work done: by pixels times iterations, so that the bar and the ETA
-        measure the same thing (a coarse scale's iterations are cheap)."""
-        if self.work_total:
-            return min(1.0, self.work / self.work_total)
-        return min(1.0, self.step / self.total) if self.total else 0.0
+        """The share of the work done, as the engine counts it (`work_fraction`)."""
+        return work_fraction(self.work, self.work_total)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -6,24 +6,25 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from nst_engine.errors import UserError
 from nst_engine.images import ImageError, load_image
 from nst_engine.params import INITS
 
 from .config import Config
-from .files import write_bytes_atomic
 from .errors import SidecarError
-from .inbox import CHECK_EDGE, IMAGE_EXTS, decode_table, image_role, parse_sidecar, safe_component
+from .files import write_bytes_atomic
+from .inbox import CHECK_EDGE, IMAGE_EXTS, PRIORITIES, decode_table, in_priority_range, image_role, parse_sidecar, safe_component
 
 
-class SubmitError(ValueError):
-    pass
+class SubmitError(UserError):
+    """A submission the inbox would refuse, refused before anything is written."""
 
 
 def submit_job(config: Config, content: Path, styles: Sequence[Path], *, name: str | None = None,
                values: dict[str, Any] | None = None, priority: int = 0) -> str:
     """Copy the images into the inbox and write `NAME.json` last; return the job's name."""
-    if not -1000 <= priority <= 1000:
-        raise SubmitError(f"priority {priority}: use a whole number from -1000 to 1000")
+    if not in_priority_range(priority):
+        raise SubmitError(f"priority {priority}: use a whole number from {PRIORITIES[0]} to {PRIORITIES[1]}")
     for path in [content, *styles]:
         try:
             load_image(path, max_pixels=config.limits.max_image_pixels, max_edge=CHECK_EDGE)
@@ -59,9 +60,10 @@ def _archived_images(config: Config, job: Any) -> tuple[Path | None, list[Path]]
     A job refused at intake kept its own files without roles (its sidecar was not read):
     `NAME.content.EXT` and `NAME.style.EXT` are then known by their names, as the inbox knows
     them."""
-    if not job.outbox_dir:
+    folder = config.job_folder(job.outbox_dir)
+    if folder is None:
         return None, []
-    inputs_dir = config.outbox / job.outbox_dir / "inputs"
+    inputs_dir = folder / "inputs"
     by_role: dict[str, list[Path]] = {}
     for item in job.inputs:
         if not item.get("refused"):

@@ -24,7 +24,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 from nst_engine.images import ImageError, load_image
-from nst_engine.params import ParamError, Params
+from nst_engine.params import INTEGER_FIELDS, ParamError, Params
 
 from .config import Config
 from .display import estimate_text
@@ -227,7 +227,7 @@ def create_app(config: Config, *, store: Store | None = None) -> Flask:
             "job.html", job=job, files=files, params=json.dumps(job.params, indent=2) if job.params else "",
             has_log=live.exists() or bool(published and published.exists()) or job.state == JobStatus.RUNNING,
             can_retry=can_resubmit(config, job), estimate=_estimate(store, job),
-            advice=advice(config.outbox / job.outbox_dir) if job.outbox_dir and job.state == JobStatus.FAILED else None)
+            advice=advice(config.job_folder(job.outbox_dir)) if job.state == JobStatus.FAILED else None)
 
     @app.get("/jobs/<int:job_id>/live.jpg")
     def job_live(job_id: int):
@@ -405,9 +405,10 @@ def _job_or_404(store: Store, job_id: int):
 
 def _outbox_files(config: Config, job) -> dict[str, Path]:
     """Relative name -> path of every regular file in the job's outbox folder."""
-    if not job.outbox_dir:
+    folder = config.job_folder(job.outbox_dir)
+    if folder is None:
         return {}
-    root = (config.outbox / job.outbox_dir).resolve()
+    root = folder.resolve()
     if root.parent != config.outbox.resolve() or not root.is_dir():
         return {}
     files = {}
@@ -442,7 +443,7 @@ def _form_values(form) -> dict[str, Any]:
             except ValueError:
                 values[key] = raw  # the parameters type reports it with the field's name
                 continue
-            values[key] = int(number) if number.is_integer() and key in ("size", "iterations", "outputs") else number
+            values[key] = int(number) if number.is_integer() and key in INTEGER_FIELDS else number
         else:
             values[key] = raw
     return values

@@ -6,7 +6,6 @@ import datetime as dt
 import json
 import logging
 import os
-import shutil
 import threading
 import time
 import traceback
@@ -17,6 +16,7 @@ import torch
 
 from nst_engine import ImageError, Params, Progress, RunState, WeightsError, load_image, preload, stylize
 from nst_engine.device import describe, pick_device
+from nst_engine.errors import advice
 from nst_engine.heap import release as release_heap
 from nst_engine.params import ParamError
 
@@ -24,7 +24,8 @@ from . import __version__
 from .config import Config
 from .files import image_bytes, write_bytes_atomic
 from .inbox import safe_component
-from .outbox import JobFolder, Outbox, error_text, loss_plot, preview
+from .ending import Ending, Endings
+from .outbox import JobFolder, Outbox, loss_plot, preview
 from .status import JobProgress, JobStatus
 from .store import Job, Store, StoreError
 
@@ -69,6 +70,7 @@ class Worker:
         self.current_job: int | None = None
         self.last_progress = time.monotonic()  # the liveness thread reads this
         self.lost_claim = False  # set by the liveness thread when another worker took our job
+        self.endings = Endings(config, store, outbox)
 
     def warm_up(self) -> None:
         """Before the first job: the network for the default parameters, the colour and plotting
@@ -83,9 +85,6 @@ class Worker:
         loss_plot([{"step": 1, "total": 1.0, "content": 1.0, "style": 1.0, "tv": 1.0}], title="warm-up")
         log.info("network and helpers loaded in %.1f s", time.perf_counter() - started)
 
-    def checkpoint_path(self, job_id: int) -> Path:
-        return self.config.checkpoints / f"{job_id}.pt"
-
     def run(self, job: Job) -> JobStatus:
         """Run a job this daemon has claimed, to whatever end; never raises for a job's fault."""
         self.current_job = job.id
@@ -93,16 +92,9 @@ class Worker:
         self.last_progress = time.monotonic()
         joblog = JobLog(self.config.live_log(job.id))
         try:
-            published = self.outbox.existing(job.outbox_dir, job.id)
+            published = self.endings.published(job, run_id=self.run_id)
             if published is not None:
-                # A crash after the rename and before `done`: the folder is whole already.
-                recorded = json.loads((published / "job.json").read_text())
-                status = JobStatus(recorded.get("status", "done"))
-                self.store.transition(job.id, status, run_id=self.run_id, outputs=recorded.get("outputs", []),
-                                      record=recorded.get("record"), outbox_dir=published.name,
-                                      error=recorded.get("error"))
-                self._cleanup(job.id)
-                return status
+                return published.status
             max_attempts = self.config.worker.max_attempts
             if job.attempts > max_attempts:
                 return self._fail(job, joblog, f"the service stopped during this job {job.attempts - 1} times; "
@@ -122,7 +114,7 @@ class Worker:
             params = Params.from_mapping(job.params, limits=self.config.limits)
             content, styles, init = self._images(job, params)
         except (ImageError, ParamError, ValueError, OSError) as e:
-            return self._fail(job, joblog, str(e), _advice(e))
+            return self._fail(job, joblog, str(e), advice(e))
         joblog.write("parameters: " + json.dumps(params.to_dict(), sort_keys=True))
         resume = self._load_checkpoint(job.id, joblog, params.outputs)
         device = describe(pick_device(params.device))
@@ -132,7 +124,7 @@ class Worker:
                              memory_budget=self.config.worker.memory_budget(),
                              should_stop=reporter.should_stop, resume=resume)
         except (ImageError, WeightsError, ValueError) as e:
-            return self._fail(job, joblog, str(e), _advice(e))
+            return self._fail(job, joblog, str(e), advice(e))
         except StoreError as e:
             joblog.write(f"stopped: {e}")
             log.error("job %d: %s", job.id, e)
@@ -166,7 +158,7 @@ class Worker:
 
     def _images(self, job: Job, params: Params):
         """The job's pictures, each decoded no larger than twice what the run will look at."""
-        inputs_dir = self.config.archive(job.id) / "inputs"
+        inputs_dir = self.config.inputs(job.id)
         limit = self.config.limits.max_image_pixels
         content_edge, style_edge = params.image_edges()
         by_role: dict[str, list[Path]] = {}
@@ -186,14 +178,14 @@ class Worker:
             return
         import io
 
-        path = self.checkpoint_path(job_id)
+        path = self.config.checkpoint(job_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
         torch.save(state.to_dict(), buf)
         write_bytes_atomic(path, buf.getvalue(), mode=0o600)
 
     def _load_checkpoint(self, job_id: int, joblog: JobLog, outputs: int) -> RunState | None:
-        path = self.checkpoint_path(job_id)
+        path = self.config.checkpoint(job_id)
         if not path.is_file():
             return None
         try:
@@ -212,19 +204,13 @@ class Worker:
 
     def _fail(self, job: Job, joblog: JobLog, message: str, hint: str) -> JobStatus:
         joblog.write(f"failed: {message}")
-        folder = JobFolder(job.id, job.name, inputs_dir=self.config.archive(job.id) / "inputs")
-        folder.add_text("error.txt", error_text(job.name, message, hint))
-        folder.add_json("job.json", {**self._summary(job), "status": "failed", "error": message})
         joblog.close()
-        folder.files["job.log"] = self.config.live_log(job.id).read_bytes()
-        final = self.outbox.publish(folder, lambda d: self.store.reserve_outbox_dir(job.id, self.run_id, d))
-        self.store.transition(job.id, JobStatus.FAILED, run_id=self.run_id, error=message, outbox_dir=final.name)
-        self._cleanup(job.id)
+        self.endings.write(job, Ending(JobStatus.FAILED, error=message, hint=hint), run_id=self.run_id)
         log.warning("job %d %r failed: %s", job.id, job.name, message)
         return JobStatus.FAILED
 
     def _publish(self, job, joblog, params, content, styles, result, status) -> JobStatus:
-        folder = JobFolder(job.id, job.name, inputs_dir=self.config.archive(job.id) / "inputs")
+        folder = JobFolder(job.id, job.name)
         outputs: list[str] = []
         variants: dict[str, str] = {}  # file -> what its output changes (several outputs only)
         tiles = [("content", content)] + [(f"style {i + 1}" if len(styles) > 1 else "style", s)
@@ -256,14 +242,12 @@ class Worker:
         record = {**result.record, "service": __version__, "host": os.uname().nodename,
                   **({"estimate": job.record["estimate"]} if "estimate" in job.record else {}),
                   **({"output_variants": variants} if several else {})}
-        summary = {**self._summary(job), "status": status.value, "outputs": outputs, "record": record,
-                   "params": params.to_dict()}
-        folder.add_json("job.json", summary)
+        ending = Ending(status, outputs=outputs, record=record, params=params.to_dict(),
+                        error="cancelled by request" if status == JobStatus.CANCELLED else None)
         joblog.write(f"writing outbox folder ({len(outputs)} images)")
         joblog.close()
-        folder.files["job.log"] = self.config.live_log(job.id).read_bytes()
         try:
-            final = self.outbox.publish(folder, lambda d: self.store.reserve_outbox_dir(job.id, self.run_id, d))
+            final = self.endings.write(job, ending, folder=folder, run_id=self.run_id)
         except OSError:
             if status == JobStatus.DONE:
                 # Keep the finished images (small next to the job's time) so the next attempt
@@ -273,22 +257,8 @@ class Worker:
                 except OSError:
                     pass  # the state folder is full too: the next attempt recomputes
             raise
-        self.store.transition(job.id, status, run_id=self.run_id, outputs=outputs, record=record,
-                              outbox_dir=final.name,
-                              error="cancelled by request" if status == JobStatus.CANCELLED else None)
-        self._cleanup(job.id)
         log.info("job %d %r %s -> %s", job.id, job.name, status.value, final)
         return status
-
-    def _summary(self, job: Job) -> dict[str, Any]:
-        fresh = (self.store.get(job.id) or job).to_dict()
-        return {"id": job.id, "name": job.name, "submitted": fresh["submitted"],
-                "started": fresh["started"], "attempts": fresh["attempts"], "inputs": fresh["inputs"],
-                "priority": fresh["priority"]}
-
-    def _cleanup(self, job_id: int) -> None:
-        self.checkpoint_path(job_id).unlink(missing_ok=True)
-        shutil.rmtree(self.config.archive(job_id), ignore_errors=True)
 
 
 class _Reporter:
@@ -372,8 +342,3 @@ def _scale_marks(record: dict[str, Any], params: Params) -> list[tuple[int, str]
                 marks.append((step, f"{w}x{h}" if index else f"output {output + 1}"))
             step += iterations[index]
     return marks
-
-
-def _advice(error: Exception) -> str:
-    """The advice the error was raised with, where its cause was known."""
-    return getattr(error, "hint", None) or "check the inputs and parameters and submit again"

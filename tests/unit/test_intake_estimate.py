@@ -72,3 +72,16 @@ def test_the_estimate_counts_the_pictures_as_they_will_be_decoded(tmp_path):
         decoding = 8900 * 8900 / 2**20
         kept = (2 * 512) ** 2 * 3 / 2**20
         assert decoding + kept - 1 <= est["images_mib"] <= decoding + kept + 1, est["images_mib"]
+
+
+def test_a_picture_too_narrow_for_its_size_is_refused_at_once_with_the_engines_words(tmp_path):
+    """The estimate plans the run as the engine will (`planning.plan_run`), minimum edge
+    included: a 2000x40 photograph at 512 px would be 10 px high, which no worker can run."""
+    with IntakeDir(tmp_path) as box:
+        box.image("strip.content.jpg", size=(2000, 40))
+        box.image("strip.style.png", (20, 20, 200))
+        (box.inbox / "strip.toml").write_text("size = 512\n")
+        box.scan()
+        job = box.jobs()["strip"]
+        assert job.status == "failed" and "too narrow" in job.error and "2000x40" in job.error, job.error
+        assert "less extreme aspect ratio" in (box.outbox_dir / "strip" / "error.txt").read_text()

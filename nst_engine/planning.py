@@ -1,0 +1,114 @@
+"""A run's plan before it starts: the sizes it goes through, the iterations at each, the memory
+each needs, and the work (pixels times iterations) that a progress bar and an ETA measure.
+
+`stylize` runs this plan and `estimate` reports it, from one computation: what a service
+promises before a job waits in its queue is what the job then does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from .device import describe, pick_device, use_bf16
+from .images import fitted_size
+from .memory import ScalePlan, default_budget, plan_scale
+from .params import Params
+
+# Coarse scales below this long edge teach the network little: skip them.
+MIN_SCALE_EDGE = 128
+# Above this long edge, `schedule = "auto"` goes coarse to fine from COARSE_EDGE (see `schedule`).
+LARGE_EDGE = 1024
+COARSE_EDGE = 512
+MIN_FINE_ITERATIONS = 10
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The scales of one output (size and iterations each), repeated for every output."""
+
+    sizes: tuple[tuple[int, int], ...]  # (width, height) per scale, coarse to fine
+    iterations: tuple[int, ...]  # per scale
+    outputs: int
+    memory: tuple[ScalePlan, ...]  # per scale: whole or tiled, L-BFGS's history, the peak
+    budget: int  # bytes
+
+    @property
+    def total_steps(self) -> int:
+        return self.outputs * sum(self.iterations)
+
+    def work(self, first_scale: int = 0) -> float:
+        """One output's pixel-iterations from `first_scale` on."""
+        return float(sum(w * h * n for (w, h), n in zip(self.sizes[first_scale:], self.iterations[first_scale:])))
+
+    @property
+    def total_work(self) -> float:
+        """The whole run's pixel-iterations (every scale and output)."""
+        return self.work() * self.outputs
+
+    def remaining_work(self, output: int, scale: int, iteration: int) -> float:
+        """Pixel-iterations left after `iteration` of `scale` of `output` (all 0-based but the
+        1-based iteration)."""
+        w, h = self.sizes[scale]
+        return ((self.iterations[scale] - iteration) * w * h + self.work(scale + 1)
+                + (self.outputs - output - 1) * self.work())
+
+
+def plan_run(params: Params, content_size: tuple[int, int], *, bf16: bool, budget: int,
+             tile: int | None = None) -> RunPlan:
+    """The plan for a photograph of `content_size` (as given; fitted to `params.size` here)."""
+    sizes, iterations = schedule(fitted_size(content_size, params.size, what="content image"), params)
+    layers = list(params.content_layers) + list(params.style_layers)
+    # Largest first: where nothing fits, the refusal names the picture's own size.
+    memory = [plan_scale(size, budget, bf16=bf16, layers=layers, tile=tile, optimizer=params.optimizer)
+              for size in reversed(sizes)][::-1]
+    return RunPlan(tuple(sizes), tuple(iterations), params.outputs, tuple(memory), budget)
+
+
+def estimate(params: Params, content_size: tuple[int, int], *, memory_budget: int | None = None) -> dict:
+    """What a run of `params` on a photograph of `content_size` will take, before it starts:
+    each scale's plan (whole or tiled, L-BFGS's history), the estimated peak memory and the
+    work in megapixel-iterations. Raises `BudgetError` (with advice) where the picture cannot
+    fit the budget even in tiles, and `ImageError` where it is too narrow for the size, so
+    that a service can refuse such a job at once."""
+    device = pick_device(params.device)
+    budget = memory_budget if memory_budget is not None else default_budget(device)
+    plan = plan_run(params, content_size, bf16=use_bf16(params.precision, device), budget=budget)
+    return {"device": describe(device), "budget_mib": round(budget / 2**20),
+            "peak_mib": round(max(m.peak_bytes for m in plan.memory) / 2**20),
+            "scales": [m.to_dict() for m in plan.memory], "iterations_per_scale": list(plan.iterations),
+            "work_mpix_iterations": round(plan.total_work / 1e6, 3)}
+
+
+def schedule(size: tuple[int, int], params: Params) -> tuple[list[tuple[int, int]], list[int]]:
+    """The sizes a run goes through and the iterations at each.
+
+    `schedule = "auto"` with one scale above LARGE_EDGE px (a print): coarse to fine from
+    about 512 px, doubling, the iterations halving at each doubling (at least 10), so the
+    structure is laid down where the network sees the whole composition (not below 512 px,
+    where the quality grid showed the painting's objects get painted in) and the large
+    scales only refine the brushwork. Otherwise `scales`, with `iterations` at each.
+    """
+    width, height = size
+    longest = max(width, height)
+    if params.schedule == "auto" and tuple(params.scales) == (1.0,) and longest > LARGE_EDGE:
+        edges = [longest]
+        while edges[-1] / 2 >= COARSE_EDGE:
+            edges.append(round(edges[-1] / 2))
+        edges.reverse()
+        plan = [(max(1, round(width * e / longest)), max(1, round(height * e / longest))) for e in edges]
+        iterations = [max(MIN_FINE_ITERATIONS, params.iterations >> k) for k in range(len(plan))]
+        plan[-1] = (width, height)
+        return plan, iterations
+    plan = _scale_plan(size, params.scales)
+    return plan, [params.iterations] * len(plan)
+
+
+def _scale_plan(size: tuple[int, int], scales: Sequence[float]) -> list[tuple[int, int]]:
+    width, height = size
+    plan = []
+    for s in scales:
+        w, h = max(1, round(width * s)), max(1, round(height * s))
+        if s == 1.0 or (max(w, h) >= MIN_SCALE_EDGE and min(w, h) >= 32):
+            plan.append((w, h))
+    return plan

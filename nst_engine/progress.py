@@ -1,0 +1,50 @@
+"""What a run reports after every iteration, and the one definition of how far along it is.
+
+No torch here: the service's progress record (`service.status.JobProgress`) and the CLI's bars
+use `work_fraction` without loading the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from .optimize import RunState
+
+
+def work_fraction(work: float, work_total: float) -> float:
+    """The share of a run done, by its work (pixels times iterations over every scale and
+    output), not by its iterations: a print's cheap coarse iterations are most of its steps
+    and little of its time, so a bar and an ETA that count work agree."""
+    return min(1.0, work / work_total) if work_total > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One iteration's report to the progress callback."""
+
+    output: int  # 0-based index of the variant being made
+    outputs: int
+    scale: int  # 0-based index into the scales actually run
+    scales: int
+    size: tuple[int, int]  # (width, height) at this scale
+    iteration: int  # 1-based, within this scale
+    iterations: int
+    step: int  # 1-based over the whole run
+    total_steps: int
+    losses: dict[str, float]
+    elapsed: float
+    eta: float
+    snapshot: Callable[[], RunState] = field(repr=False, compare=False)
+    # The work, in megapixel-iterations (pixels times iterations, over every scale and output).
+    work: float = 0.0
+    work_total: float = 0.0
+    # The picture as it is now, at most `max_edge` px on its long edge when one is given.
+    image: Callable[..., Image.Image] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def fraction(self) -> float:
+        return work_fraction(self.work, self.work_total)
