@@ -9,14 +9,13 @@ parameters without paying for them.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 import re
 import tomllib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .errors import UserError
+from .settings import build, check_ranges, in_range, setting, unknown_value
 from .topology import LAYER_NAMES
 
 OPTIMIZERS = ("lbfgs", "adam")
@@ -54,10 +53,10 @@ class ParamError(UserError):
 class Limits:
     """Ceilings an operator sets in `config.toml`; no job may exceed them."""
 
-    max_size: int = 8192
-    max_iterations: int = 5000
-    max_outputs: int = 16
-    max_image_pixels: int = 80_000_000
+    max_size: int = setting(8192, low=64, high=65536)
+    max_iterations: int = setting(5000, low=1, high=1_000_000)
+    max_outputs: int = setting(16, low=1, high=256)
+    max_image_pixels: int = setting(80_000_000, low=1_000_000, high=4_000_000_000)
 
 
 @dataclass(frozen=True)
@@ -70,23 +69,23 @@ class Params:
 
     size: int = 512
     iterations: int = 80
-    scales: tuple[float, ...] = (1.0,)  # one scale: see README "Why these defaults"
+    scales: tuple[float, ...] = setting((1.0,), low=0.05, high=1.0)  # one scale: see README "Why these defaults"
     schedule: str = "auto"  # "auto": prints (> 1024 px) go coarse to fine from 512 px; "scales": as given
     optimizer: str = "lbfgs"
-    learning_rate: float = 0.02
+    learning_rate: float = setting(0.02, low=1e-6, high=10.0)
     lr_schedule: str = "plateau"
-    content_weight: float = 1.0
-    style_weight: float = 50.0
-    strength: float = 0.5  # 0: the photograph, lightly painted; 1: the painting's manner
-    tv_weight: float = 30.0
+    content_weight: float = setting(1.0, low=0.0, high=1e12)
+    style_weight: float = setting(50.0, low=0.0, high=1e12)
+    strength: float = setting(0.5, low=0.0, high=1.0)  # 0: the photograph, lightly painted; 1: the painting's manner
+    tv_weight: float = setting(30.0, low=0.0, high=1e12)
     content_layers: tuple[str, ...] = ("relu4_2",)
     style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-    style_layer_weights: tuple[float, ...] | None = None
-    style_blend: tuple[float, ...] | None = None
-    style_scale: float = 1.0
+    style_layer_weights: tuple[float, ...] | None = setting(None, low=0.0, high=1e6)
+    style_blend: tuple[float, ...] | None = setting(None, low=0.0, high=1e6)
+    style_scale: float = setting(1.0, low=0.1, high=4.0)
     init: str = "content"
-    init_noise: float = 0.05
-    seed: int = 0
+    init_noise: float = setting(0.05, low=0.0, high=1.0)
+    seed: int = setting(0, low=0, high=2**63 - 1)
     outputs: int = 1
     pooling: str = "max"
     weights: str = "caffe"
@@ -105,14 +104,7 @@ class Params:
         limits: Limits = Limits(),
     ) -> "Params":
         """Build validated parameters: `values` over `base` (default: built-in defaults)."""
-        base = base or cls()
-        names = [f.name for f in dataclasses.fields(cls)]
-        changes: dict[str, Any] = {}
-        for key, value in values.items():
-            if not isinstance(key, str) or key not in names:
-                raise ParamError(_unknown_key_message(key, names))
-            changes[key] = _coerce(key, value, _FIELD_TYPES[key])
-        params = dataclasses.replace(base, **changes)
+        params = build(cls, values, ParamError, base=base, what="parameter")
         params.validate(limits)
         return params
 
@@ -120,13 +112,13 @@ class Params:
         return Params.from_mapping(overrides, base=self, limits=limits)
 
     def validate(self, limits: Limits = Limits()) -> None:
-        _in_range("size", self.size, 32, limits.max_size)
-        _in_range("iterations", self.iterations, 1, limits.max_iterations)
-        _in_range("outputs", self.outputs, 1, limits.max_outputs)
+        # The operator's ceilings first, then every range declared with its field.
+        in_range("size", self.size, 32, limits.max_size, ParamError)
+        in_range("iterations", self.iterations, 1, limits.max_iterations, ParamError)
+        in_range("outputs", self.outputs, 1, limits.max_outputs, ParamError)
         if not self.scales:
             raise ParamError("scales: give at least one scale, e.g. scales = [1.0]")
-        for s in self.scales:
-            _in_range("scales", s, 0.05, 1.0)
+        check_ranges(self, ParamError)
         if list(self.scales) != sorted(self.scales) or self.scales[-1] != 1.0:
             raise ParamError("scales: must rise and end with 1.0, e.g. [0.25, 0.5, 1.0]")
         _one_of("optimizer", self.optimizer, OPTIMIZERS)
@@ -134,31 +126,20 @@ class Params:
         _one_of("schedule", self.schedule, SCHEDULES)
         _one_of("pooling", self.pooling, POOLINGS)
         _one_of("precision", self.precision, PRECISIONS)
-        _in_range("learning_rate", self.learning_rate, 1e-6, 10.0)
-        for name in ("content_weight", "style_weight", "tv_weight"):
-            _in_range(name, getattr(self, name), 0.0, 1e12)
-        _in_range("style_scale", self.style_scale, 0.1, 4.0)
-        _in_range("strength", self.strength, 0.0, 1.0)
-        _in_range("init_noise", self.init_noise, 0.0, 1.0)
-        _in_range("seed", self.seed, 0, 2**63 - 1)
         for name in ("content_layers", "style_layers"):
             layers = getattr(self, name)
             if not layers:
                 raise ParamError(f"{name}: give at least one layer, e.g. {name} = [\"relu4_2\"]")
             for layer in layers:
                 if layer not in LAYER_NAMES:
-                    raise ParamError(_unknown_value_message(name, layer, LAYER_NAMES))
+                    raise ParamError(unknown_value(name, layer, LAYER_NAMES))
         if self.style_layer_weights is not None:
             if len(self.style_layer_weights) != len(self.style_layers):
                 raise ParamError(
                     f"style_layer_weights: has {len(self.style_layer_weights)} values "
                     f"but style_layers has {len(self.style_layers)}; give one weight per layer"
                 )
-            for w in self.style_layer_weights:
-                _in_range("style_layer_weights", w, 0.0, 1e6)
         if self.style_blend is not None:
-            for w in self.style_blend:
-                _in_range("style_blend", w, 0.0, 1e6)
             if sum(self.style_blend) <= 0:
                 raise ParamError("style_blend: the weights must not all be zero")
         if not self.weights or len(self.weights) > 4096:
@@ -222,81 +203,10 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return key, value
 
 
-# Each field's accepted type, as the coercion below understands it.
-_FIELD_TYPES: dict[str, str] = {
-    "size": "int", "iterations": "int", "outputs": "int", "seed": "int",
-    "scales": "floats", "style_layer_weights": "floats?", "style_blend": "floats?",
-    "content_layers": "strs", "style_layers": "strs",
-    "learning_rate": "float", "content_weight": "float", "style_weight": "float",
-    "tv_weight": "float", "style_scale": "float", "init_noise": "float", "strength": "float",
-    "optimizer": "str", "lr_schedule": "str", "schedule": "str", "init": "str", "pooling": "str",
-    "weights": "str", "precision": "str", "device": "str",
-    "preserve_color": "bool", "color_correction": "bool", "style_color_match": "bool",
-}
-assert set(_FIELD_TYPES) == {f.name for f in dataclasses.fields(Params)}
 # Parameters that are whole numbers: a form's "512" is 512, never 512.0.
-INTEGER_FIELDS = frozenset(k for k, kind in _FIELD_TYPES.items() if kind == "int")
-
-
-def _coerce(key: str, value: Any, kind: str) -> Any:
-    if kind.endswith("?"):
-        if value is None or value == []:
-            return None
-        kind = kind[:-1]
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        raise ParamError(f"{key}: expected true or false, got {_show(value)}")
-    if kind == "int":
-        # bool is an int in Python; a user writing `size = true` made a mistake.
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer() and math.isfinite(value):
-            return int(value)
-        raise ParamError(f"{key}: expected a whole number, got {_show(value)}")
-    if kind == "float":
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise ParamError(f"{key}: expected a finite number, got {_show(value)}")
-            return float(value)
-        raise ParamError(f"{key}: expected a number, got {_show(value)}")
-    if kind == "str":
-        if isinstance(value, str):
-            return value
-        raise ParamError(f"{key}: expected a string, got {_show(value)}")
-    if kind in ("floats", "strs"):
-        items = value if isinstance(value, (list, tuple)) else [value]
-        if len(items) > 64:
-            raise ParamError(f"{key}: at most 64 values")
-        return tuple(_coerce(key, item, kind[:-1]) for item in items)
-    raise AssertionError(f"unknown field kind {kind}")
-
-
-def _in_range(name: str, value: float, low: float, high: float) -> None:
-    if not (low <= value <= high):
-        raise ParamError(f"{name}: {_show(value)} is out of range; allowed {low:g} to {high:g}")
+INTEGER_FIELDS = frozenset(f.name for f in dataclasses.fields(Params) if f.type == "int")
 
 
 def _one_of(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ParamError(_unknown_value_message(name, value, choices))
-
-
-def _unknown_key_message(key: Any, names: list[str]) -> str:
-    shown = _show(key)
-    close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(names)}"
-    return f"unknown parameter {shown}{hint}"
-
-
-def _unknown_value_message(name: str, value: str, choices: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    if len(choices) > 8:
-        return f"{name}: unknown value {_show(value)}{hint}; e.g. {', '.join(choices[:6])}, ..."
-    return f"{name}: unknown value {_show(value)}{hint}; choose one of {', '.join(choices)}"
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+        raise ParamError(unknown_value(name, value, choices))

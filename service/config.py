@@ -10,6 +10,7 @@ from typing import Any
 
 from nst_engine.errors import UserError
 from nst_engine.params import Limits, ParamError, Params
+from nst_engine.settings import build, setting, unknown_key
 
 DEFAULT_IGNORE = (
     ".*", "*.part", "*.tmp", "*.crdownload", "~$*", "Thumbs.db", "desktop.ini",
@@ -23,30 +24,18 @@ class ConfigError(UserError):
     default_hint = "correct config.toml as the message says (nst doctor checks it), then start the service again"
 
 
-# Every number's allowed range, checked in one place: (section, key) -> (lowest, highest).
-RANGES: dict[tuple[str, str], tuple[float, float]] = {
-    ("watch", "settle_seconds"): (0, 3600), ("watch", "rescan_seconds"): (0.1, 86400),
-    ("watch", "missing_timeout"): (0, 7 * 86400), ("watch", "max_file_mb"): (1, 2**20),
-    ("worker", "checkpoint_seconds"): (0.1, 86400), ("worker", "max_attempts"): (1, 1000),
-    ("worker", "stall_seconds"): (1, 7 * 86400), ("worker", "file_mode"): (0o400, 0o777),
-    ("worker", "retry_seconds"): (0.1, 86400), ("worker", "memory_budget_mib"): (0, 16 * 2**20),
-    ("web", "port"): (1, 65535), ("web", "max_upload_mb"): (0.1, 100_000),
-    ("cluster", "heartbeat_seconds"): (0.1, 3600), ("cluster", "takeover_seconds"): (0.5, 86400),
-    ("cluster", "max_size"): (0, 1_000_000),
-    ("limits", "max_size"): (64, 65536), ("limits", "max_iterations"): (1, 1_000_000),
-    ("limits", "max_outputs"): (1, 256), ("limits", "max_image_pixels"): (1_000_000, 4_000_000_000),
-}
 DATABASE_SCHEMES = ("sqlite", "postgresql")
 
 
 @dataclass(frozen=True)
 class WatchConfig:
-    settle_seconds: float = 3.0
-    rescan_seconds: float = 60.0
+    settle_seconds: float = setting(3.0, low=0, high=3600)
+    rescan_seconds: float = setting(60.0, low=0.1, high=86400)
     polling: bool = False
-    missing_timeout: float = 300.0
+    missing_timeout: float = setting(300.0, low=0, high=7 * 86400)
     ignore: tuple[str, ...] = DEFAULT_IGNORE
-    max_file_mb: float = 1024.0  # the largest file a job may take from the inbox (images and extras)
+    # The largest file a job may take from the inbox (images and extras).
+    max_file_mb: float = setting(1024.0, low=1, high=2**20)
 
     @property
     def max_file_bytes(self) -> int:
@@ -55,12 +44,14 @@ class WatchConfig:
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    checkpoint_seconds: float = 30.0
-    max_attempts: int = 3
-    stall_seconds: float = 300.0
-    file_mode: int = 0o644
-    retry_seconds: float = 30.0  # a job whose outbox folder could not be written waits this long
-    memory_budget_mib: int = 0  # what one job may use; 0: from the device (GPU: 90% free; CPU: half available)
+    checkpoint_seconds: float = setting(30.0, low=0.1, high=86400)
+    max_attempts: int = setting(3, low=1, high=1000)
+    stall_seconds: float = setting(300.0, low=1, high=7 * 86400)
+    file_mode: int = setting(0o644, low=0o400, high=0o777)
+    # A job whose outbox folder could not be written waits this long.
+    retry_seconds: float = setting(30.0, low=0.1, high=86400)
+    # What one job may use; 0: from the device (GPU: 90% free; CPU: half available).
+    memory_budget_mib: int = setting(0, low=0, high=16 * 2**20)
 
     def memory_budget(self) -> int | None:
         """Bytes, or None for the engine's default from the device."""
@@ -71,8 +62,8 @@ class WorkerConfig:
 class WebConfig:
     enabled: bool = False  # also serve the web page from inside `nst serve`
     host: str = "127.0.0.1"
-    port: int = 8750
-    max_upload_mb: float = 50.0
+    port: int = setting(8750, low=1, high=65535)
+    max_upload_mb: float = setting(50.0, low=0.1, high=100_000)
     password: str = ""  # a shared secret; empty means no login (fine on localhost only)
     trusted_proxy: str = ""  # the reverse proxy's address: its X-Forwarded-For names the client
 
@@ -80,9 +71,9 @@ class WebConfig:
 @dataclass(frozen=True)
 class ClusterConfig:
     roles: tuple[str, ...] = ("watch", "work")  # "watch": queue jobs from the inbox; "work": run them
-    heartbeat_seconds: float = 5.0  # how often a worker renews its claim on the running job
-    takeover_seconds: float = 30.0  # a job whose worker was silent this long is taken over
-    max_size: int = 0  # the largest `size` this worker takes (0: [limits] max_size)
+    heartbeat_seconds: float = setting(5.0, low=0.1, high=3600)  # how often a worker renews its claim
+    takeover_seconds: float = setting(30.0, low=0.5, high=86400)  # a worker silent this long loses its job
+    max_size: int = setting(0, low=0, high=1_000_000)  # the largest `size` this worker takes (0: [limits] max_size)
     tags: tuple[str, ...] = ()  # a job with tags = [...] runs only on workers that have them all
 
 
@@ -242,23 +233,13 @@ def _section(data: dict[str, Any], name: str, allowed: set[str]) -> dict[str, An
         raise ConfigError(f"config: [{name}] must be a table")
     for key in section:
         if key not in allowed:
-            raise ConfigError(f"config [{name}]: unknown key {key!r}; known: {', '.join(sorted(allowed))}")
+            raise ConfigError(f"config [{name}] " + unknown_key(key, sorted(allowed)))
     return dict(section)
 
 
 def _build(cls: type, values: dict[str, Any], name: str) -> Any:
-    defaults = cls()
-    for key, value in values.items():
-        expected = type(getattr(defaults, key))
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            values[key] = value = float(value)
-        elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise ConfigError(f"config [{name}] {key}: expected {expected.__name__}, got {value!r}")
-        if (name, key) in RANGES:
-            low, high = RANGES[(name, key)]
-            if not low <= value <= high:  # also false for NaN
-                raise ConfigError(f"config [{name}] {key}: {value!r} is out of range; use {low:g} to {high:g}")
-    return cls(**values)
+    """A section as declared (`settings.setting`: its type, its range)."""
+    return build(cls, values, ConfigError, prefix=f"config [{name}] ")
 
 
 def redact_url(url: str) -> str:

@@ -420,7 +420,7 @@ def test_huge_numbers_and_out_of_range_options_are_clear_answers(env, pair_files
     ("[web]\nport = 99999\n", "[web] port: 99999 is out of range"),
     ("[watch]\nignore = [1, 2]\n", "[watch] ignore: a list of name patterns"),
     ("[watch]\nsettle_seconds = -1\n", "[watch] settle_seconds: -1.0 is out of range"),
-    ("[worker]\nretry_seconds = nan\n", "[worker] retry_seconds: nan is out of range"),
+    ("[worker]\nretry_seconds = nan\n", "[worker] retry_seconds: expected a finite number, got nan"),
     ("[cluster]\ntakeover_seconds = 0\n", "[cluster] takeover_seconds"),
     ("[limits]\nmax_image_pixels = 0\n", "[limits] max_image_pixels: 0 is out of range"),
     ("[limits]\nmax_size = 1000000000\n", "[limits] max_size: 1000000000 is out of range"),

@@ -22,8 +22,9 @@ def test_defaults_and_paths_relative_to_the_config(tmp_path):
 
 @pytest.mark.parametrize("data, message", [
     ({"pathz": {}}, "unknown section [pathz]"),
-    ({"watch": {"setle_seconds": 1}}, "unknown key 'setle_seconds'"),
-    ({"watch": {"polling": "yes"}}, "expected bool"),
+    ({"watch": {"setle_seconds": 1}}, "unknown key 'setle_seconds'; did you mean 'settle_seconds'?"),
+    ({"limits": {"max_image_pixels": -1}}, "max_image_pixels: -1 is out of range"),
+    ({"watch": {"polling": "yes"}}, "polling: expected true or false"),
     ({"worker": {"max_attempts": 0}}, "max_attempts: 0 is out of range"),
     ({"worker": {"file_mode": "0o666"}}, "world-writable"),
     ({"worker": {"file_mode": "rw"}}, "octal mode"),
