@@ -429,7 +429,8 @@ def median_cmd(cmd, *, reps: int) -> float:
 
 def fill_store(path: Path, n: int) -> None:
     from service.status import JobStatus
-    from service.store import Job, Store
+    from service.models import Job
+    from service.store import Store
 
     store = Store(f"sqlite:///{path}")
     store.migrate()

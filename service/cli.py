@@ -16,7 +16,7 @@ from nst_engine.params import ParamError, Params, parse_assignment
 
 from . import __version__
 from .config import Config, ConfigError, load_config, redact_password, redact_url
-from .inbox import PRIORITIES
+from .pipeline.inbox import PRIORITIES
 from .status import NAMES as STATUS_NAMES
 
 # `nst status`'s exit status when no daemon is running: LSB's "program is not running", as
@@ -161,8 +161,9 @@ def _store(ctx: click.Context, *, create: bool = False):
 
         empty = tempfile.mkdtemp(prefix="nst-empty-")
         atexit.register(shutil.rmtree, empty, True)
-        url = f"sqlite:///{empty}/jobs.sqlite3"
-        create = True
+        store = Store(f"sqlite:///{empty}/jobs.sqlite3", outage_s=5.0)
+        store.create_empty()
+        return store
     store = Store(url, outage_s=5.0)  # a person waits a little, not a minute
     if create:
         store.migrate()
@@ -318,7 +319,7 @@ def jobs(ctx: click.Context, status, since, until, name_glob, limit, as_json) ->
 def _status(job) -> str:
     """The status, and for a queued job what it waits for: its images (README's inbox
     contract), or a worker that no host here is."""
-    from .store import WAITING
+    from .models import WAITING
 
     if job.status != "queued":
         return job.status
@@ -357,7 +358,7 @@ def show(ctx: click.Context, job: str, as_json: bool) -> None:
     import json
 
     from .display import duration, estimate_text, local_time, printable
-    from .outbox import advice
+    from .pipeline.outbox import advice
 
     config = _config(ctx)
     store = _store(ctx)
@@ -476,7 +477,7 @@ def status(ctx: click.Context, once: bool) -> None:
     import time
 
     from .display import duration, local_time, progress_line
-    from .store import utcnow
+    from .models import utcnow
 
     store = _store(ctx)
     daemons = store.live_daemons(within_s=max(30.0, 3 * _config(ctx).cluster.heartbeat_seconds))
@@ -533,7 +534,7 @@ def workers(ctx: click.Context, as_json: bool) -> None:
     import json
 
     from .display import duration, local_time, table
-    from .store import utcnow
+    from .models import utcnow
 
     config = _config(ctx)
     store = _store(ctx)

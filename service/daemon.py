@@ -24,8 +24,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from .config import Config, redact_url
 from .display import printable
-from .intake import SWEEP_S, Intake
-from .outbox import Outbox
+from .pipeline.intake import SWEEP_S, Intake
+from .pipeline.outbox import Outbox
 from .status import JobStatus
 from .store import Store
 
@@ -107,7 +107,7 @@ class Daemon:
 
         from nst_engine.device import describe, pick_device
 
-        from .worker import Worker
+        from .pipeline.worker import Worker
 
         device_obj = pick_device(self.config.defaults.device)
         device = describe(device_obj)

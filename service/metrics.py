@@ -8,8 +8,9 @@ import time
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from .models import utcnow
 from .status import NAMES
-from .store import Store, utcnow
+from .store import Store
 
 
 class StoreCollector(Collector):

@@ -13,7 +13,7 @@ from nst_engine.params import INITS
 from .config import Config
 from .errors import SidecarError
 from .files import write_bytes_atomic
-from .inbox import CHECK_EDGE, IMAGE_EXTS, PRIORITIES, decode_table, in_priority_range, image_role, parse_sidecar, safe_component
+from .pipeline.inbox import CHECK_EDGE, IMAGE_EXTS, PRIORITIES, decode_table, in_priority_range, image_role, parse_sidecar, safe_component
 
 
 class SubmitError(UserError):

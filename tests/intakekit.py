@@ -7,8 +7,8 @@ from pathlib import Path
 from PIL import Image
 
 from service.config import config_from_dict
-from service.intake import Intake
-from service.outbox import Outbox
+from service.pipeline.intake import Intake
+from service.pipeline.outbox import Outbox
 from service.store import Store
 
 

@@ -35,7 +35,7 @@ def test_the_migrations_build_exactly_the_models_schema(store):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from service.store import Base
+    from service.models import Base
 
     with store.engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
@@ -171,7 +171,7 @@ def test_a_silent_workers_job_is_taken_over_and_its_late_writes_refused(store):
     with store._write() as s:  # a stops heartbeating: its last beat is a minute old
         from sqlalchemy import update as sql_update
 
-        from service.store import Job, utcnow
+        from service.models import Job, utcnow
         s.execute(sql_update(Job).where(Job.id == job.id).values(
             heartbeat_at=utcnow() - dt.timedelta(seconds=60)))
     taken = store.claim_next(run_id="b", takeover_s=30)

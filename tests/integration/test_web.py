@@ -217,7 +217,7 @@ def test_cancel_and_retry_buttons(site, content_image, style_image):
     content_image.save(folder / "c.png")
     style_image.save(folder / "s.png")
     with store._write() as s:  # give the cancelled job its outbox folder and inputs
-        from service.store import Job
+        from service.models import Job
 
         row = s.get(Job, job.id)
         row.outbox_dir = "queued-job"
@@ -461,7 +461,7 @@ def test_a_failed_jobs_page_and_nst_show_give_its_advice(site):
     from click.testing import CliRunner
 
     from service.cli import main
-    from service.outbox import error_text
+    from service.pipeline.outbox import error_text
 
     config, store, client = site
     job, _ = store.enqueue(key="big", name="big", params={"size": 64}, error="size 9000 is over the limit")

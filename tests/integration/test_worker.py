@@ -9,7 +9,7 @@ import pytest
 
 from intakekit import IntakeDir
 from service.status import JobStatus
-from service.worker import Worker
+from service.pipeline.worker import Worker
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def _claim(box):
 
 
 def test_a_failing_preview_does_not_cost_the_finished_pictures(site, monkeypatch):
-    import service.worker as worker_module
+    import service.pipeline.worker as worker_module
 
     def broken(*_a, **_k):
         raise RuntimeError("a bug in drawing")

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from intakekit import IntakeDir
-from service.inbox import safe_component
-from service.outbox import JobFolder, Outbox
+from service.pipeline.inbox import safe_component
+from service.pipeline.outbox import JobFolder, Outbox
 from service.status import JobStatus
 from service.submit import resubmit_job
 

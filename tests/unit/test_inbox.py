@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from nst_engine.params import Limits, Params
 from service.config import DEFAULT_IGNORE
-from service.inbox import (
+from service.pipeline.inbox import (
     Settle, Sidecar, SidecarError, default_image, is_ignored, is_own_file, job_key, parse_sidecar,
     resolve_in_inbox, safe_component,
 )

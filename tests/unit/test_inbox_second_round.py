@@ -182,7 +182,7 @@ def test_a_job_no_worker_here_can_run_fails_at_once_on_one_host(box):
 def test_a_job_for_another_worker_waits_saying_for_what(tmp_path):
     from service.config import config_from_dict
     from service.display import estimate_text
-    from service.intake import Intake
+    from service.pipeline.intake import Intake
 
     with IntakeDir(tmp_path) as box:
         # A watcher that does not work: some other host's worker may have the GPU.

@@ -25,7 +25,7 @@ def test_in_a_cluster_a_watcher_with_little_memory_leaves_a_print_to_a_larger_wo
     job waits, saying for what, rather than failing at the watcher (the worker that claims
     it decides, with the same advice)."""
     from service.config import config_from_dict
-    from service.intake import Intake
+    from service.pipeline.intake import Intake
 
     with IntakeDir(tmp_path) as box:
         box.intake = Intake(config_from_dict({"watch": {"settle_seconds": 0}, "cluster": {"roles": ["watch"]},

@@ -3,7 +3,7 @@
 import os
 import time
 
-from service.outbox import JobFolder, Outbox
+from service.pipeline.outbox import JobFolder, Outbox
 
 
 def test_a_restart_removes_its_own_partials_and_leaves_a_live_peers(tmp_path):

@@ -6,7 +6,7 @@ from service.status import JobProgress
 def test_the_eta_uses_the_devices_rate_until_the_job_has_measured_its_own():
     from types import SimpleNamespace
 
-    from service.worker import ETA_OWN_RATE_AFTER, _Reporter
+    from service.pipeline.worker import ETA_OWN_RATE_AFTER, _Reporter
 
     reporter = _Reporter.__new__(_Reporter)
     reporter.rate = 2.0  # seconds per megapixel-iteration, from earlier jobs
@@ -23,7 +23,7 @@ def test_the_fraction_is_the_share_of_the_work_not_of_the_iterations():
     # first scale, 100 of 200 iterations are done but a fifth of the work.
     p = JobProgress(step=100, total=200, work=100 * 128 * 96 / 1e6, work_total=500 * 128 * 96 / 1e6)
     assert abs(p.fraction - 0.2) < 1e-9
-    assert JobProgress(step=5, total=10).fraction == 0.5  # a record from before the work was counted
+    assert JobProgress(step=5, total=10).fraction == 0.0  # no work counted: nothing claimed
     assert JobProgress.from_dict({**p.to_dict(), "unknown": 1}) == p
 
 

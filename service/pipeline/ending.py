@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Config
+from ..config import Config
+from ..models import Job
+from ..status import JobStatus
+from ..store import Store
 from .outbox import JobFolder, Outbox, error_text
-from .status import JobStatus
-from .store import Job, Store
 
 log = logging.getLogger("nst.ending")
 

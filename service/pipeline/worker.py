@@ -20,14 +20,16 @@ from nst_engine.errors import advice
 from nst_engine.heap import release as release_heap
 from nst_engine.params import ParamError
 
-from . import __version__
-from .config import Config
-from .files import image_bytes, write_bytes_atomic
-from .inbox import safe_component
+from .. import __version__
+from ..config import Config
+from ..files import image_bytes, write_bytes_atomic
+from ..models import Job
+from ..status import JobProgress, JobStatus
+from ..store import Store, StoreError
+from .drawing import loss_plot, preview
 from .ending import Ending, Endings
-from .outbox import JobFolder, Outbox, loss_plot, preview
-from .status import JobProgress, JobStatus
-from .store import Job, Store, StoreError
+from .inbox import safe_component
+from .outbox import JobFolder, Outbox
 
 log = logging.getLogger("nst.worker")
 

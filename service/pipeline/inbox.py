@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterable
 
 from nst_engine.params import Limits, ParamError, Params
 
-from .errors import SidecarError
-from .safefiles import read_regular, shown
+from ..errors import SidecarError
+from ..safefiles import read_regular, shown
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 PRIORITIES = (-1000, 1000)  # a job's priority, lowest to highest (the sidecar, `nst submit`, the form)

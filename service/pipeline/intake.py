@@ -21,17 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .config import Config
-from .errors import RefusedFile, SidecarError
+from ..config import Config
+from ..errors import RefusedFile, SidecarError
+from ..models import utcnow
+from ..safefiles import copy_regular, inside, kind_of, open_regular, refusal, sha256_regular, shown
+from ..status import JobStatus
+from ..store import Store, StoreError
+from .ending import Ending, Endings
 from .inbox import (
     CHECK_EDGE, IMAGE_EXTS, SIDECAR_EXTS, Settle, Sidecar, default_image, image_owner, is_ignored, is_own_file, job_key, job_name, listdir,
     parse_sidecar, read_sidecar, resolve_in_inbox, sha256_bytes,
 )
-from .ending import Ending, Endings
 from .outbox import JobFolder, Outbox
-from .safefiles import copy_regular, inside, kind_of, open_regular, refusal, sha256_regular, shown
-from .status import JobStatus
-from .store import Store, StoreError, utcnow
 
 log = logging.getLogger("nst.intake")
 
