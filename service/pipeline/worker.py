@@ -75,7 +75,7 @@ class Worker:
         self.endings = Endings(config, store, outbox)
 
     def warm_up(self) -> None:
-        """Before the first job: the network for the default parameters, the colour and plotting
+        """Before the first job: the network for the default parameters, the colour and drawing
         code. A first import inside a job would hold the interpreter for seconds, and the
         liveness thread with it: long enough, on a loaded machine, for another worker to
         think this one dead and take its job over."""
