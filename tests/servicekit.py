@@ -60,6 +60,12 @@ class ServiceDir:
     # -- the daemon ------------------------------------------------------------------
 
     def start(self, env: dict | None = None) -> "ServiceDir":
+        self.launch(env)
+        return self.started()
+
+    def launch(self, env: dict | None = None) -> "ServiceDir":
+        """Start the daemon without waiting for it (`started` waits): several daemons start
+        side by side, each loading torch and the network while the others do."""
         log = self.root / f"daemon-{self.config_path.stem}-{len(self.logs)}.log"
         self.logs.append(log)
         extra = env or {}
@@ -70,7 +76,11 @@ class ServiceDir:
             [sys.executable, "-m", "service.cli", "--config", str(self.config_path), "serve"],
             stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=ROOT, env=env,
         )
-        self.wait_for(lambda: "serving:" in self.log_text(), timeout=60, what="the daemon to start")
+        return self
+
+    def started(self) -> "ServiceDir":
+        self.wait_for(lambda: "serving:" in self.logs[-1].read_text(errors="replace"), timeout=60,
+                      what="the daemon to start")
         return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> float:
@@ -178,3 +188,11 @@ class ServiceDir:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def start_all(nodes: list[ServiceDir], env: dict | None = None) -> list[ServiceDir]:
+    """Start several daemons side by side and wait until each serves."""
+    for node in nodes:
+        node.launch(env)
+    return [node.started() for node in nodes]
+

@@ -101,7 +101,8 @@ def test_live_preview_honest_progress_and_a_phone_width(service_dir, browser, pa
     iteration costs a quarter of a 256 px one), and the page sets no Content-Security-Policy
     violation off. The job list fits a phone, and a wrong field is shown there, marked."""
     port = free_port()
-    svc = service_dir(defaults={"size": 256, "iterations": 100, "scales": [0.5, 1.0]},
+    n = 60  # iterations at each of the two scales (128 px, then 256 px)
+    svc = service_dir(defaults={"size": 256, "iterations": n, "scales": [0.5, 1.0]},
                       extra=f'[web]\nenabled = true\nport = {port}\n').start()
     base = f"http://127.0.0.1:{port}"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -109,12 +110,14 @@ def test_live_preview_honest_progress_and_a_phone_width(service_dir, browser, pa
     page = context.new_page()
     violations = []
     page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
-    svc.drop("first", {"size": 160, "iterations": 100, "scales": [1.0]})  # keeps the worker busy meanwhile
+    # A long job keeps the worker busy until the page is open, then is cancelled.
+    svc.drop("first", {"size": 96, "iterations": 5000, "scales": [1.0]})
     svc.wait_for(lambda: (j := svc.job("first")) is not None and j.status == "running", what="the first job to start")
     svc.drop("live", {})
     svc.wait_for(lambda: svc.job("live") is not None, what="the job to be recorded")
     page.goto(f"{base}/jobs/{svc.job('live').id}")
     assert page.inner_text("#status") == "queued"  # the page opens on a job that has not started
+    svc.store().request_cancel(svc.job("first").id)
     # The page follows the job: wait for it to start (as long as the daemon moves), then for the page.
     svc.wait_for(lambda: svc.job("live").status != "queued", what="the job to start")
     page.wait_for_function("() => { const i = document.getElementById('live'); return i && !i.hidden && "
@@ -137,7 +140,6 @@ def test_live_preview_honest_progress_and_a_phone_width(service_dir, browser, pa
         page.wait_for_timeout(150)
     widths = [w for w, _ in samples]
     assert widths == sorted(widths), widths  # never backwards
-    n = 100
     for _, p in samples:  # the recorded fraction is the share of pixels times iterations done
         if p.total:
             expected = (min(p.step, n) * 1 + max(0, p.step - n) * 4) / (n * 5)

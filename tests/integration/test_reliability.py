@@ -169,7 +169,8 @@ def test_kill_9_at_random_points(service_dir):
     for round_ in range(FAULT_ROUNDS):
         time.sleep(rng.uniform(0.2, 4.0))
         svc.kill()
-        svc.start()
+        svc.launch()  # not waiting for it to serve: the next kill may land while it loads
+    svc.started()
     for name in names:
         assert svc.wait_job(name, timeout=180).status == "done", name
     assert sorted(p.name for p in svc.outbox.iterdir()) == sorted(names)  # once each, no partials
