@@ -6,6 +6,7 @@ import collections
 import contextlib
 import functools
 import hashlib
+import math
 import platform
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from .version import __version__
 from .color import match_colors, preserve_color
 from .device import describe, pick_device, use_bf16
 from .heap import release_above, reuse_freed_memory
-from .images import fit_long_edge, to_image, to_tensor, to_uint8
+from .images import MIN_EDGE, fit_long_edge, to_image, to_tensor, to_uint8
 from .lbfgs import CompactLBFGS
 from .losses import LossTerms, StyleTransferLoss, gram, gram_tap
 from .memory import BudgetError, ScalePlan, default_budget, forward_tile
@@ -289,6 +290,9 @@ class _Run:
         if cached is not None:
             _STYLE_CACHE.move_to_end(key)
             return cached
+        # A wide painting at a small edge (a coarse scale, a "finer brushwork" variant) keeps the
+        # short side the network needs, rather than failing the job.
+        edge = max(edge, math.ceil(MIN_EDGE * max(style.size) / min(style.size)))
         style_t = self._to_device(to_tensor(fit_long_edge(style, edge, what="style image")))
         layers = frozenset(p.style_layers)
         _, _, height, width = style_t.shape

@@ -292,3 +292,13 @@ def test_several_outputs_are_visibly_different_variants(content_image, style_ima
     assert texture_distance(finer, first) > 2 * seed_texture
     assert structure(first) - structure(stronger) > 2 * seed_structure
     assert structure(lighter) - structure(first) > 2 * seed_structure
+
+
+def test_a_wide_painting_at_a_small_size_keeps_the_networks_short_side_in_every_variant(content_image, style_image):
+    """At 64 px a painting a little over twice as wide as high is looked at 30 px high, and the
+    "finer brushwork" variant (0.6 x) at 18 px: too little for the network. Its short side is
+    kept at the network's minimum instead of the job failing (it failed at the first output)."""
+    wide = style_image.crop((0, 0, style_image.width, style_image.width // 2 - 4))
+    result = stylize(content_image, [wide], params=Params(size=64, iterations=2, outputs=4))
+    assert [o.variant for o in result.outputs][3] == "finer brushwork"
+    assert all(o.stylized.size == result.outputs[0].stylized.size for o in result.outputs)
