@@ -34,7 +34,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions and sizes (a smoke run)")
     ap.add_argument("--skip", nargs="*", default=[],
-                    help="sections to skip: speed quality memory flops service cluster")
+                    help="sections to skip: speed quality memory flops service cluster pipeline")
     args = ap.parse_args()
 
     import torch
@@ -71,6 +71,12 @@ def main() -> int:
         results["service"] = bench_service(reps)
     if "cluster" not in args.skip:
         results["cluster"] = bench_cluster(quick=args.quick)
+    if "pipeline" not in args.skip:
+        import pipeline
+
+        print("\n## 7. the whole service: a queue dropped at once (bench/pipeline.py)")
+        results["pipeline"] = pipeline.bench_pipeline(jobs=8 if args.quick else 20, large=0 if args.quick else 4)
+        pipeline.print_pipeline(results["pipeline"])
 
     results["targets"] = targets(results)
     print_targets(results["targets"])

@@ -1,0 +1,162 @@
+"""The whole service's throughput (issue 29, part 1): a queue dropped at once into a warm
+daemon, as a user with a folder of pictures does, and where each job's wall time goes.
+
+For every job, from the store's record and the engine's timings:
+- intake: from the sidecar's rename into the inbox to the job being recorded;
+- waiting: recorded to started (the queue ahead of it);
+- targets: the content features and the style Gram matrices (the engine's `targets_s`, and its
+  `setup_s`: the network and the plan);
+- optimizing: the iterations (`optimize_s`);
+- outputs: the engine's pictures and colour correction (`outputs_s`);
+- service: started to finished less the engine's total: decoding the archived images,
+  drawing the preview and loss plot, encoding PNGs, job.json, the publish and the store;
+- idle: the worker's time between one job's end and the next one's start.
+Jobs an hour and pictures an hour count from the first drop to the last job's end.
+
+Runs on the CPU at small sizes (`python bench/pipeline.py`, or the `pipeline` section of
+bench/bench.py) so the pipeline is measured here too; on a GPU with the sizes of the issue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+STYLES = ("starry_night", "the_scream", "shipwreck")
+PHASES = ("intake", "waiting", "targets", "optimizing", "outputs", "service")
+
+
+def contents(edge: int) -> list:
+    """Several photographs (the repo's and scikit-image's), each fitted to `edge`."""
+    from PIL import Image
+    from skimage import data
+
+    pictures = [Image.open(SAMPLES / "tubingen.jpg").convert("RGB")]
+    pictures += [Image.fromarray(getattr(data, name)()).convert("RGB") for name in ("astronaut", "chelsea", "coffee")]
+    for picture in pictures:
+        picture.thumbnail((edge, edge))
+    return pictures
+
+
+def bench_pipeline(*, jobs: int = 20, size: int = 128, iterations: int = 10, large: int = 0,
+                   large_size: int = 256, outputs_every: int = 10, device: str = "auto") -> dict:
+    """`jobs` jobs at `size` px and `large` at `large_size` px, every `outputs_every`-th with
+    `outputs = 4`, over several pairs, dropped at once into one warm daemon."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from PIL import Image
+
+    from servicekit import ServiceDir
+
+    with tempfile.TemporaryDirectory() as tmp:
+        site = ServiceDir(Path(tmp), defaults={"size": size, "iterations": iterations, "scales": [1.0],
+                                               "device": device},
+                          watch={"settle_seconds": 0.5, "rescan_seconds": 5.0})
+        library = site.inbox / "styles"
+        library.mkdir()
+        for style in STYLES:
+            Image.open(SAMPLES / f"{style}.jpg").convert("RGB").save(library / f"{style}.png")
+        photos = contents(max(size, large_size if large else size))
+        site.start()
+        try:
+            _drop(site, "warm-up", photos[0], STYLES[0], {})
+            site.wait_job("warm-up", "done", timeout=600)
+            dropped: dict[str, float] = {}
+            plan = [(f"s{i}", size) for i in range(jobs)] + [(f"l{i}", large_size) for i in range(large)]
+            for index, (name, edge) in enumerate(plan):
+                extra = {"size": edge, **({"outputs": 4} if outputs_every and index % outputs_every == 0 else {})}
+                dropped[name] = time.time()
+                _drop(site, name, photos[index % len(photos)], STYLES[index % len(STYLES)], extra)
+            site.wait_for(lambda: sum(j.status in ("done", "failed") for j in site.jobs()) == len(plan) + 1,
+                          timeout=600, what=f"{len(plan)} jobs to end")
+            ended = [j for j in site.jobs() if j.name in dropped]
+        finally:
+            site.stop()
+            site.close()
+    failed = [f"{j.name}: {j.error}" for j in ended if j.status != "done"]
+    if failed:
+        raise RuntimeError(f"jobs failed: {failed}")
+    return _summary(ended, dropped)
+
+
+def _drop(site, name: str, photo, style: str, extra: dict) -> None:
+    import os
+
+    photo.save(site.inbox / f".{name}.png")
+    os.rename(site.inbox / f".{name}.png", site.inbox / f"{name}.content.png")
+    sidecar = "\n".join([f'style = "styles/{style}.png"'] + [f"{k} = {json.dumps(v)}" for k, v in extra.items()])
+    (site.inbox / f".{name}.toml").write_text(sidecar + "\n")
+    os.rename(site.inbox / f".{name}.toml", site.inbox / f"{name}.toml")
+
+
+def _seconds(moment) -> float:
+    import datetime as dt
+
+    return moment.replace(tzinfo=dt.timezone.utc).timestamp()
+
+
+def _summary(jobs: list, dropped: dict[str, float]) -> dict:
+    by_start = sorted(jobs, key=lambda j: j.started_at)
+    phases: dict[str, list[float]] = {phase: [] for phase in PHASES}
+    for job in by_start:
+        t = job.record["timings"]
+        started, finished = _seconds(job.started_at), _seconds(job.finished_at)
+        phases["intake"].append(_seconds(job.submitted_at) - dropped[job.name])
+        phases["waiting"].append(started - _seconds(job.submitted_at))
+        phases["targets"].append(t.get("setup_s", 0.0) + t.get("targets_s", 0.0))
+        phases["optimizing"].append(t["optimize_s"])
+        phases["outputs"].append(t.get("outputs_s", 0.0))
+        phases["service"].append(finished - started - t["total_s"])
+    idle = [_seconds(b.started_at) - _seconds(a.finished_at) for a, b in zip(by_start, by_start[1:])]
+    span = max(_seconds(j.finished_at) for j in jobs) - min(dropped.values())
+    pictures = sum(len([o for o in j.outputs if ".stylized" in o]) for j in jobs)
+    busy = sum(_seconds(j.finished_at) - _seconds(j.started_at) for j in jobs)
+    return {
+        "jobs": len(jobs), "pictures": pictures, "span_s": round(span, 2),
+        "jobs_per_hour": round(3600 * len(jobs) / span, 1), "pictures_per_hour": round(3600 * pictures / span, 1),
+        "worker_busy_share": round(busy / span, 3),
+        # Per job: the median and the sum over the queue (the sum shows what the worker spent on it).
+        "phases_median_s": {k: round(statistics.median(v), 3) for k, v in phases.items()},
+        "phases_total_s": {k: round(sum(v), 2) for k, v in phases.items() if k not in ("intake", "waiting")}
+                          | {"idle": round(sum(idle), 2)},
+        "device": jobs[0].record.get("device"),
+    }
+
+
+def print_pipeline(result: dict) -> None:
+    total = sum(result["phases_total_s"].values())
+    print(f"{result['jobs']} jobs ({result['pictures']} pictures) dropped at once: {result['span_s']:.1f} s, "
+          f"{result['jobs_per_hour']:.0f} jobs/h, {result['pictures_per_hour']:.0f} pictures/h, "
+          f"worker busy {result['worker_busy_share']:.0%} ({result['device']})")
+    print("the worker's time: " + ", ".join(
+        f"{k} {v:.1f} s ({v / total:.0%})" for k, v in result["phases_total_s"].items()))
+    median = result["phases_median_s"]
+    print("a job's median: " + ", ".join(f"{k} {median[k]:.2f} s" for k in PHASES))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jobs", type=int, default=20)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--iterations", type=int, default=10)
+    ap.add_argument("--large", type=int, default=0, help="further jobs at --large-size")
+    ap.add_argument("--large-size", type=int, default=256)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+    result = bench_pipeline(jobs=args.jobs, size=args.size, iterations=args.iterations, large=args.large,
+                            large_size=args.large_size, device=args.device)
+    print_pipeline(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
