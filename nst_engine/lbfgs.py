@@ -1,16 +1,18 @@
-"""L-BFGS in fewer image-sized vectors, for the scales where torch's does not fit the budget.
+"""L-BFGS as the engine uses it: one evaluation a step, no line search, the steps of
+`torch.optim.LBFGS(params=[x], lr=1, max_iter=1, history_size=m)`, in fewer image-sized vectors.
 
-`torch.optim.LBFGS` (one evaluation a step, no line search, as `optimize` uses it) holds six
-float32 vectors the size of the image besides its history, and each history pair is two more.
-At 8192x6144 that is 3.6 GB before the first pair, and with the three pairs L-BFGS needs to be
-more than gradient descent, 7.2 GB: more than a GPU with 8 GiB has left beside the network.
+Ours rather than torch's for two reasons:
+- **Start-up.** Constructing any `torch.optim` optimizer imports `torch._dynamo` (1.4-1.5 s on
+  this project's CPU host), paid by the first job of every daemon and by every `nst stylize`.
+- **Memory.** torch's holds six float32 vectors the size of the image besides its history, and
+  each history pair is two more. At 8192x6144 that is 3.6 GB before the first pair. This one
+  computes the same steps (the same two-loop recursion, initial scaling and first step) in four
+  vectors: the image, its gradient, the previous gradient (which becomes y in place) and the
+  direction (which becomes s in place, then the next direction).
 
-`CompactLBFGS` computes the same steps (the same two-loop recursion, initial scaling and first
-step) in four vectors: the image, its gradient, the previous gradient (which becomes y in place)
-and the direction (which becomes s in place, then the next direction). The pairs are kept in
-bfloat16, half the bytes; their products are accumulated in float32, chunk by chunk, so that no
-float32 copy of a pair is ever made. With float32 pairs it matches torch's step for step
-(tests/unit/test_lbfgs.py).
+The pairs are float32 where they fit (the plan's "lbfgs": torch's steps, to float round-off;
+tests/unit/test_lbfgs.py) and bfloat16 where they do not ("lbfgs-compact": half the bytes; their
+products accumulated in float32, chunk by chunk, so no float32 copy of a pair is ever made).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 CHUNK = 1 << 22
 
 
-class CompactLBFGS:
+class LBFGS:
     """`torch.optim.LBFGS(params=[x], lr=1, max_iter=1, history_size=history)` without line search,
     with the history in `pair_dtype`. `step(closure)` evaluates once and moves `x` once."""
 

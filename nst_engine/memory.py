@@ -26,13 +26,15 @@ PASS_BYTES_PER_PIXEL = {True: 2000, False: 3300}  # bf16, float32
 # pixel in bf16, the peak of a tiled 2048 px run, which is its style image's pass).
 FORWARD_BYTES_PER_PIXEL = {True: 520, False: 1040}
 # Image-sized vectors besides the history: the image, its gradient, and L-BFGS's direction,
-# previous gradient and two working vectors (float32 RGB, 12 bytes a pixel each), and the
+# previous gradient and two working vectors (float32 RGB, 12 bytes a pixel each: torch's L-BFGS,
+# which these figures were measured with; ours holds only the first four, so a plan with
+# float32 pairs keeps 24 bytes a pixel to spare), and the
 # content target (relu4_2: 512 channels per 64 pixels, in the network's precision). Adam's
 # two moments and the two temporaries of its step take the place of L-BFGS's four vectors.
 STATE_BYTES_PER_PIXEL = {True: 12 * 6 + 16, False: 12 * 6 + 32}
 # Each history pair (s, y) of L-BFGS: two float32 RGB vectors.
 HISTORY_PAIR_BYTES_PER_PIXEL = 24
-# `lbfgs.CompactLBFGS`, where torch's L-BFGS does not fit with HISTORY_MIN pairs beside the
+# `lbfgs.LBFGS` with bfloat16 pairs, where float32 pairs do not fit with HISTORY_MIN pairs beside the
 # smallest tile (8192 px in the 6.8 GiB a GPU with 8 GiB gives: its vectors alone are 7.2 GiB):
 # four float32 vectors (image, gradient, previous gradient, direction) and bf16 pairs.
 COMPACT_STATE_BYTES_PER_PIXEL = {True: 12 * 4 + 16, False: 12 * 4 + 32}
@@ -62,7 +64,7 @@ class BudgetError(UserError):
 @dataclass(frozen=True)
 class ScalePlan:
     """How one scale runs: `tile` is the owned tile edge (None: the whole image at once);
-    `optimizer` "lbfgs" (torch's) or "lbfgs-compact" (`lbfgs.CompactLBFGS`) with `history`
+    `optimizer` "lbfgs" (float32 pairs) or "lbfgs-compact" (bfloat16 pairs; `lbfgs.LBFGS`) with `history`
     pairs, or "adam" (history 0)."""
 
     size: tuple[int, int]

@@ -302,3 +302,25 @@ def test_a_wide_painting_at_a_small_size_keeps_the_networks_short_side_in_every_
     result = stylize(content_image, [wide], params=Params(size=64, iterations=2, outputs=4))
     assert [o.variant for o in result.outputs][3] == "finer brushwork"
     assert all(o.stylized.size == result.outputs[0].stylized.size for o in result.outputs)
+
+
+def test_a_default_run_never_loads_torch_dynamo():
+    """L-BFGS is the engine's own: `torch.optim`'s first optimizer imports `torch._dynamo`, 1.5 s
+    of every daemon's first job and every `nst stylize` (a fresh process: this one may have
+    imported it for another test)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from PIL import Image\n"
+        "from nst_engine import Params, stylize\n"
+        "image = Image.new('RGB', (64, 48), (120, 80, 40))\n"
+        "result = stylize(image, [image.rotate(90)], params=Params(size=64, iterations=3))\n"
+        "assert result.record['memory']['scales'][0]['optimizer'] == 'lbfgs'\n"
+        "print(sorted(m for m in sys.modules if m.startswith('torch._dynamo')))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                       cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "[]", r.stdout

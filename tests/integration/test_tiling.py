@@ -133,7 +133,7 @@ def test_a_forced_tiled_run_gives_the_same_picture(content_image, style_image):
     assert np.abs(a - start).mean() > 10
 
 
-def test_where_torchs_l_bfgs_does_not_fit_the_compact_one_paints_as_well(content_image, style_image):
+def test_where_float32_pairs_do_not_fit_the_bfloat16_ones_paint_as_well(content_image, style_image):
     from nst_engine import estimate, memory
 
     # Layers up to relu4_1 keep the halo narrow, and 384 px makes the whole pass cost more than the

@@ -1,10 +1,11 @@
-"""CompactLBFGS takes torch's L-BFGS steps in fewer image-sized vectors."""
+"""Our L-BFGS takes torch's steps in fewer image-sized vectors, and keeps its descent with
+bfloat16 pairs."""
 
 import pytest
 import torch
 
 from nst_engine import lbfgs
-from nst_engine.lbfgs import CompactLBFGS
+from nst_engine.lbfgs import LBFGS
 
 
 def objective(x: torch.Tensor) -> torch.Tensor:
@@ -37,7 +38,7 @@ def torch_lbfgs(history):
 @pytest.mark.parametrize("history", [3, 10])
 def test_with_float32_pairs_it_takes_torchs_steps(history):
     expected, expected_losses = run(torch_lbfgs(history))
-    got, losses = run(lambda x: CompactLBFGS(x, history, torch.float32))
+    got, losses = run(lambda x: LBFGS(x, history, torch.float32))
     assert losses[-1] < 0.05 * losses[0]  # it optimizes: the comparison is not of idle runs
     assert torch.allclose(got, expected, rtol=1e-4, atol=1e-5), (got - expected).abs().max()
     assert losses == pytest.approx(expected_losses, rel=1e-4)
@@ -46,14 +47,14 @@ def test_with_float32_pairs_it_takes_torchs_steps(history):
 def test_bfloat16_pairs_keep_the_descent(monkeypatch):
     monkeypatch.setattr(lbfgs, "CHUNK", 100)  # several chunks: the chunked products are exercised
     _, expected = run(torch_lbfgs(3), steps=25)
-    _, losses = run(lambda x: CompactLBFGS(x, 3), steps=25)
+    _, losses = run(lambda x: LBFGS(x, 3), steps=25)
     assert losses[-1] <= 1.05 * expected[-1]
     assert all(b <= a * 1.5 for a, b in zip(expected[5:], losses[5:]))
 
 
 def test_the_history_holds_at_most_its_length_of_bfloat16_pairs():
     x = torch.zeros(1, 3, 8, 8, requires_grad=True)
-    optimizer = CompactLBFGS(x, 3)
+    optimizer = LBFGS(x, 3)
 
     def closure():
         optimizer.zero_grad()

@@ -36,15 +36,15 @@ def test_float32_needs_smaller_tiles_than_bf16():
     assert fp32.tile < bf16.tile
 
 
-def test_where_torchs_l_bfgs_does_not_fit_the_compact_one_runs():
-    # 8192 px in the 6.8 GiB a GPU with 8 GiB gives: torch's L-BFGS vectors alone are 7.2 GiB.
+def test_where_float32_pairs_do_not_fit_the_bfloat16_ones_run():
+    # 8192 px in the 6.8 GiB a GPU with 8 GiB gives: the float32 plan's vectors alone are 7.2 GiB.
     budget, pixels = int(6.8 * GIB), 8192 * 6144
     torch_lbfgs = FIXED_BYTES + (STATE_BYTES_PER_PIXEL[True] + HISTORY_MIN * HISTORY_PAIR_BYTES_PER_PIXEL) * pixels
     assert torch_lbfgs > budget  # before any tile's pass
     plan = plan_scale((8192, 6144), budget, bf16=True, layers=LAYERS)
     assert plan.optimizer == "lbfgs-compact" and plan.history >= HISTORY_MIN and plan.tiles > 1
     assert plan.peak_bytes <= budget
-    # Where torch's fits with the shortest history, it stays.
+    # Where float32 pairs fit with the shortest history, they stay.
     assert plan_scale((8192, 6144), 12 * GIB, bf16=True, layers=LAYERS).optimizer == "lbfgs"
 
 
