@@ -146,6 +146,7 @@ class Daemon:
             sd_notify("STOPPING=1")
             self.stopping.set()
             self.wake.set()
+            self.wake_intake.set()
             self._stop_observer()
             if self._parent_observer is not None:
                 self._parent_observer.stop()
@@ -231,6 +232,7 @@ class Daemon:
             log.info("stop requested; finishing the current iteration")
         self.stopping.set()
         self.wake.set()
+        self.wake_intake.set()  # the intake's wait ends now, not at its next tick
 
     def _install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
@@ -347,6 +349,8 @@ class Daemon:
         while not self.stopping.is_set():
             hinted = self.wake_intake.wait(INTAKE_TICK_S)
             self.wake_intake.clear()
+            if self.stopping.is_set():
+                break
             now = time.monotonic()
             if now - last_sweep >= SWEEP_S:
                 last_sweep = now

@@ -151,6 +151,26 @@ def test_settle_waits_for_quiet_and_rearms_on_change(tmp_path):
     assert settle.settled(f)
 
 
+def test_a_pairs_images_settle_while_its_sidecar_does(tmp_path):
+    """The images' settle clocks start when the sidecar is first seen, not when it has settled:
+    a job dropped as the contract says is taken one settle time after its sidecar arrived, and
+    an image still being written then is not."""
+    from intakekit import IntakeDir
+
+    clock = Clock()
+    with IntakeDir(tmp_path, settle_seconds=1.0) as d:
+        d.intake.settle.clock = clock
+        d.drop("quick")
+        d.drop("slow")
+        assert d.scan() == 0  # first seen
+        (d.inbox / "slow.style.png").write_bytes((d.inbox / "slow.style.png").read_bytes() + b"more")
+        clock.now += 1.5
+        assert d.scan() == 1 and d.jobs()["quick"].staged  # its images were settled with it
+        assert "slow" not in d.jobs()  # its style image changed since: not yet
+        clock.now += 1.5
+        assert d.scan() == 1 and d.jobs()["slow"].staged
+
+
 def test_settle_ignores_odd_mtimes_and_wall_clock(tmp_path):
     clock = Clock()
     settle = Settle(1.0, clock)
