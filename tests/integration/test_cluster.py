@@ -69,7 +69,7 @@ def test_three_daemons_share_the_work_exactly_once(cluster):
 
 
 def test_a_killed_workers_job_is_taken_over_and_completes_once(cluster):
-    a, b = start_all(cluster(2, defaults={"size": 128, "iterations": 100}), ONE_CORE_EACH)
+    a, b = start_all(cluster(2, defaults={"size": 96, "iterations": 100}), ONE_CORE_EACH)
     a.drop("big", {})
     a.wait_for(lambda: (j := a.job("big")) is not None and j.progress.step >= 30,
                what="a worker to run the job past a checkpoint")
