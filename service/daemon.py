@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -33,6 +34,29 @@ log = logging.getLogger("nst.daemon")
 
 INTAKE_TICK_S = 0.5
 POLL_S = 1.0  # [watch] polling: how often the inbox root is scanned
+
+
+def observe(folder: Path, hint: Callable[[list[Path]], None], *, recursive: bool):
+    """A started watchdog observer on `folder` that calls `hint(paths)` for every change: files
+    made, written, moved, deleted, and the folder's own. Opening and reading a file are not
+    changes: they are left out (in the kernel's watch mask too), for they re-armed the settle
+    clock of a painting every job shares each time one was staged, and woke the intake with its
+    own reads (30 jobs sharing one painting were taken one a second)."""
+    from watchdog import events
+    from watchdog.observers import Observer
+
+    class Hints(events.FileSystemEventHandler):
+        def on_any_event(self, event) -> None:
+            hint([Path(os.fsdecode(p)) for p in (event.src_path, getattr(event, "dest_path", "")) if p])
+
+    changes = [events.FileCreatedEvent, events.FileModifiedEvent, events.FileMovedEvent,
+               events.FileDeletedEvent, events.FileClosedEvent, events.DirCreatedEvent,
+               events.DirModifiedEvent, events.DirMovedEvent, events.DirDeletedEvent]
+    observer = Observer()
+    observer.schedule(Hints(), str(folder), recursive=recursive, event_filter=changes)
+    observer.daemon = True
+    observer.start()
+    return observer
 
 
 class AlreadyRunning(RuntimeError):
@@ -262,53 +286,35 @@ class Daemon:
             # recursive snapshot of the whole share each second, and with no first snapshot
             # to race a drop against.
             return
-        from watchdog.events import FileSystemEventHandler
-        from watchdog.observers import Observer as ObserverClass
-
-        daemon = self
-
-        class Hints(FileSystemEventHandler):
-            def on_any_event(self, event) -> None:
-                for attr in ("src_path", "dest_path"):
-                    path = getattr(event, attr, None)
-                    if path:
-                        daemon.intake.hint(Path(os.fsdecode(path)))
-                daemon.wake_intake.set()
+        def hint(paths: list[Path]) -> None:
+            for path in paths:
+                self.intake.hint(path)
+            self.wake_intake.set()
 
         inbox = self.config.inbox
         if self._parent_observer is None and inbox.parent.is_dir():
-            self._parent_observer = self._watch_parent(ObserverClass, FileSystemEventHandler)
+            self._parent_observer = self._watch_parent()
         if not inbox.is_dir():
             return
         try:
-            observer = ObserverClass()
-            observer.schedule(Hints(), str(inbox), recursive=True)
-            observer.daemon = True
-            observer.start()
+            observer = observe(inbox, hint, recursive=True)
         except OSError as e:
             log.error("cannot watch %s (%s); relying on rescans", inbox, e)
             return
         self._observer = observer
         self._watched_inode = inbox.stat().st_ino
 
-    def _watch_parent(self, observer_class, handler_class):
+    def _watch_parent(self):
         """The inbox's parent, without recursion: an inbox deleted and made again is watched
         again at once, not at the next rescan."""
-        inbox = os.fspath(self.config.inbox)
-        wake = self.wake_intake
+        inbox = self.config.inbox
 
-        class InboxItself(handler_class):
-            def on_any_event(self, event) -> None:
-                if inbox in (os.fsdecode(getattr(event, "src_path", "") or ""),
-                             os.fsdecode(getattr(event, "dest_path", "") or "")):
-                    wake.set()
+        def hint(paths: list[Path]) -> None:
+            if inbox in paths:
+                self.wake_intake.set()
 
         try:
-            observer = observer_class()
-            observer.schedule(InboxItself(), str(self.config.inbox.parent), recursive=False)
-            observer.daemon = True
-            observer.start()
-            return observer
+            return observe(inbox.parent, hint, recursive=False)
         except OSError as e:
             log.warning("cannot watch %s for the inbox coming back (%s); rescans will notice",
                         self.config.inbox.parent, e)
