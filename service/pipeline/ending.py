@@ -41,13 +41,14 @@ class Ending:
     record: dict[str, Any] | None = None
     params: dict[str, Any] | None = None  # as run; else as recorded with the job
     inputs: list[dict] | None = None  # where the store does not hold them yet (a refusal)
+    folder: Path | None = None  # where an earlier attempt published it
 
     @classmethod
     def from_folder(cls, folder: Path) -> "Ending":
         """The ending an earlier attempt published (its `job.json`)."""
         recorded = json.loads((folder / "job.json").read_text())
         return cls(JobStatus(recorded.get("status", "done")), error=recorded.get("error"),
-                   outputs=recorded.get("outputs") or [], record=recorded.get("record"))
+                   outputs=recorded.get("outputs") or [], record=recorded.get("record"), folder=folder)
 
 
 class Endings:
@@ -68,8 +69,9 @@ class Endings:
               run_id: str | None = None) -> Path:
         """Publish the job's folder (with `folder`'s pictures, if any), move its status, clean up.
         `run_id`: the worker's claim (None for the intake, which ends only queued jobs)."""
-        if self.published(job, run_id=run_id) is not None:
-            return self.config.job_folder(self.store.get(job.id).outbox_dir)
+        earlier = self.published(job, run_id=run_id)
+        if earlier is not None:
+            return earlier.folder
         folder = folder or JobFolder(job.id, job.name)
         folder.inputs_dir = self.config.inputs(job.id)
         if ending.status == JobStatus.FAILED:

@@ -97,12 +97,14 @@ def test_upload_progress_preview_download(service_dir, browser, pair_files, tmp_
 
 def test_live_preview_honest_progress_and_a_phone_width(service_dir, browser, pair_files):
     """A job's page opened while it waits in the queue: once it runs, the image being made and
-    the loss curve appear; the bar only moves forward and measures the work (a 96 px
-    iteration costs a quarter of a 192 px one), and the page sets no Content-Security-Policy
+    the loss curve appear; the bar only moves forward and measures the work (a 128 px
+    iteration costs a quarter of a 256 px one), and the page sets no Content-Security-Policy
     violation off. The job list fits a phone, and a wrong field is shown there, marked."""
     port = free_port()
-    n = 60  # iterations at each of the two scales (96 px, then 192 px)
-    svc = service_dir(defaults={"size": 192, "iterations": n, "scales": [0.5, 1.0]},
+    # Iterations at each of the two scales (128 px, then 256 px: a coarse scale keeps at least
+    # 128 px, planning.MIN_SCALE_EDGE, so 256 is the smallest size with two).
+    n = 40
+    svc = service_dir(defaults={"size": 256, "iterations": n, "scales": [0.5, 1.0]},
                       extra=f'[web]\nenabled = true\nport = {port}\n').start()
     base = f"http://127.0.0.1:{port}"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

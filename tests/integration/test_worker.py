@@ -81,3 +81,24 @@ def test_a_cancel_cannot_hit_a_job_between_its_read_and_its_move(site, monkeypat
     row = store.get(job.id)
     assert after == JobStatus.CANCELLED and row.status == "cancelled" and row.run_id is None
     assert store.claim_next(run_id="late") is None
+
+
+def test_an_ending_published_before_a_crash_is_finished_not_written_twice(site):
+    """A crash between the folder's rename and the status move: the next write for the job
+    finds the folder (its `job.json` is the truth), moves the status, returns that folder."""
+    from service.pipeline.ending import Ending, Endings
+    from service.pipeline.outbox import JobFolder
+
+    job = _queued(site, "twice")
+    claimed = _claim(site)
+    assert claimed.id == job.id
+    endings = Endings(site.config, site.store, site.outbox)
+    published = site.outbox.publish(JobFolder(job.id, job.name),
+                                    lambda d: site.store.reserve_outbox_dir(job.id, "run-test", d))
+    (published / "job.json").write_text(json.dumps({"id": job.id, "status": "failed", "error": "before the crash"}))
+    assert site.store.get(job.id).state == JobStatus.RUNNING  # the crash: published, not moved
+    again = endings.write(site.store.get(job.id), Ending(JobStatus.DONE), run_id="run-test")
+    assert again == published
+    assert [p.name for p in site.outbox_dir.iterdir()] == [published.name]
+    ended = site.store.get(job.id)
+    assert ended.state == JobStatus.FAILED and ended.error == "before the crash"
