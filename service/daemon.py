@@ -168,9 +168,7 @@ class Daemon:
                 self.stopping.wait()
         finally:
             sd_notify("STOPPING=1")
-            self.stopping.set()
-            self.wake.set()
-            self.wake_intake.set()
+            self._wake_for_stop()
             self._stop_observer()
             if self._parent_observer is not None:
                 self._parent_observer.stop()
@@ -254,9 +252,14 @@ class Daemon:
     def stop(self, *_args) -> None:
         if not self.stopping.is_set():
             log.info("stop requested; finishing the current iteration")
+        self._wake_for_stop()
+
+    def _wake_for_stop(self) -> None:
+        """Every loop sees the stop now: the worker's and the intake's waits end at once, not
+        at their next tick."""
         self.stopping.set()
         self.wake.set()
-        self.wake_intake.set()  # the intake's wait ends now, not at its next tick
+        self.wake_intake.set()
 
     def _install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
