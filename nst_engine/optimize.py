@@ -345,6 +345,7 @@ class _Run:
                                                                        threshold=1e-3)
         width, height = self.sizes[scale_index]
         scale_started = time.perf_counter()
+        done = 0  # a run stopped on a scale's last iteration resumes with none left to do
         for iteration in range(start_iteration + 1, self.iterations[scale_index] + 1):
             if adam:
                 closure()
@@ -355,6 +356,7 @@ class _Run:
             if scheduler is not None:
                 scheduler.step(losses["total"])
             self.step += 1
+            done += 1
             self.pixel_steps_done += width * height
             self.last_losses = losses
             self.history.append({"step": self.step, **losses,
@@ -367,8 +369,8 @@ class _Run:
                 break
         seconds = time.perf_counter() - scale_started
         self.optimize_seconds += time.perf_counter() - entered
-        done = max(1, iteration - start_iteration)
-        self.seconds_per_iteration[f"{width}x{height}"] = round(seconds / done, 4)
+        if done:
+            self.seconds_per_iteration[f"{width}x{height}"] = round(seconds / done, 4)
         return x.detach()
 
     def _within(self, plan: ScalePlan):

@@ -129,6 +129,24 @@ def test_stop_returns_a_partial_result_that_resumes_to_the_same_end(content_imag
     assert [h["step"] for h in resumed.history] == list(range(1, len(full.history) + 1))
 
 
+def test_a_run_stopped_on_its_last_iteration_resumes_and_finishes(content_image, style_image):
+    """The stop landed on the scale's last iteration: the checkpoint has nothing left to run at
+    that scale. Resuming finishes the picture (it failed with an internal error: found by the
+    SIGTERM-under-load test once stops became quick)."""
+    params = Params(**{**TINY, "iterations": 6})
+    calls = {"n": 0}
+
+    def stop_on_the_last():
+        calls["n"] += 1
+        return calls["n"] == 6
+
+    stopped = stylize(content_image, [style_image], params=params, should_stop=stop_on_the_last)
+    assert stopped.stopped and stopped.state.iteration == 6
+    restored = RunState.from_dict(torch.load(_save(stopped.state), weights_only=True))
+    resumed = stylize(content_image, [style_image], params=params, resume=restored)
+    assert not resumed.stopped and len(resumed.outputs) == 1
+
+
 def test_a_finished_state_rebuilds_the_result_without_computing(content_image, style_image):
     params = Params(**TINY, outputs=2, color_correction=True)
     full = stylize(content_image, [style_image], params=params)
