@@ -104,7 +104,8 @@ class Params:
         limits: Limits = Limits(),
     ) -> "Params":
         """Build validated parameters: `values` over `base` (default: built-in defaults)."""
-        params = build(cls, values, ParamError, base=base, what="parameter")
+        # `validate` checks the declared ranges after the operator's ceilings.
+        params = build(cls, values, ParamError, base=base, what="parameter", check=False)
         params.validate(limits)
         return params
 
