@@ -95,11 +95,7 @@ def test_a_job_cancelled_and_resumed_on_the_gpu(service_dir):
     svc.start()
     svc.wait_for(lambda: svc.job("long").status == "running" and svc.job("long").progress.step > 150,
                  what="the job to resume", timeout=120)
-    store = svc.store()
-    try:
-        store.request_cancel(job.id)
-    finally:
-        store.dispose()
+    svc.store().request_cancel(job.id)
     assert svc.wait_job("long", timeout=60).status == "cancelled"
     folder = svc.outbox / "long"
     assert "resuming from checkpoint" in (folder / "job.log").read_text()

@@ -16,7 +16,7 @@ def nst(svc, *args, check=True):
 
 
 def test_submit_status_jobs_show_logs_on_a_real_job(service_dir, pair_files):
-    svc = service_dir(defaults={"size": 96, "iterations": 60}).start()
+    svc = service_dir(defaults={"size": 96, "iterations": 30}).start()
     content, style = pair_files
     name = nst(svc, "submit", str(content), str(style), "--name", "e2e", "--set", "outputs=1").stdout.strip()
     assert name == "e2e"
@@ -27,7 +27,7 @@ def test_submit_status_jobs_show_logs_on_a_real_job(service_dir, pair_files):
     doctor = nst(svc, "doctor", check=False).stdout
     assert "] daemon: running:" in doctor and f"pid {svc.proc.pid}" in doctor
     follow = nst(svc, "logs", "e2e", "--follow").stdout  # returns when the job ends
-    assert "iteration 60/60" in follow and "finished" in follow
+    assert "iteration 30/30" in follow and "finished" in follow
     jobs = json.loads(nst(svc, "jobs", "--json").stdout)
     assert [(j["name"], j["status"]) for j in jobs] == [("e2e", "done")]
     shown = json.loads(nst(svc, "show", "e2e", "--json").stdout)

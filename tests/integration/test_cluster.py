@@ -69,7 +69,7 @@ def test_three_daemons_share_the_work_exactly_once(cluster):
 
 
 def test_a_killed_workers_job_is_taken_over_and_completes_once(cluster):
-    a, b = start_all(cluster(2, defaults={"size": 96, "iterations": 100}), ONE_CORE_EACH)
+    a, b = start_all(cluster(2, defaults={"size": 96, "iterations": 60}), ONE_CORE_EACH)
     a.drop("big", {})
     a.wait_for(lambda: (j := a.job("big")) is not None and j.progress.step >= 30,
                what="a worker to run the job past a checkpoint")
@@ -90,9 +90,9 @@ def test_a_killed_workers_job_is_taken_over_and_completes_once(cluster):
 
 def test_two_watchers_racing_record_each_job_once(cluster):
     w1, w2, worker = start_all(cluster(3, roles=[["watch"], ["watch"], ["work"]]), ONE_CORE_EACH)
-    drop_many(w1, 12, prefix="r")
-    w1.wait_for(lambda: sum(j.status == "done" for j in w1.jobs()) == 12, timeout=120, what="12 jobs done")
-    assert sorted(j.name for j in w1.jobs()) == sorted(f"r{i}" for i in range(12))
+    drop_many(w1, 8, prefix="r")
+    w1.wait_for(lambda: sum(j.status == "done" for j in w1.jobs()) == 8, timeout=120, what="8 jobs done")
+    assert sorted(j.name for j in w1.jobs()) == sorted(f"r{i}" for i in range(8))
     assert not list(w1.inbox.glob("r*"))
 
 

@@ -100,9 +100,9 @@ def test_polling_observer(service_dir):
 
 
 def test_sigterm_mid_job_checkpoints_and_resumes(service_dir):
-    # 150 iterations at 96 px: about 6 s of them left when it is stopped at step 20 on the fastest
+    # 80 iterations at 96 px: about 2.5 s of them left when it is stopped at step 20 on the fastest
     # CPU here (a slower or busier one leaves more, in the same proportion as the test's waits).
-    svc = service_dir(defaults={"size": 96, "iterations": 150}).start()
+    svc = service_dir(defaults={"size": 96, "iterations": 80}).start()
     svc.drop("long", {})
     svc.wait_for(lambda: (j := svc.job("long")) is not None and j.progress.step >= 20,
                  what="the job to make progress")
@@ -120,7 +120,7 @@ def test_sigterm_mid_job_checkpoints_and_resumes(service_dir):
 
 
 def test_kill_9_mid_job_resumes_and_completes_once(service_dir):
-    svc = service_dir(defaults={"size": 96, "iterations": 150}).start()
+    svc = service_dir(defaults={"size": 96, "iterations": 90}).start()
     svc.drop("crash", {})
     svc.drop("after", {"iterations": 2})
     svc.wait_for(lambda: (j := svc.job("crash")) is not None and j.progress.step >= 40,

@@ -161,9 +161,9 @@ def test_outputs_are_not_world_writable(service_dir):
 @pytest.mark.slow
 def test_kill_9_at_random_points(service_dir):
     """kill -9 while loading, optimizing and writing, over and over: every job done exactly once."""
-    svc = service_dir(defaults={"size": 96, "iterations": 60}, worker={"max_attempts": 100}).start()
+    svc = service_dir(defaults={"size": 96, "iterations": 40}, worker={"max_attempts": 100}).start()
     rng = random.Random(7)
-    names = [f"k{i}" for i in range(4)]
+    names = [f"k{i}" for i in range(3)]
     for name in names:
         svc.drop(name, {})
     for round_ in range(FAULT_ROUNDS):
@@ -183,15 +183,15 @@ def test_kill_9_at_random_points(service_dir):
 
 
 def test_sigterm_under_load_is_quick_and_loses_nothing(service_dir):
-    svc = service_dir(defaults={"size": 96, "iterations": 60}).start()
-    for i in range(4):
+    svc = service_dir(defaults={"size": 96, "iterations": 40}).start()
+    for i in range(3):
         svc.drop(f"t{i}", {})
     for _ in range(3):
         svc.wait_for(lambda: any(j.status == "running" for j in svc.jobs()), what="a running job")
         time.sleep(1.0)
         assert svc.stop(signal.SIGTERM) < pace.ceiling(10)
         svc.start()
-    for i in range(4):
+    for i in range(3):
         assert svc.wait_job(f"t{i}", timeout=240).status == "done"
 
 
@@ -284,7 +284,7 @@ def test_many_unrelated_files_do_not_stall_the_daemon(service_dir):
 @pytest.mark.slow
 def test_many_jobs_at_once(service_dir):
     """Sidecars dropped together, some by rename, some by slow copy: all done, none twice."""
-    n = int(os.environ.get("NST_LOAD_JOBS", "30"))
+    n = int(os.environ.get("NST_LOAD_JOBS", "20"))
     svc = service_dir(defaults={"size": 64, "iterations": 1}).start()
     content, style = small_pair(64)
     content.save(svc.root / "c.png")
