@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .errors import UserError
-from .settings import build, check_ranges, in_range, setting, unknown_value
+from .settings import build, in_range, setting, unknown_value
 from .topology import LAYER_NAMES
 
 OPTIMIZERS = ("lbfgs", "adam")
@@ -104,8 +104,7 @@ class Params:
         limits: Limits = Limits(),
     ) -> "Params":
         """Build validated parameters: `values` over `base` (default: built-in defaults)."""
-        # `validate` checks the declared ranges after the operator's ceilings.
-        params = build(cls, values, ParamError, base=base, what="parameter", check=False)
+        params = build(cls, values, ParamError, base=base, what="parameter")  # and the declared ranges
         params.validate(limits)
         return params
 
@@ -113,13 +112,12 @@ class Params:
         return Params.from_mapping(overrides, base=self, limits=limits)
 
     def validate(self, limits: Limits = Limits()) -> None:
-        # The operator's ceilings first, then every range declared with its field.
+        # The operator's ceilings; every range declared with its field was checked by `build`.
         in_range("size", self.size, 32, limits.max_size, ParamError)
         in_range("iterations", self.iterations, 1, limits.max_iterations, ParamError)
         in_range("outputs", self.outputs, 1, limits.max_outputs, ParamError)
         if not self.scales:
             raise ParamError("scales: give at least one scale, e.g. scales = [1.0]")
-        check_ranges(self, ParamError)
         if list(self.scales) != sorted(self.scales) or self.scales[-1] != 1.0:
             raise ParamError("scales: must rise and end with 1.0, e.g. [0.25, 0.5, 1.0]")
         _one_of("optimizer", self.optimizer, OPTIMIZERS)

@@ -51,10 +51,9 @@ def in_range(name: str, value: float, low: float | None, high: float | None, err
 
 
 def build(cls: type[T], values: Mapping[str, Any], error: Error, *, base: T | None = None,
-          prefix: str = "", what: str = "key", check: bool = True) -> T:
+          prefix: str = "", what: str = "key") -> T:
     """A settings object: `values` over `base` (default: the declared defaults), known keys
-    only, each taken as its declared type, each in its declared range (`check=False`: the
-    caller's own validation checks the ranges, in its order)."""
+    only, each taken as its declared type, each in its declared range."""
     kinds = {f.name: _kind(f) for f in dataclasses.fields(cls)}
     changes: dict[str, Any] = {}
     for key, value in values.items():
@@ -62,8 +61,7 @@ def build(cls: type[T], values: Mapping[str, Any], error: Error, *, base: T | No
             raise error(prefix + unknown_key(key, list(kinds), what=what))
         changes[key] = coerce(prefix + key, value, kinds[key], error)
     built = dataclasses.replace(base if base is not None else cls(), **changes)
-    if check:
-        check_ranges(built, error, prefix=prefix)
+    check_ranges(built, error, prefix=prefix)
     return built
 
 
