@@ -66,3 +66,36 @@ def test_the_history_holds_at_most_its_length_of_bfloat16_pairs():
         optimizer.step(closure)
     assert len(optimizer.pairs) == 3
     assert all(s.dtype == y.dtype == torch.bfloat16 for s, y, _ in optimizer.pairs)
+
+
+@pytest.mark.parametrize("pair_dtype", [torch.float32, torch.bfloat16])
+def test_a_pair_whose_curvature_is_nearly_orthogonal_does_not_fling_the_image(pair_dtype):
+    """A saddle coupling with almost no curvature along the first step: y.s = 1e-4 passes torch's
+    y.s > 1e-10, but y is almost orthogonal to s (cos 1e-4), so torch's next step is 2e4 long
+    against a gradient of length 1.4. The same mechanism sent a small fp32 stylization's loss from
+    4.7 to 1.2e8 for a step (its first pair's cos was 3e-4, round-off)."""
+    coupling = torch.tensor([[1e-4, 1.0], [1.0, 1e-4]])
+    slope = torch.tensor([1.0, 0.0])
+
+    def make_run(make):
+        x = torch.zeros(2, requires_grad=True)
+        optimizer = make(x)
+
+        def closure():
+            optimizer.zero_grad(set_to_none=True)
+            loss = slope @ x + 0.5 * x @ coupling @ x
+            loss.backward()
+            return loss
+
+        steps, gradients = [], []
+        for _ in range(2):
+            before = x.detach().clone()
+            optimizer.step(closure)
+            gradients.append(float(x.grad.norm()))
+            steps.append(float((x.detach() - before).norm()))
+        return steps, gradients
+
+    torch_steps, _ = make_run(torch_lbfgs(5))
+    assert torch_steps[1] > 1000  # the case is the one described: torch's second step flies
+    steps, gradients = make_run(lambda x: LBFGS(x, 5, pair_dtype))
+    assert steps[1] <= 10 * gradients[1], (steps, gradients)
