@@ -28,6 +28,10 @@ def pick_device(spec: str = "auto") -> torch.device:
         raise ParamError(f"device: unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ParamError(f"device: {spec} asked for, but this machine has no usable CUDA GPU", hint=_OTHER_DEVICE)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ParamError(f"device: {spec} asked for, but this process sees {torch.cuda.device_count()} GPU(s) "
+                         "(a worker of [worker] devices sees only its own, as cuda)",
+                         hint="set device = \"auto\" or \"cuda\"; the service chooses the GPU")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ParamError("device: mps asked for, but Apple's Metal backend is not available here", hint=_OTHER_DEVICE)
     return device

@@ -224,8 +224,10 @@ def init(directory: str) -> None:
 
 
 @main.command()
+@click.option("--worker-slot", type=int, hidden=True)  # a worker process of a daemon (`[worker] devices`)
+@click.option("--worker-device", hidden=True)
 @click.pass_context
-def serve(ctx: click.Context) -> None:
+def serve(ctx: click.Context, worker_slot: int | None, worker_device: str | None) -> None:
     """Run the watch-folder daemon in the foreground (systemd runs exactly this).
 
     Stops cleanly on SIGTERM or Ctrl-C: the running job is checkpointed and
@@ -241,9 +243,9 @@ def serve(ctx: click.Context) -> None:
     from .daemon import AlreadyRunning, Daemon, setup_logging
 
     config = _config(ctx)
-    setup_logging()
+    setup_logging(tag=f"worker {worker_slot} ({worker_device}) " if worker_slot is not None else "")
     try:
-        code = Daemon(config).run()
+        code = Daemon(config, slot=worker_slot, device=worker_device).run()
     except AlreadyRunning as e:
         raise CommandError(str(e)) from None
     # Stopped cleanly: the store is closed, the job checkpointed, the log written. Exit now
@@ -504,8 +506,16 @@ def status(ctx: click.Context, once: bool) -> None:
     if not running:
         click.echo("running: nothing")
         ctx.exit(0 if daemons else NOT_RUNNING)
+    # Several workers (a cluster, a worker per device): each running job once, the first followed.
+    devices = {d.run_id: d.device for d in daemons}
+    for other in running[1:]:
+        p = other.progress
+        click.echo(f"running: job {other.id} {_clip(other.name, 80)} on {devices.get(other.run_id, other.host)}: "
+                   + progress_line(fraction=p.fraction, step=p.step, total=p.total, scale=p.scale, scales=p.scales,
+                                   loss=p.losses.get("total"), eta=p.eta))
     job = running[0]
-    click.echo(f"running: job {job.id} {_clip(job.name, 80)} (since {local_time(job.started_at)})")
+    click.echo(f"running: job {job.id} {_clip(job.name, 80)} on {devices.get(job.run_id, job.host)} "
+               f"(since {local_time(job.started_at)})")
     # Without a daemon the job will not move: say where it stands once, never wait on it.
     interactive = not once and sys.stdout.isatty() and bool(daemons)
     try:

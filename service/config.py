@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,9 @@ class WorkerConfig:
     retry_seconds: float = setting(30.0, low=0.1, high=86400)
     # What one job may use; 0: from the device (GPU: 90% free; CPU: half available).
     memory_budget_mib: int = setting(0, low=0, high=16 * 2**20)
+    # One worker process per device ("cuda:0", "cpu"...; "all": every GPU when there are
+    # several); empty: one worker inside the daemon on the device the job asks for.
+    devices: tuple[str, ...] = ()
 
     def memory_budget(self) -> int | None:
         """Bytes, or None for the engine's default from the device."""
@@ -206,6 +210,12 @@ def config_from_dict(data: dict[str, Any], *, root: Path, path: Path | None = No
         except ValueError:
             raise ConfigError("config [worker] file_mode: an octal mode such as \"0o644\"") from None
     worker = _build(WorkerConfig, worker_values, "worker")
+    if "all" in worker.devices and len(worker.devices) > 1:
+        raise ConfigError('config [worker] devices: "all" stands alone (devices = "all"), or list each device')
+    for device in worker.devices:
+        if not re.fullmatch(r"all|cpu|cuda(:[0-9]{1,2})?", device):
+            raise ConfigError(f'config [worker] devices: {device!r} is not a worker device; give "all" (a worker '
+                              'for every GPU) or a list such as ["cuda:0", "cuda:1"] (or "cpu", for a CPU worker)')
     if worker.file_mode & 0o002:
         raise ConfigError("config [worker] file_mode: outputs must not be world-writable")
     web = _build(WebConfig, _section(data, "web", _names(WebConfig)), "web")

@@ -5,6 +5,9 @@ Threads, each with one job:
 - watchdog's observer: turns file events into hints;
 - intake: settles files and queues jobs, on hints and on a periodic rescan;
 - liveness: heartbeats to the store and to systemd, only while the worker progresses.
+
+With `[worker] devices`, the main thread instead keeps one worker process per device
+(`processes.py`); each of those is this daemon with only the worker's part (`slot`).
 """
 
 from __future__ import annotations
@@ -91,11 +94,12 @@ class OneLineFormatter(logging.Formatter):
         return super().formatMessage(record)
 
 
-def setup_logging(level: int = logging.INFO) -> None:
+def setup_logging(level: int = logging.INFO, *, tag: str = "") -> None:
+    """`tag`: what begins each line of a worker process, which shares its daemon's log."""
     # journald adds its own timestamps; under systemd a bare "<level> message" reads best.
     under_journal = bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
-    fmt = "%(levelname)s %(name)s: %(message)s" if under_journal else \
-        "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    fmt = f"%(levelname)s {tag}%(name)s: %(message)s" if under_journal else \
+        f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s"
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(OneLineFormatter(fmt))
     logging.basicConfig(level=level, handlers=[handler], force=True)
@@ -104,8 +108,14 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 class Daemon:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, slot: int | None = None, device: str | None = None) -> None:
+        """`slot`, `device`: this process is worker `slot` of a daemon's worker processes, on
+        `device` (it works only: no inbox, no page; it stops when that daemon goes)."""
         self.config = config
+        self.slot, self.slot_device = slot, device
+        self.parent_pid = os.getppid()
+        self.roles = ("work",) if slot is not None else config.cluster.roles
+        self.processes = None  # the worker processes, when this daemon keeps them
         self.run_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self.stopping = threading.Event()
         self.wake = threading.Event()  # the worker: a job may be waiting
@@ -126,22 +136,33 @@ class Daemon:
         self._acquire_lock()
         for folder in (self.config.inbox, self.config.outbox, self.config.state, self.config.checkpoints):
             folder.mkdir(parents=True, exist_ok=True)
-        self.store.migrate()
+        if self.slot is None:
+            self.store.migrate()  # a worker process starts after its daemon has migrated
         self._install_signals()
 
         from nst_engine.device import describe, pick_device
 
         from .pipeline.worker import Worker
+        from .processes import WorkerProcesses, resolve
 
-        device_obj = pick_device(self.config.defaults.device)
-        device = describe(device_obj)
-        self.has_gpu = device_obj.type in ("cuda", "mps")
-        roles = self.config.cluster.roles
+        roles = self.roles
+        devices = resolve(self.config.worker.devices) if self.slot is None and "work" in roles else []
+        if devices:
+            self.processes = WorkerProcesses(self.config, devices)
+            device, self.has_gpu = f"{len(devices)} worker processes: {', '.join(devices)}", False
+        else:
+            device_obj = pick_device(self.config.defaults.device if self.slot is None else "auto")
+            device = describe(device_obj)
+            if self.slot is not None:
+                device = f"{self.slot_device} {device.partition(' ')[2]}".strip()
+            self.has_gpu = device_obj.type in ("cuda", "mps")
         self.worker = Worker(self.config, self.store, self.outbox, self.run_id, self.stopping)
-        if "work" in self.config.cluster.roles:
+        if "work" in roles and not devices:
             self.worker.warm_up()
-        home = str(self.config.state.resolve())
-        self.store.register_daemon(self.run_id, device=device, roles=roles, home=home)
+        home = str(self.config.state.resolve()) + (f"#worker-{self.slot}" if self.slot is not None else "")
+        # A daemon that keeps worker processes works through them: they register as workers.
+        registered = tuple(r for r in roles if r != "work") + ("workers",) if devices else roles
+        self.store.register_daemon(self.run_id, device=device, roles=registered, home=home)
         earlier = self.store.earlier_runs(run_id=self.run_id, host=socket.gethostname(), home=home)
         for job_id in self.store.requeue_orphans(run_id=self.run_id, host=socket.gethostname(), home=home):
             log.warning("job %d was running when this service stopped: queued again, it resumes", job_id)
@@ -150,7 +171,9 @@ class Daemon:
         if "watch" in roles:
             self.intake.recover()
             self._start_observer()
-        web_server = self._start_web()
+        web_server = self._start_web() if self.slot is None else None
+        if self.processes is not None:
+            self.processes.start()
         threads = [threading.Thread(target=self._liveness_loop, name="liveness", daemon=True)]
         if "watch" in roles:
             threads.append(threading.Thread(target=self._intake_loop, name="intake", daemon=True))
@@ -162,13 +185,17 @@ class Daemon:
                  time.monotonic() - started)
         sd_notify(f"READY=1\nSTATUS=idle, watching {self.config.inbox}")
         try:
-            if "work" in roles:
+            if self.processes is not None:
+                self._supervise_loop()
+            elif "work" in roles:
                 self._work_loop()
             else:
                 self.stopping.wait()
         finally:
             sd_notify("STOPPING=1")
             self._wake_for_stop()
+            if self.processes is not None:
+                self.processes.stop()
             self._stop_observer()
             if self._parent_observer is not None:
                 self._parent_observer.stop()
@@ -234,6 +261,15 @@ class Daemon:
                 self.stopping.wait(self.config.worker.retry_seconds)
             sd_notify("STATUS=idle")
 
+    def _supervise_loop(self) -> None:
+        """The worker processes' keeper: wakes them when the intake queues a job, restarts one
+        that died."""
+        while not self.stopping.is_set():
+            if self.wake.wait(1.0) and not self.stopping.is_set():
+                self.wake.clear()
+                self.processes.wake()
+            self.processes.check()
+
     def _start_web(self):
         if not self.config.web.enabled:
             return None
@@ -264,11 +300,14 @@ class Daemon:
     def _install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+        if self.slot is not None:
+            signal.signal(signal.SIGUSR1, lambda *_: self.wake.set())  # its daemon queued a job
+            _stop_with_parent()
 
     def _acquire_lock(self) -> None:
         # One daemon per state folder on a host; several hosts share a store through the database.
         self.config.state.mkdir(parents=True, exist_ok=True)
-        path = self.config.state / "daemon.lock"
+        path = self.config.state / ("daemon.lock" if self.slot is None else f"worker-{self.slot}.lock")
         self._lock_file = open(path, "a+")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -389,6 +428,10 @@ class Daemon:
         stall = self.config.worker.stall_seconds
         last_beat = 0.0
         while not self.stopping.wait(interval):
+            if self.slot is not None and os.getppid() != self.parent_pid:
+                log.error("the daemon that started this worker is gone; stopping")
+                self.stop()
+                break
             worker = self.worker
             job_id = worker.current_job
             if job_id is not None:
@@ -402,6 +445,13 @@ class Daemon:
             progressing = not busy or time.monotonic() - worker.last_progress < stall
             if progressing:
                 sd_notify("WATCHDOG=1")
+            elif self.slot is not None:
+                # systemd watches the daemon, not its workers: a stuck worker ends itself, and
+                # the daemon starts it again (its job resumes from the checkpoint).
+                log.error("job %s made no progress for %.0f s; this worker exits to be started again",
+                          worker.current_job, stall)
+                logging.shutdown()
+                os._exit(70)
             else:
                 log.error("job %s made no progress for %.0f s; withholding the watchdog ping",
                           worker.current_job, stall)
@@ -411,6 +461,17 @@ class Daemon:
                     self.store.heartbeat(self.run_id, current_job=worker.current_job)
                 except Exception as e:
                     log.warning("heartbeat failed: %s", e)
+
+
+def _stop_with_parent() -> None:
+    """Linux: SIGTERM this worker process when its daemon dies, even by SIGKILL (the liveness
+    loop's look at the parent covers the moment before this is set, and other systems)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _watchdog_interval() -> float | None:

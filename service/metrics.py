@@ -42,23 +42,24 @@ class StoreCollector(Collector):
 
     def _running(self):
         rate = GaugeMetricFamily("nst_iterations_per_second", "Iterations per second of each running job",
-                                 labels=["job", "host"])
+                                 labels=["job", "host", "device"])
         done = GaugeMetricFamily("nst_job_progress_ratio", "Share of the work done of each running job",
-                                 labels=["job", "host"])
+                                 labels=["job", "host", "device"])
+        devices = {d.run_id: d.device for d in self.store.all_daemons()}  # a worker per device: which one
         for job in self.store.running():
-            p = job.progress
+            p, labels = job.progress, [str(job.id), job.host or "", devices.get(job.run_id, "")]
             if p.elapsed:
-                rate.add_metric([str(job.id), job.host or ""], p.step / p.elapsed)
-            done.add_metric([str(job.id), job.host or ""], p.fraction)
+                rate.add_metric(labels, p.step / p.elapsed)
+            done.add_metric(labels, p.fraction)
         yield rate
         yield done
 
     def _workers(self):
         silent = GaugeMetricFamily("nst_worker_heartbeat_age_seconds", "Seconds since each daemon's heartbeat",
-                                   labels=["host", "run_id", "roles"])
+                                   labels=["host", "run_id", "roles", "device"])
         now = utcnow()
         for d in self.store.all_daemons():
-            silent.add_metric([d.host, d.run_id, d.roles], (now - d.heartbeat_at).total_seconds())
+            silent.add_metric([d.host, d.run_id, d.roles, d.device], (now - d.heartbeat_at).total_seconds())
         yield silent
         yield GaugeMetricFamily("nst_scrape_timestamp_seconds", "When this answer was made", value=time.time())
 

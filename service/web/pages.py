@@ -43,9 +43,13 @@ SLIDERS = {"strength": (0.0, 1.0, 0.05)}
 
 def render_index(*, values: dict[str, Any] | None = None, status: int = 200):
     config = common.config()
-    jobs = common.store().list_jobs(JobFilter(status=request.args.get("status") or None, limit=100))
+    store = common.store()
+    jobs = store.list_jobs(JobFilter(status=request.args.get("status") or None, limit=100))
+    # The workers, one per device where a daemon keeps several: which device runs what.
+    live = store.live_daemons(within_s=max(30.0, 3 * config.cluster.heartbeat_seconds))
     return render_template(
         "index.html", jobs=jobs, statuses=STATUS_NAMES, current=request.args.get("status", ""),
+        workers=[d for d in live if "work" in d.roles.split(",")],
         fields=FORM_FIELDS, sliders=SLIDERS,
         values=values or {**config.defaults.to_dict(), **session.get("form", {})},
         limits=config.limits,

@@ -64,6 +64,17 @@ def test_a_short_stylization_on_the_gpu_records_its_peak_memory():
     assert result.outputs[0].stylized.size == (256, 192)
 
 
+def test_a_gpu_index_this_process_cannot_see_is_refused_with_advice():
+    from nst_engine.device import pick_device
+    from nst_engine.params import ParamError
+
+    count = torch.cuda.device_count()
+    assert pick_device(f"cuda:{count - 1}").index == count - 1
+    with pytest.raises(ParamError, match=f"sees {count} GPU") as e:
+        pick_device(f"cuda:{count}")
+    assert "auto" in e.value.hint
+
+
 def test_doctor_names_the_gpu(tmp_path):
     from service.cli import main
 

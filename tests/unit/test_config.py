@@ -33,6 +33,8 @@ def test_defaults_and_paths_relative_to_the_config(tmp_path):
     ({"paths": {"database": "postgres://x"}}, "not a database nst can use"),
     ({"paths": {"outbox": ""}}, "a path as a string"),
     ({"defaults": {"size": 10**6}}, "[defaults]"),
+    ({"worker": {"devices": ["cuda:0", "gpu1"]}}, "devices: 'gpu1' is not a worker device"),
+    ({"worker": {"devices": ["all", "cpu"]}}, '"all" stands alone'),
 ])
 def test_every_refusal_names_the_key(tmp_path, data, message):
     with pytest.raises(ConfigError, match=None) as e:
@@ -46,3 +48,10 @@ def test_a_postgresql_url_is_accepted_and_its_password_never_shown(tmp_path):
     from service.config import redact_url
 
     assert redact_url(c.database) == "postgresql+psycopg://***@db/nst"
+
+
+def test_worker_devices_one_or_a_list():
+    assert config_from_dict({"worker": {"devices": "all"}}, root=Path(".")).worker.devices == ("all",)
+    assert config_from_dict({"worker": {"devices": ["cuda:0", "cuda:1"]}}, root=Path(".")).worker.devices == (
+        "cuda:0", "cuda:1")
+    assert config_from_dict({}, root=Path(".")).worker.devices == ()
