@@ -302,6 +302,7 @@ class Daemon:
         signal.signal(signal.SIGINT, self.stop)
         if self.slot is not None:
             signal.signal(signal.SIGUSR1, lambda *_: self.wake.set())  # its daemon queued a job
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})  # blocked from its start
             _stop_with_parent()
 
     def _acquire_lock(self) -> None:

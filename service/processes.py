@@ -77,11 +77,17 @@ class WorkerProcesses:
     def _spawn(self, index: int) -> None:
         slot = self.slots[index]
         config = ["--config", str(self.config.path)] if self.config.path else []
-        slot.process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", *config, "serve", "--worker-slot", str(index),
-             "--worker-device", slot.device],
-            env=environment(slot.device, self.devices),
-        )
+        # The wake-up signal is blocked until the worker has its handler (the worker unblocks
+        # it): SIGUSR1's default action would end a worker still importing torch.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        try:
+            slot.process = subprocess.Popen(
+                [sys.executable, "-m", "service.cli", *config, "serve", "--worker-slot", str(index),
+                 "--worker-device", slot.device],
+                env=environment(slot.device, self.devices),
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         slot.started = time.monotonic()
         log.info("worker %d on %s started (pid %d)", index, slot.device, slot.process.pid)
 

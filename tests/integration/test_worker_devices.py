@@ -53,7 +53,7 @@ def test_two_worker_processes_share_one_queue_each_job_once(site):
 
 
 def test_a_killed_worker_process_is_started_again_and_its_job_completes_once(site):
-    site.drop("long", {"iterations": 200})
+    site.drop("long", {"iterations": 120})
     site.wait_for(lambda: (j := site.job("long")) is not None and j.status == "running" and j.progress.step > 0,
                   what="job long to make progress")
     victim = next(d for d in workers(site) if d.run_id == site.job("long").run_id)
@@ -66,16 +66,28 @@ def test_a_killed_worker_process_is_started_again_and_its_job_completes_once(sit
     assert "worker 0 on cpu exited (signal 9)" in site.log_text() or "worker 1 on cpu exited (signal 9)" in site.log_text()
 
 
-def test_workers_stop_with_their_daemon_even_when_it_is_killed(site):
+def test_workers_stop_when_their_daemon_is_killed(site):
     pids = [d.pid for d in workers(site)]
     assert len(pids) == 2 and all(alive(pid) for pid in pids)
     site.kill()
     site.wait_for(lambda: not any(alive(pid) for pid in pids), what="the workers to stop after their daemon's kill -9")
+
+
+def test_a_start_with_jobs_waiting_wakes_its_workers_without_ending_them(site):
+    """The daemon queues what waited in the inbox at once and wakes its workers (SIGUSR1) while
+    they still import torch: the signal must wait for their handler, not end them."""
+    site.drop("waiting", {})
     site.start()
-    site.wait_for(lambda: len(workers(site)) == 2, what="two worker processes serving again")
+    assert site.wait_job("waiting").status == "done"
+    this_start = site.logs[-1].read_text()
+    assert "exited" not in this_start, this_start[-3000:]
+
+
+def test_sigterm_stops_the_daemon_and_waits_for_its_workers(site):
+    site.wait_for(lambda: len(workers(site)) == 2, what="two worker processes serving")
     pids = [d.pid for d in workers(site)]
     site.stop()
-    assert not any(alive(pid) for pid in pids), "SIGTERM's stop waits for the workers"
+    assert not any(alive(pid) for pid in pids)
 
 
 def test_a_worker_stuck_in_a_job_exits_and_is_started_again(tmp_path):
