@@ -491,9 +491,10 @@ def status(ctx: click.Context, once: bool) -> None:
     from .models import utcnow
 
     store = _store(ctx)
-    daemons = store.live_daemons(within_s=max(30.0, 3 * _config(ctx).cluster.heartbeat_seconds))
+    within = _config(ctx).cluster.alive_within_s
+    daemons = store.live_daemons(within_s=within)
     if not daemons:
-        click.echo("service: not running (no heartbeat in the last 30 s)")
+        click.echo(f"service: not running (no heartbeat in the last {within:g} s)")
     for d in daemons:
         uptime = (utcnow() - d.started_at).total_seconds()
         doing = f", running job {d.current_job}" if d.current_job else ""
@@ -557,7 +558,7 @@ def workers(ctx: click.Context, as_json: bool) -> None:
 
     config = _config(ctx)
     store = _store(ctx)
-    limit = max(30.0, 3 * config.cluster.heartbeat_seconds)
+    limit = config.cluster.alive_within_s
     rows = []
     for d in store.all_daemons():
         silent = (utcnow() - d.heartbeat_at).total_seconds()

@@ -80,6 +80,11 @@ class ClusterConfig:
     max_size: int = setting(0, low=0, high=1_000_000)  # the largest `size` this worker takes (0: [limits] max_size)
     tags: tuple[str, ...] = ()  # a job with tags = [...] runs only on workers that have them all
 
+    @property
+    def alive_within_s(self) -> float:
+        """A daemon silent for longer than this is lost: three heartbeats, and never under 30 s."""
+        return max(30.0, 3 * self.heartbeat_seconds)
+
 
 @dataclass(frozen=True)
 class Config:

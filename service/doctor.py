@@ -135,7 +135,7 @@ def _running(config: Config) -> Iterator[Check]:
 
     try:
         store = Store(config.database, outage_s=0)
-        daemons = store.live_daemons()
+        daemons = store.live_daemons(within_s=config.cluster.alive_within_s)
         store.dispose()
     except Exception as e:
         yield True, "daemon", f"unknown: the database cannot be read ({redact_password(str(e), config.database)})"

@@ -491,7 +491,7 @@ class Store:
             s.execute(update(DaemonRecord).where(DaemonRecord.run_id == run_id).values(stopped=True, current_job=None))
 
     @_survives_outages
-    def live_daemons(self, *, within_s: float = 30.0) -> list[DaemonRecord]:
+    def live_daemons(self, *, within_s: float) -> list[DaemonRecord]:
         cutoff = utcnow() - dt.timedelta(seconds=within_s)
         with self._session() as s:
             return list(s.scalars(

@@ -46,7 +46,7 @@ def render_index(*, values: dict[str, Any] | None = None, status: int = 200):
     store = common.store()
     jobs = store.list_jobs(JobFilter(status=request.args.get("status") or None, limit=100))
     # The workers, one per device where a daemon keeps several: which device runs what.
-    live = store.live_daemons(within_s=max(30.0, 3 * config.cluster.heartbeat_seconds))
+    live = store.live_daemons(within_s=config.cluster.alive_within_s)
     return render_template(
         "index.html", jobs=jobs, statuses=STATUS_NAMES, current=request.args.get("status", ""),
         workers=[d for d in live if "work" in d.roles.split(",")],

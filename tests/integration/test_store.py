@@ -265,9 +265,9 @@ def test_a_reader_holding_a_transaction_does_not_block_writes(tmp_path):
 def test_daemon_registry(store):
     store.register_daemon("run-a", device="cpu")
     store.heartbeat("run-a", current_job=None)
-    assert [d.run_id for d in store.live_daemons()] == ["run-a"]
+    assert [d.run_id for d in store.live_daemons(within_s=30.0)] == ["run-a"]
     store.unregister_daemon("run-a")
-    assert store.live_daemons() == []
+    assert store.live_daemons(within_s=30.0) == []
 
 
 def test_daemons_starting_together_create_the_schema_once(database_url):
