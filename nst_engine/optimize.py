@@ -337,7 +337,10 @@ class _Run:
         if plan.optimizer in ("lbfgs", "lbfgs-compact"):
             # One function evaluation per step(), so progress and stopping work per iteration, for
             # exactly the iterations asked for; the history in bfloat16 where float32 does not fit.
-            optimizer = LBFGS(x, plan.history, torch.float32 if plan.optimizer == "lbfgs" else torch.bfloat16)
+            # Its buffer holds the whole history from the first pair: no more pairs than the
+            # scale's remaining iterations can make (a 10-iteration job does not hold 50).
+            history = max(1, min(plan.history, self.iterations[scale_index] - start_iteration - 1))
+            optimizer = LBFGS(x, history, torch.float32 if plan.optimizer == "lbfgs" else torch.bfloat16)
         else:
             optimizer = torch.optim.Adam([x], lr=p.learning_rate)
             if p.lr_schedule == "plateau":

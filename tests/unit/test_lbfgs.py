@@ -65,7 +65,7 @@ def test_the_history_holds_at_most_its_length_of_bfloat16_pairs():
     for _ in range(8):
         optimizer.step(closure)
     assert len(optimizer.pairs) == 3
-    assert all(s.dtype == y.dtype == torch.bfloat16 for s, y, _ in optimizer.pairs)
+    assert all(s.dtype == y.dtype == torch.bfloat16 for s, y in optimizer.pairs)
 
 
 @pytest.mark.parametrize("pair_dtype", [torch.float32, torch.bfloat16])
