@@ -10,6 +10,7 @@ store already knows to look for.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from ..safefiles import copy_tree_regular
 from .inbox import safe_component
 
 PARTIAL_SUFFIX = ".partial"
+PROBE_PREFIX = ".nst-probe-"  # a named writability probe (where O_TMPFILE is not supported)
 
 
 @dataclass
@@ -95,13 +97,33 @@ class Outbox:
             return final
 
     def writable(self) -> str | None:
-        """None if the outbox takes a file now, else why not."""
-        probe = self.root / f".nst-probe-{os.getpid()}"
+        """None if the outbox takes a file now (64 KiB written and synced), else why not.
+
+        The probe is an unnamed file (O_TMPFILE) where the file system has them: a daemon killed
+        mid-probe, before every claim, left its named probe in the users' outbox. Elsewhere (NFS,
+        SMB) it is named with its owner, and a later start removes a dead owner's."""
         try:
-            with open(probe, "wb") as f:
-                f.write(b"\0" * 65536)
-                f.flush()
-                os.fsync(f.fileno())
+            fd = os.open(self.root, os.O_TMPFILE | os.O_WRONLY, 0o600)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                return f"{self.root}: {e.strerror or e}"
+            return self._named_probe()
+        try:
+            _probe(fd)
+            return None
+        except OSError as e:
+            return f"{self.root}: {e.strerror or e}"
+        finally:
+            os.close(fd)
+
+    def _named_probe(self) -> str | None:
+        probe = self.root / f"{PROBE_PREFIX}{self.owner}"
+        try:
+            fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+            try:
+                _probe(fd)
+            finally:
+                os.close(fd)
             return None
         except OSError as e:
             return f"{self.root}: {e.strerror or e}"
@@ -140,6 +162,10 @@ class Outbox:
         if not self.root.is_dir():
             return removed
         for entry in self.root.iterdir():
+            if entry.name.startswith(PROBE_PREFIX) and entry.name[len(PROBE_PREFIX):] in dead:
+                entry.unlink(missing_ok=True)  # a writability probe a kill left (named probes only)
+                removed.append(entry)
+                continue
             if not (entry.name.startswith(".") and entry.name.endswith(PARTIAL_SUFFIX) and entry.is_dir()):
                 continue
             owner = entry.name[: -len(PARTIAL_SUFFIX)].rsplit(".", 1)[-1]
@@ -147,6 +173,11 @@ class Outbox:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry)
         return removed
+
+
+def _probe(fd: int) -> None:
+    os.write(fd, b"\0" * 65536)
+    os.fsync(fd)
 
 
 def owner_tag(run_id: str) -> str:

@@ -53,3 +53,27 @@ def test_a_print_sized_png_is_compressed_fast_and_a_small_one_small():
         img.save(want, format="PNG", compress_level=level)
         assert data == want.getvalue(), (edge, level)
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), np.asarray(img))
+
+
+def test_the_writability_probe_leaves_no_name_a_kill_could_leave_behind(tmp_path, monkeypatch):
+    """Before every claim the worker writes and syncs a probe: a kill -9 during it left a named
+    `.nst-probe-PID` in the users' outbox (seen under load in the takeover test)."""
+    root = tmp_path / "outbox"
+    root.mkdir()
+    outbox = Outbox(root, owner="run-a")
+    seen = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (seen.append(sorted(os.listdir(root))), real_fsync(fd)))
+    assert outbox.writable() is None
+    assert seen == [[]], "the probe had a name while it was written"
+    assert os.listdir(root) == []
+
+
+def test_a_dead_owners_named_probe_is_removed_at_the_next_start(tmp_path):
+    root = tmp_path / "outbox"
+    root.mkdir()
+    dead, live = Outbox(root, owner="host-a-1-run1"), Outbox(root, owner="host-b-2-run1")
+    for o in (dead, live):
+        (root / f".nst-probe-{o.owner}").write_bytes(b"\0")
+    Outbox(root, owner="host-a-1-run2").remove_partials(dead_owners=["host-a-1-run1"])
+    assert os.listdir(root) == [f".nst-probe-{live.owner}"]
