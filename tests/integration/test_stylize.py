@@ -67,7 +67,8 @@ def test_record_timings_account_for_the_run(default_run):
     nearly all of it."""
     t = default_run.record["timings"]
     parts = [t["setup_s"], t["targets_s"], t["optimize_s"], t["outputs_s"]]
-    assert all(p > 0 for p in parts), t
+    # The set-up with the network cached can round to 0.000 s on a fast idle CPU (AMX: it did).
+    assert t["setup_s"] >= 0 and all(p > 0 for p in parts[1:]), t
     assert 0.8 * t["total_s"] <= sum(parts) <= t["total_s"] + 0.01, t
 
 
