@@ -84,7 +84,7 @@ class LBFGS:
             self.step_length = 1.0
         # torch with tolerance_change=-1 (never stop early) leaves the image where it is when the
         # direction climbs steeply; the same here.
-        if float(_dot(g, self.direction)) <= 1.0:
+        if float(torch.dot(g, self.direction)) <= 1.0:
             self.x.data.add_(self.direction.view_as(self.x), alpha=self.step_length)
         return loss
 
@@ -97,7 +97,7 @@ class LBFGS:
         (COSINE)."""
         y = self.previous_grad.sub_(g).neg_()
         s = self.direction.mul_(self.step_length)
-        ys, yy, ss = torch.stack([_dot(y, s), _dot(y, y), _dot(s, s)]).tolist()  # one wait
+        ys, yy, ss = torch.stack([torch.dot(y, s), torch.dot(y, y), torch.dot(s, s)]).tolist()  # one wait
         if not (ys > 1e-10 and ys > COSINE * (ss * yy) ** 0.5):
             return
         if self.bank is None:
@@ -144,13 +144,6 @@ class LBFGS:
         _add_rows(q, s_rows, back((alpha - beta)[:, 0]))
 
 
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    if a.dtype == b.dtype:
-        return torch.dot(a, b)
-    total = torch.zeros((), dtype=torch.float32, device=a.device)
-    for start in range(0, a.numel(), CHUNK):
-        total += torch.dot(a[start:start + CHUNK].float(), b[start:start + CHUNK].float())
-    return total
 
 
 def _rows_dot(rows: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

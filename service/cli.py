@@ -509,11 +509,13 @@ def status(ctx: click.Context, once: bool) -> None:
         ctx.exit(0 if daemons else NOT_RUNNING)
     # Several workers (a cluster, a worker per device): each running job once, the first followed.
     devices = {d.run_id: d.device for d in daemons}
+    def line_of(p) -> str:
+        return progress_line(fraction=p.fraction, step=p.step, total=p.total, scale=p.scale, scales=p.scales,
+                             loss=p.losses.get("total"), eta=p.eta)
+
     for other in running[1:]:
-        p = other.progress
         click.echo(f"running: job {other.id} {_clip(other.name, 80)} on {devices.get(other.run_id, other.host)}: "
-                   + progress_line(fraction=p.fraction, step=p.step, total=p.total, scale=p.scale, scales=p.scales,
-                                   loss=p.losses.get("total"), eta=p.eta))
+                   + line_of(other.progress))
     job = running[0]
     click.echo(f"running: job {job.id} {_clip(job.name, 80)} on {devices.get(job.run_id, job.host)} "
                f"(since {local_time(job.started_at)})")
@@ -522,9 +524,7 @@ def status(ctx: click.Context, once: bool) -> None:
     try:
         while True:
             job = store.get(job.id)
-            p = job.progress
-            line = progress_line(fraction=p.fraction, step=p.step, total=p.total, scale=p.scale, scales=p.scales,
-                                 loss=p.losses.get("total"), eta=p.eta)
+            line = line_of(job.progress)
             if job.status != "running":
                 click.echo(("\r" if interactive else "") + f"{line}  -> {job.status}")
                 break
