@@ -1,6 +1,9 @@
 """The heap setting a run computes under: large buffers come from the reusable heap."""
 
 import ctypes
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,6 +31,14 @@ SIZE = 100 * 2**20
 
 
 def test_large_buffers_come_from_the_heap_inside_and_from_mmap_outside():
+    """In a fresh process: in the suite's, a free chunk of 100 MiB left in the heap's bins by an
+    earlier test serves the allocation outside the block from the heap (seen once in four runs)."""
+    found = subprocess.run([sys.executable, "-c", "import test_heap; test_heap._large_buffers_check()"],
+                           cwd=Path(__file__).parent, capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr[-3000:]
+
+
+def _large_buffers_check() -> None:
     with heap.reuse_freed_memory():
         before = _mmapped_bytes()
         buffer = torch.empty(SIZE, dtype=torch.uint8)
