@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from .version import __version__
 from .color import match_colors, preserve_color
 from .device import describe, pick_device, use_bf16
+from .faces import Face, find_faces
 from .heap import release_above, reuse_freed_memory
 from .images import MIN_EDGE, fit_long_edge, to_image, to_tensor, to_uint8
 from .lbfgs import LBFGS
@@ -144,10 +145,11 @@ def stylize(
     budget = memory_budget if memory_budget is not None else default_budget(device)
     plan = plan_run(params, content.size, bf16=bf16, budget=budget, tile=tile)
     blend = _blend_weights(params.style_blend, len(styles))
+    faces = [_faces(style) if params.face_guard == "auto" else [] for style in styles]
     if params.style_color_match:
         styles = [match_colors(style, content) for style in styles]
 
-    run = _Run(params, device, bf16, net, plan, progress, should_stop, started)
+    run = _Run(params, device, bf16, net, plan, progress, should_stop, started, faces)
     run.history = list(resume.history) if resume else []
     finished = list(resume.finished) if resume else []
     first_output = resume.output if resume else 0
@@ -174,8 +176,10 @@ def stylize(
 class _Run:
     """The state of one call of `stylize`, shared by its outputs and scales."""
 
-    def __init__(self, params, device, bf16, net, plan: RunPlan, progress, should_stop, started):
+    def __init__(self, params, device, bf16, net, plan: RunPlan, progress, should_stop, started,
+                 faces: list[list[Face]]):
         self.params, self.device, self.bf16, self.net = params, device, bf16, net
+        self.faces = faces  # per painting: a painting with a face gives no relu5_* target
         self.plan = plan
         self.sizes, self.iterations = plan.sizes, plan.iterations  # per scale
         self.progress, self.should_stop, self.started = progress, should_stop, started
@@ -266,12 +270,13 @@ class _Run:
                 content_features = self._features(content_t, layers)
             content_targets = {k: content_features[k] for k in p.content_layers}
         style_edge = max(MIN_SCALE_EDGE // 4, round(max(size) * p.style_scale))
-        style_targets = {layer: 0.0 for layer in p.style_layers}
-        for style, weight in zip(styles, blend):
-            grams = self._style_grams(style, style_edge)
-            for layer in p.style_layers:
-                style_targets[layer] = style_targets[layer] + weight * grams[layer]
-        layer_weights = p.style_layer_weights or [1.0] * len(p.style_layers)
+        grams = [self._style_grams(style, style_edge) for style in styles]
+        style_targets, layer_weights = {}, []
+        for layer, layer_weight in zip(p.style_layers, p.style_layer_weights or [1.0] * len(p.style_layers)):
+            weights = _painting_weights(layer, blend, self.faces)
+            if weights:  # else every painting has a face: the layer is left out
+                style_targets[layer] = sum(weights[i] * grams[i][layer] for i in weights)
+                layer_weights.append(layer_weight)
         return StyleTransferLoss(
             content_targets=content_targets,
             style_targets=style_targets,
@@ -465,6 +470,7 @@ def _result(finished, content, params, run, weights, device, bf16, setup_seconds
         "iterations_per_scale": list(run.iterations),
         "seeds": [o.seed for o in outputs],
         "variants": [_variant_record(params, index) for index in range(len(outputs))],
+        "faces": _faces_record(params, run.faces),
         "iterations_run": run.step,
         "final_losses": run.last_losses,
         "timings": {
@@ -482,6 +488,17 @@ def _result(finished, content, params, run, weights, device, bf16, setup_seconds
     if device.type == "cuda":
         record["gpu_peak_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return Result(outputs=outputs, record=record, history=run.history, stopped=run.stopped, state=state)
+
+
+def _faces_record(params: Params, faces: list[list[Face]]) -> dict:
+    """What the face guard found in each painting and which layers it kept each painting out of."""
+    deep = [layer for layer in params.style_layers if layer.startswith(FACE_BLOCK)]
+    return {
+        "guard": params.face_guard,
+        "paintings": [[f.to_dict() for f in found] for found in faces],
+        "left_out": {layer: [i + 1 for i, found in enumerate(faces) if found] for layer in deep
+                     if any(faces)},
+    }
 
 
 @contextlib.contextmanager
@@ -512,12 +529,35 @@ def _blend_weights(blend: Sequence[float] | None, count: int) -> list[float]:
     return [w / total for w in blend]
 
 
+def _painting_weights(layer: str, blend: Sequence[float], faces: Sequence[Sequence[Face]]) -> dict[int, float]:
+    """Each painting's share of `layer`'s target: its blend weight, except that a painting with a
+    face gives no target for the deepest block (relu5_*, whose Gram matrix would ask the picture
+    for that face: see faces.py); the others' weights are scaled to sum to 1."""
+    deep = layer.startswith(FACE_BLOCK)
+    weights = {i: w for i, w in enumerate(blend) if w > 0 and not (deep and faces[i])}
+    if len(weights) == len(blend):
+        return weights
+    total = sum(weights.values())
+    return {i: w / total for i, w in weights.items()}
+
+
+def _faces(style: Image.Image) -> list[Face]:
+    key = _image_digest(style)
+    if key not in _FACES_CACHE:
+        _FACES_CACHE[key] = find_faces(style)
+        while len(_FACES_CACHE) > _STYLE_CACHE_SIZE:
+            _FACES_CACHE.popitem(last=False)
+    return _FACES_CACHE[key]
+
+
 def _image_digest(img: Image.Image) -> str:
     return hashlib.sha1(img.tobytes() + repr(img.size).encode()).hexdigest()
 
 
 _STYLE_CACHE: "collections.OrderedDict[tuple, dict[str, torch.Tensor]]" = collections.OrderedDict()
 _STYLE_CACHE_SIZE = 32
+_FACES_CACHE: "collections.OrderedDict[str, list[Face]]" = collections.OrderedDict()
+FACE_BLOCK = ("relu5_", "conv5_")  # the layers whose targets a painting with a face does not give
 
 
 @functools.lru_cache(maxsize=2)
@@ -541,10 +581,13 @@ def preload(params: Params = Params()) -> None:
     device = pick_device(params.device)
     _network(params.weights, params.pooling, device, params.deepest_layer(), use_bf16(params.precision, device))
     from skimage import color, exposure  # noqa: F401  (imported lazily by color.py)
+    if params.face_guard == "auto":
+        find_faces(Image.new("RGB", (64, 64)))  # the face detector's weights and first run
 
 
 def clear_caches() -> None:
     """Forget the loaded networks and style targets (tests; freeing GPU memory)."""
     _STYLE_CACHE.clear()
+    _FACES_CACHE.clear()
     _network.cache_clear()
     _weights.cache_clear()

@@ -21,6 +21,7 @@ from .topology import LAYER_NAMES
 OPTIMIZERS = ("lbfgs", "adam")
 POOLINGS = ("max", "avg")
 PRECISIONS = ("auto", "fp32", "bf16")
+FACE_GUARDS = ("auto", "off")  # see faces.py
 INITS = ("content", "noise")  # any other value is an image the caller supplies
 LR_SCHEDULES = ("plateau", "constant")
 SCHEDULES = ("auto", "scales")
@@ -94,6 +95,7 @@ class Params:
     preserve_color: bool = False
     color_correction: bool = True
     style_color_match: bool = False
+    face_guard: str = "auto"  # "auto": a painting with a face gives no relu5_* target (faces.py)
 
     @classmethod
     def from_mapping(
@@ -124,6 +126,7 @@ class Params:
         _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _one_of("schedule", self.schedule, SCHEDULES)
         _one_of("pooling", self.pooling, POOLINGS)
+        _one_of("face_guard", self.face_guard, FACE_GUARDS)
         _one_of("precision", self.precision, PRECISIONS)
         for name in ("content_layers", "style_layers"):
             layers = getattr(self, name)

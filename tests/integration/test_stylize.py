@@ -183,6 +183,35 @@ def test_several_styles_blend_and_preserve_color(content_image, style_image):
         stylize(content_image, [style_image], params=Params(**TINY, style_blend=(1.0, 2.0)))
 
 
+def test_a_painting_with_a_face_gives_no_deepest_target_and_the_record_says_so(content_image, style_image):
+    """A portrait's relu5_1 Gram matrix asks the picture for its face (docs/quality.md): with the
+    face guard (the default) a painting with a face is left out of relu5_1's target, exactly as
+    if the job had listed the other layers; a painting without a face keeps every layer."""
+    import skimage.data
+
+    portrait = Image.fromarray(skimage.data.astronaut())
+    portrait.thumbnail((256, 256))  # its face about 45 px: found (faces.MIN_FACE is 20)
+    small = dict(size=64, iterations=4)
+    guarded = stylize(content_image, [portrait], params=Params(**small))
+    assert guarded.record["faces"]["left_out"] == {"relu5_1": [1]}
+    assert guarded.record["faces"]["paintings"][0][0]["probability"] > 0.99
+    listed = stylize(content_image, [portrait], params=Params(
+        **small, face_guard="off", style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1")))
+    assert listed.record["faces"] == {"guard": "off", "paintings": [[]], "left_out": {}}
+    assert np.array_equal(pixels(guarded.outputs[0].stylized), pixels(listed.outputs[0].stylized))
+    unguarded = stylize(content_image, [portrait], params=Params(**small, face_guard="off"))
+    assert not np.array_equal(pixels(guarded.outputs[0].stylized), pixels(unguarded.outputs[0].stylized))
+
+    # Blended with a painting without a face, that painting alone gives relu5_1's target.
+    blend = stylize(content_image, [portrait, style_image], params=Params(**small))
+    assert blend.record["faces"]["left_out"] == {"relu5_1": [1]}
+    assert [bool(found) for found in blend.record["faces"]["paintings"]] == [True, False]
+    plain = stylize(content_image, [style_image], params=Params(**small))
+    assert plain.record["faces"]["left_out"] == {}
+    off = stylize(content_image, [style_image], params=Params(**small, face_guard="off"))
+    assert np.array_equal(pixels(plain.outputs[0].stylized), pixels(off.outputs[0].stylized))
+
+
 def test_adam_with_noise_init_lowers_the_loss(content_image, style_image):
     p = Params(**TINY, optimizer="adam", learning_rate=0.05, init="noise")
     result = stylize(content_image, [style_image], params=p)

@@ -102,3 +102,20 @@ def test_an_ending_published_before_a_crash_is_finished_not_written_twice(site):
     assert [p.name for p in site.outbox_dir.iterdir()] == [published.name]
     ended = site.store.get(job.id)
     assert ended.state == JobStatus.FAILED and ended.error == "before the crash"
+
+
+def test_a_portraits_job_says_in_its_log_and_record_that_its_face_was_kept_out(site):
+    import skimage.data
+    from PIL import Image
+
+    site.pair("portrait")
+    painting = Image.fromarray(skimage.data.astronaut())
+    painting.thumbnail((256, 256))
+    painting.save(site.inbox / "portrait.style.png")
+    (site.inbox / "portrait.toml").write_text("size = 128\niterations = 2\n")
+    site.scan()
+    assert _worker(site).run(_claim(site)) == JobStatus.DONE
+    folder = site.outbox_dir / site.jobs()["portrait"].outbox_dir
+    record = json.loads((folder / "job.json").read_text())
+    assert record["record"]["faces"]["left_out"] == {"relu5_1": [1]}
+    assert "painting 1 has a face (4% of its canvas): its relu5_1 target was left out" in (folder / "job.log").read_text()

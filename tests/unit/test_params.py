@@ -33,7 +33,8 @@ def test_limits_are_the_operators():
 @pytest.mark.parametrize(
     "key,value",
     [("size", "big"), ("size", True), ("size", 1.5), ("style_weight", math.nan), ("style_weight", math.inf),
-     ("preserve_color", "yes"), ("optimizer", 3), ("style_layers", [1, 2]), ("scales", [0.5])],
+     ("preserve_color", "yes"), ("optimizer", 3), ("style_layers", [1, 2]), ("scales", [0.5]),
+     ("face_guard", "on")],
 )
 def test_wrong_types_and_values_are_rejected(key, value):
     with pytest.raises(ParamError, match=key):
