@@ -224,12 +224,27 @@ def _flatten(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
 
 
+def check() -> str:
+    """Load the detector and look at one picture (`nst doctor`): where its weights are, or a
+    WeightsError that says what to do."""
+    find_faces(Image.new("RGB", (64, 64)))
+    return str(importlib.resources.files("nst_engine") / "data" / "mtcnn")
+
+
 @functools.lru_cache(maxsize=1)
 def _networks() -> dict:
+    from .weights import WeightsError
+
     folder = importlib.resources.files("nst_engine") / "data" / "mtcnn"
     nets = {}
     for name, forward in (("pnet", _pnet), ("rnet", _rnet), ("onet", _onet)):
-        with importlib.resources.as_file(folder / f"{name}.pt") as path:
-            weights = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            with importlib.resources.as_file(folder / f"{name}.pt") as path:
+                weights = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # missing or damaged: the install is broken, not the job
+            raise WeightsError(
+                f"the face detector's weights ({folder / (name + '.pt')}) cannot be read: {type(e).__name__}: {e}",
+                hint="reinstall nst (its package ships them), or set face_guard = \"off\" to stylize without "
+                     "looking for faces in the paintings") from None
         nets[name] = functools.partial(forward, weights)
     return nets

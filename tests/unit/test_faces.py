@@ -51,3 +51,21 @@ def test_no_face_that_counts_in_the_sample_paintings(name):
     # The Scream's figure has a face, small and never copied into a picture (docs/quality.md):
     # the detector does not count it, so its paintings keep every style layer.
     assert find_faces(Image.open(SAMPLES / name)) == []
+
+
+def test_missing_detector_weights_fail_the_job_with_advice_not_a_traceback(monkeypatch, tmp_path):
+    import importlib.resources
+
+    from nst_engine import faces
+    from nst_engine.weights import WeightsError
+
+    faces._networks.cache_clear()
+    monkeypatch.setattr(importlib.resources, "files", lambda package: tmp_path)  # an install without them
+    try:
+        with pytest.raises(WeightsError, match="face detector's weights") as raised:
+            find_faces(astronaut())
+        assert 'face_guard = "off"' in raised.value.hint
+    finally:
+        monkeypatch.undo()
+        faces._networks.cache_clear()
+    assert len(find_faces(astronaut())) == 1
