@@ -123,6 +123,7 @@ def stylize(
     from nst_engine import stylize as run_stylize
     from nst_engine.errors import advice
 
+    from .display import face_guard_lines
     from .files import write_image_atomic
 
     try:
@@ -137,6 +138,9 @@ def stylize(
                              memory_budget=config.worker.memory_budget())
         if reporter:
             reporter.close()
+        if not quiet:
+            for line in face_guard_lines(result.record):
+                click.echo(line, err=True)
     except ValueError as e:  # every UserError, with its advice; the engine's other refusals
         raise CommandError(f"{e}; {advice(e)}") from None
     except KeyboardInterrupt:

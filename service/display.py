@@ -73,3 +73,15 @@ def estimate_text(estimate: dict[str, Any] | None, seconds_per_mpix_iteration: f
         parts.append(f"about {duration(seconds_per_mpix_iteration * estimate['work_mpix_iterations'])}"
                      f" on {estimate.get('device', 'this device')}")
     return "; ".join(parts)
+
+
+def face_guard_lines(record: dict[str, Any]) -> list[str]:
+    """What the face guard did, for the job's log: which painting had a face, which layer it left out."""
+    faces = record.get("faces") or {}
+    lines = []
+    for layer, paintings in (faces.get("left_out") or {}).items():
+        for number in paintings:
+            share = max(f["share"] for f in faces["paintings"][number - 1])
+            lines.append(f"painting {number} has a face ({share:.0%} of its canvas): its {layer} target was left out "
+                         f"so that its eyes and mouth are not painted into the picture (face_guard = \"off\" keeps it)")
+    return lines

@@ -22,6 +22,7 @@ from nst_engine.params import ParamError
 
 from .. import __version__
 from ..config import Config
+from ..display import face_guard_lines
 from ..files import image_bytes, write_bytes_atomic
 from ..models import Job
 from ..status import JobProgress, JobStatus
@@ -156,7 +157,7 @@ class Worker:
         else:
             ending = "finished"
         joblog.write(f"{ending} in {elapsed:.1f} s; final losses {json.dumps(result.record['final_losses'])}")
-        for line in _face_guard_lines(result.record):
+        for line in face_guard_lines(result.record):
             joblog.write(line)
         return self._publish(job, joblog, params, content, styles, result, status)
 
@@ -333,18 +334,6 @@ class _Reporter:
             write_bytes_atomic(config.live_losses(self.job.id), json.dumps(curve).encode())
         except OSError as e:  # a full disk costs the live view, never the job
             log.warning("job %d: live preview not written (%s)", self.job.id, e)
-
-
-def _face_guard_lines(record: dict[str, Any]) -> list[str]:
-    """What the face guard did, for the job's log: which painting had a face, which layer it left out."""
-    faces = record.get("faces") or {}
-    lines = []
-    for layer, paintings in (faces.get("left_out") or {}).items():
-        for number in paintings:
-            share = max(f["share"] for f in faces["paintings"][number - 1])
-            lines.append(f"painting {number} has a face ({share:.0%} of its canvas): its {layer} target was left out "
-                         f"so that its eyes and mouth are not painted into the picture (face_guard = \"off\" keeps it)")
-    return lines
 
 
 def _scale_marks(record: dict[str, Any], params: Params) -> list[tuple[int, str]]:

@@ -31,6 +31,19 @@ def test_stylize_numbers_several_outputs(tmp_path, pair_files):
     assert sorted(p.name for p in tmp_path.glob("v-*")) == ["v-1.jpg", "v-2.jpg"]
 
 
+def test_stylize_says_when_a_paintings_face_was_kept_out(tmp_path, pair_files):
+    import skimage.data
+
+    content, style = pair_files
+    portrait = tmp_path / "portrait.png"
+    Image.fromarray(skimage.data.astronaut()).resize((256, 256)).save(portrait)
+    for painting, said in ((portrait, True), (style, False)):
+        result = CliRunner().invoke(main, ["stylize", str(content), str(painting), "-o", str(tmp_path / "o.png"),
+                                           "--size", "128", "--iterations", "2"])
+        assert result.exit_code == 0, result.output
+        assert ("painting 1 has a face (4% of its canvas): its relu5_1 target was left out" in result.stderr) == said
+
+
 def test_user_errors_are_one_line_and_exit_1(tmp_path, pair_files):
     content, style = pair_files
     bad = tmp_path / "bad.jpg"
