@@ -59,4 +59,6 @@ def cpu_flags() -> str:
     except OSError:
         return "unknown"
     wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    return " ".join(f for f in wanted if f in flags) or "none of " + " ".join(wanted)
+    found = " ".join(f for f in wanted if f in flags) or "none of " + " ".join(wanted)
+    capped = os.environ.get("ONEDNN_MAX_CPU_ISA")  # another class emulated (README: Tests)
+    return f"{found} (capped: ONEDNN_MAX_CPU_ISA={capped})" if capped else found

@@ -2,12 +2,15 @@
 with its real weights: a photographed face, the same face pasted into a painting, and the
 sample paintings, which hold none that counts."""
 
+from pathlib import Path
+
 import pytest
 import skimage.data
 from PIL import Image
 
-from conftest import SAMPLES
 from nst_engine.faces import find_faces
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
 # The astronaut's face in scikit-image's photograph, as fractions of its width and height
 # (marked by eye: hairline to chin, ear to ear).
