@@ -145,7 +145,9 @@ def stylize(
     budget = memory_budget if memory_budget is not None else default_budget(device)
     plan = plan_run(params, content.size, bf16=bf16, budget=budget, tile=tile)
     blend = _blend_weights(params.style_blend, len(styles))
-    faces = [_faces(style) if params.face_guard == "auto" else [] for style in styles]
+    # A job whose style layers are all in the deepest block asked for exactly them: no guard.
+    guard = params.face_guard == "auto" and not all(layer.startswith(FACE_BLOCK) for layer in params.style_layers)
+    faces = [_faces(style) if guard else [] for style in styles]
     if params.style_color_match:
         styles = [match_colors(style, content) for style in styles]
 

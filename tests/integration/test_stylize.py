@@ -211,6 +211,10 @@ def test_a_painting_with_a_face_gives_no_deepest_target_and_the_record_says_so(c
     off = stylize(content_image, [style_image], params=Params(**small, face_guard="off"))
     assert np.array_equal(pixels(plain.outputs[0].stylized), pixels(off.outputs[0].stylized))
 
+    # A job that lists only the deepest block's layers asked for exactly them: it keeps them.
+    deep_only = stylize(content_image, [portrait], params=Params(size=64, iterations=2, style_layers=("relu5_1",)))
+    assert deep_only.record["faces"]["left_out"] == {} and deep_only.record["final_losses"]["style"] > 0
+
 
 def test_adam_with_noise_init_lowers_the_loss(content_image, style_image):
     p = Params(**TINY, optimizer="adam", learning_rate=0.05, init="noise")
