@@ -25,6 +25,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .weights import WeightsError
+
+# The layers whose targets a painting with a face does not give (optimize.py): the deepest
+# block, whose Gram matrices are the face.
+FACE_BLOCK = ("relu5_", "conv5_")
 DETECT_EDGE = 512  # px: the painting is looked at this size (the style targets' own size)
 MIN_FACE = 20  # px at DETECT_EDGE: smaller faces are texture to every style layer
 PYRAMID_STEP = 0.709  # MTCNN's: each pyramid level's side is 0.709 of the last (area halves)
@@ -61,9 +66,8 @@ def find_faces(image: Image.Image) -> list[Face]:
     pixels = pixels.view(height, width, 3).permute(2, 0, 1).unsqueeze(0).float()
     with torch.no_grad():
         boxes = _detect(pixels)
-    faces = [Face((float(b[0]) / width, float(b[1]) / height, float(b[2]) / width, float(b[3]) / height), float(b[4]))
-             for b in boxes]
-    faces = [Face(tuple(min(1.0, max(0.0, v)) for v in f.box), f.probability) for f in faces]
+    scale = torch.tensor([width, height, width, height], dtype=boxes.dtype)
+    faces = [Face(tuple(float(v) for v in (b[:4] / scale).clamp(0.0, 1.0)), float(b[4])) for b in boxes]
     return sorted((f for f in faces if f.probability >= MIN_PROBABILITY and f.share >= MIN_SHARE),
                   key=lambda f: -f.probability)
 
@@ -224,17 +228,15 @@ def _flatten(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
 
 
-def check() -> str:
-    """Load the detector and look at one picture (`nst doctor`): where its weights are, or a
-    WeightsError that says what to do."""
+def ready() -> str:
+    """Load the detector and run it once (a service's warm-up, `nst doctor`): where its weights
+    are, or a WeightsError that says what to do."""
     find_faces(Image.new("RGB", (64, 64)))
     return str(importlib.resources.files("nst_engine") / "data" / "mtcnn")
 
 
 @functools.lru_cache(maxsize=1)
 def _networks() -> dict:
-    from .weights import WeightsError
-
     folder = importlib.resources.files("nst_engine") / "data" / "mtcnn"
     nets = {}
     for name, forward in (("pnet", _pnet), ("rnet", _rnet), ("onet", _onet)):

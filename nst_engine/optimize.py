@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from .version import __version__
 from .color import match_colors, preserve_color
 from .device import describe, pick_device, use_bf16
-from .faces import Face, find_faces
+from .faces import FACE_BLOCK, Face, find_faces, ready as faces_ready
 from .heap import release_above, reuse_freed_memory
 from .images import MIN_EDGE, fit_long_edge, to_image, to_tensor, to_uint8
 from .lbfgs import LBFGS
@@ -311,10 +311,7 @@ class _Run:
             else:
                 tiles = plan_tiles(height, width, tile, halo_for(layers))
                 grams = tiled_grams(self._features, style_t, layers, tiles)
-        _STYLE_CACHE[key] = grams
-        while len(_STYLE_CACHE) > _STYLE_CACHE_SIZE:
-            _STYLE_CACHE.popitem(last=False)
-        return grams
+        return _remember(_STYLE_CACHE, key, grams)
 
     def _optimize(self, image, loss_fn, output_index, scale_index, start_iteration, finished) -> torch.Tensor:
         p = self.params
@@ -545,11 +542,18 @@ def _painting_weights(layer: str, blend: Sequence[float], faces: Sequence[Sequen
 
 def _faces(style: Image.Image) -> list[Face]:
     key = _image_digest(style)
-    if key not in _FACES_CACHE:
-        _FACES_CACHE[key] = find_faces(style)
-        while len(_FACES_CACHE) > _STYLE_CACHE_SIZE:
-            _FACES_CACHE.popitem(last=False)
-    return _FACES_CACHE[key]
+    found = _FACES_CACHE.get(key)
+    return _remember(_FACES_CACHE, key, find_faces(style) if found is None else found)
+
+
+def _remember(cache: collections.OrderedDict, key, value):
+    """Keep `value` in one of the painting caches, the least recently used going past
+    _STYLE_CACHE_SIZE entries."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > _STYLE_CACHE_SIZE:
+        cache.popitem(last=False)
+    return value
 
 
 def _image_digest(img: Image.Image) -> str:
@@ -559,7 +563,6 @@ def _image_digest(img: Image.Image) -> str:
 _STYLE_CACHE: "collections.OrderedDict[tuple, dict[str, torch.Tensor]]" = collections.OrderedDict()
 _STYLE_CACHE_SIZE = 32
 _FACES_CACHE: "collections.OrderedDict[str, list[Face]]" = collections.OrderedDict()
-FACE_BLOCK = ("relu5_", "conv5_")  # the layers whose targets a painting with a face does not give
 
 
 @functools.lru_cache(maxsize=2)
@@ -584,7 +587,7 @@ def preload(params: Params = Params()) -> None:
     _network(params.weights, params.pooling, device, params.deepest_layer(), use_bf16(params.precision, device))
     from skimage import color, exposure  # noqa: F401  (imported lazily by color.py)
     if params.face_guard == "auto":
-        find_faces(Image.new("RGB", (64, 64)))  # the face detector's weights and first run
+        faces_ready()
 
 
 def clear_caches() -> None:

@@ -81,7 +81,7 @@ def _face_detector(config: Config) -> Check:
     from nst_engine.weights import WeightsError
 
     try:
-        return True, "face detector", f"MTCNN, weights in {faces.check()}"
+        return True, "face detector", f"MTCNN, weights in {faces.ready()}"
     except WeightsError as e:
         return False, "face detector", f"{e}: {e.hint}"
 
