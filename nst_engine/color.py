@@ -10,6 +10,10 @@ from PIL import Image
 MAX_CHROMA_GAIN = 4.0
 STATS_PIXELS = 4_000_000  # colour statistics from at most this many pixels of a picture
 BAND_PIXELS = 1_000_000  # colours converted this many at a time
+# Up to this many pixels a picture's distinct colours are found by sorting (a 512 px picture in
+# 4 ms); above it, by marking a table of every 24-bit colour, whose 80 MiB cost a fixed 50 ms
+# and which beats sorting from about a megapixel (3 Mpx: 54 against 113 ms).
+SORT_PIXELS = 1_000_000
 
 
 def preserve_color(stylized: Image.Image, content: Image.Image) -> Image.Image:
@@ -53,11 +57,8 @@ def match_colors(image: Image.Image, reference: Image.Image) -> Image.Image:
     transform = _chroma_transform(src_ab, ref_ab)
     src_mean, ref_mean = src_ab.mean(axis=0), ref_ab.mean(axis=0)
     rgb = np.asarray(image.convert("RGB"))
-    codes = _colour_codes(rgb)
-    present = np.zeros(1 << 24, dtype=bool)
-    present[codes] = True
-    distinct = np.flatnonzero(present).astype(np.uint32)
-    table = np.zeros((1 << 24, 3), dtype=np.uint8)  # colour code -> corrected colour (48 MiB)
+    distinct, inverse = _distinct_colours(_colour_codes(rgb))
+    corrected = np.empty((len(distinct), 3), dtype=np.uint8)  # for each distinct colour
     for start in range(0, len(distinct), BAND_PIXELS):  # a bounded CIELAB copy at a time
         part = distinct[start:start + BAND_PIXELS]
         lab = color.rgb2lab(_colours(part)[None])[0]
@@ -68,8 +69,21 @@ def match_colors(image: Image.Image, reference: Image.Image) -> Image.Image:
             # and warns about: the clip is what is wanted (the nearest displayable colour).
             warnings.filterwarnings("ignore", message=".*negative Z values", category=UserWarning)
             back = color.lab2rgb(lab[None])[0]
-        table[part] = (np.clip(back, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    return Image.fromarray(table[codes].reshape(rgb.shape), "RGB")
+        corrected[start:start + len(part)] = (np.clip(back, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return Image.fromarray(corrected[inverse].reshape(rgb.shape), "RGB")
+
+
+def _distinct_colours(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct colour codes, ascending, and each pixel's index among them."""
+    if codes.size <= SORT_PIXELS:
+        distinct, inverse = np.unique(codes, return_inverse=True)
+        return distinct, inverse.ravel()
+    present = np.zeros(1 << 24, dtype=bool)
+    present[codes] = True
+    distinct = np.flatnonzero(present).astype(np.uint32)
+    index = np.empty(1 << 24, dtype=np.uint32)  # colour code -> its place in `distinct` (64 MiB)
+    index[distinct] = np.arange(len(distinct), dtype=np.uint32)
+    return distinct, index[codes]
 
 
 def _colour_codes(rgb: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ import hashlib
 import math
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
@@ -82,8 +82,16 @@ class RunState:
 class Output:
     seed: int
     stylized: Image.Image
-    corrected: Image.Image | None
     variant: str = "as given"  # what this output changes (Params.variant_name)
+    # The photograph whose colours `corrected` takes; None where no colour correction was asked.
+    reference: Image.Image | None = field(default=None, repr=False)
+
+    @functools.cached_property
+    def corrected(self) -> Image.Image | None:
+        """`stylized` in the photograph's colours, computed when first asked for: a caller that
+        writes its pictures on another thread (the service's writer) pays for it there, not on
+        the thread that drives the device (a 512 px picture: about 0.1 s on a CPU core)."""
+        return None if self.reference is None else match_colors(self.stylized, self.reference)
 
 
 @dataclass
@@ -452,9 +460,8 @@ def _result(finished, content, params, run, weights, device, bf16, setup_seconds
         stylized = to_image(pixels)
         if params.preserve_color:
             stylized = preserve_color(stylized, content)
-        corrected = match_colors(stylized, content) if params.color_correction else None
-        outputs.append(Output(seed=params.variant(index).seed, stylized=stylized, corrected=corrected,
-                              variant=Params.variant_name(index)))
+        outputs.append(Output(seed=params.variant(index).seed, stylized=stylized, variant=Params.variant_name(index),
+                              reference=content if params.color_correction else None))
     total = time.perf_counter() - run.started
     record = {
         "engine": __version__,
@@ -476,7 +483,7 @@ def _result(finished, content, params, run, weights, device, bf16, setup_seconds
             "setup_s": round(setup_seconds, 3),
             "optimize_s": round(run.optimize_seconds, 3),
             "targets_s": round(run.targets_seconds, 3),
-            "outputs_s": round(time.perf_counter() - outputs_started, 3),  # pictures, colour correction
+            "outputs_s": round(time.perf_counter() - outputs_started, 3),  # the pictures (colour correction: on demand)
             "total_s": round(total, 3),
             "seconds_per_iteration": run.seconds_per_iteration,
         },

@@ -30,7 +30,6 @@ from .config import Config, redact_url
 from .display import printable
 from .pipeline.intake import SWEEP_S, Intake
 from .pipeline.outbox import Outbox
-from .status import JobStatus
 from .store import Store
 
 log = logging.getLogger("nst.daemon")
@@ -194,6 +193,8 @@ class Daemon:
         finally:
             sd_notify("STOPPING=1")
             self._wake_for_stop()
+            if self.worker is not None:
+                self.worker.close()  # the folders of jobs already computed are written
             if self.processes is not None:
                 self.processes.stop()
             self._stop_observer()
@@ -225,6 +226,10 @@ class Daemon:
             if blocked_reported:
                 log.warning("the outbox is writable again; going on")
                 blocked_reported = None
+            pause = self.worker.pause_left()
+            if pause > 0:  # a job's results could not be written a moment ago
+                self.stopping.wait(pause)
+                continue
             cluster = self.config.cluster
             try:
                 job = self.store.claim_next(
@@ -248,17 +253,8 @@ class Daemon:
             log.info("starting job %d %r (attempt %d)", job.id, job.name, job.attempts)
             try:
                 self.worker.run(job)
-            except Exception as e:
-                # The outbox or store failed under the job (disk full, permissions): the job
-                # goes back to the queue with its inputs, and runs again after a pause.
-                log.error("job %d could not be finished (%s); it waits %g s and runs again", job.id, e,
-                          self.config.worker.retry_seconds)
-                try:
-                    self.store.transition(job.id, JobStatus.QUEUED, run_id=self.run_id,
-                                          error=f"waiting to run again: could not write its results ({e})")
-                except Exception:
-                    log.exception("could not re-queue job %d", job.id)
-                self.stopping.wait(self.config.worker.retry_seconds)
+            except Exception as e:  # the outbox or store failed under the job before it ran
+                self.worker.requeue(job.id, e)
             sd_notify("STATUS=idle")
 
     def _supervise_loop(self) -> None:
@@ -434,10 +430,9 @@ class Daemon:
                 self.stop()
                 break
             worker = self.worker
-            job_id = worker.current_job
-            if job_id is not None:
+            for job_id in worker.held_jobs():
                 try:
-                    if not self.store.heartbeat_job(job_id, self.run_id):
+                    if not self.store.heartbeat_job(job_id, self.run_id) and job_id == worker.current_job:
                         log.error("job %d was taken over by another worker; abandoning it", job_id)
                         worker.lost_claim = True
                 except Exception as e:

@@ -38,8 +38,9 @@ class JobFolder:
     files: dict[str, bytes] = field(default_factory=dict)  # relative name -> contents
     inputs_dir: Path | None = None  # copied as inputs/
 
-    def add_image(self, name: str, img: Image.Image) -> None:
-        self.files[name] = image_bytes(img, Path(name).suffix)
+    def add_image(self, name: str, img: Image.Image, *, fast: bool = False) -> None:
+        """`fast`: a drawing to glance at, compressed quickly rather than small."""
+        self.files[name] = image_bytes(img, Path(name).suffix, fast=fast)
 
     def add_text(self, name: str, text: str) -> None:
         self.files[name] = text.encode("utf-8")

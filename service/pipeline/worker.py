@@ -10,7 +10,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -31,6 +31,7 @@ from .drawing import loss_plot, preview
 from .ending import Ending, Endings
 from .inbox import safe_component
 from .outbox import JobFolder, Outbox
+from .publisher import Publisher
 
 log = logging.getLogger("nst.worker")
 
@@ -57,11 +58,17 @@ class JobLog:
         self._file.flush()
 
     def close(self) -> None:
-        self._file.close()
+        self._file.close()  # again is a no-op: the writer of the job's ending closes it first
+
+
+# What is left of a job once it is computed: its ending to write, given the job's log (None:
+# nothing to write, the job went back to the queue or to another worker).
+Write = Callable[[JobLog], None] | None
 
 
 class Worker:
-    """Runs jobs one at a time for one daemon start (`run_id`)."""
+    """Runs jobs one at a time for one daemon start (`run_id`); each job's folder is written by
+    the publisher thread while the next job computes."""
 
     def __init__(self, config: Config, store: Store, outbox: Outbox, run_id: str,
                  stopping: threading.Event) -> None:
@@ -74,6 +81,8 @@ class Worker:
         self.last_progress = time.monotonic()  # the liveness thread reads this
         self.lost_claim = False  # set by the liveness thread when another worker took our job
         self.endings = Endings(config, store, outbox)
+        self.publisher = Publisher(on_failure=self.requeue)
+        self._resume_at = 0.0  # after a failed write, no claim before this (monotonic)
 
     def warm_up(self) -> None:
         """Before the first job: the network for the default parameters, the colour and drawing
@@ -89,27 +98,68 @@ class Worker:
         log.info("network and helpers loaded in %.1f s", time.perf_counter() - started)
 
     def run(self, job: Job) -> JobStatus:
-        """Run a job this daemon has claimed, to whatever end; never raises for a job's fault."""
+        """Run a job this daemon has claimed, to whatever end; never raises for a job's fault.
+        Returns once the job is computed and its ending handed to the publisher: the status it
+        ends in once written (`drain` waits for that)."""
         self.current_job = job.id
         self.lost_claim = False
         self.last_progress = time.monotonic()
         joblog = JobLog(self.config.live_log(job.id))
+        handed = False
         try:
             published = self.endings.published(job, run_id=self.run_id)
             if published is not None:
                 return published.status
             max_attempts = self.config.worker.max_attempts
             if job.attempts > max_attempts:
-                return self._fail(job, joblog, f"the service stopped during this job {job.attempts - 1} times; "
-                                  f"giving up (max_attempts = {max_attempts} in config.toml)",
-                                  "the job may be too large for this machine: lower size, or raise max_attempts")
-            return self._run(job, joblog)
+                status, write = self._fail(
+                    job, joblog, f"the service stopped during this job {job.attempts - 1} times; "
+                    f"giving up (max_attempts = {max_attempts} in config.toml)",
+                    "the job may be too large for this machine: lower size, or raise max_attempts")
+            else:
+                status, write = self._run(job, joblog)
+            if write is not None:
+                # Waits while the job before is still written; the claim is renewed meanwhile.
+                self.publisher.submit(job.id, lambda: _closing(write, joblog))
+                handed = True
+            return status
         finally:
-            joblog.close()
+            if not handed:
+                joblog.close()
             self.current_job = None
             release_heap()  # an idle service does not sit on the last job's pictures
 
-    def _run(self, job: Job, joblog: JobLog) -> JobStatus:
+    def held_jobs(self) -> tuple[int, ...]:
+        """The jobs this worker holds a claim on: the one computing and those being written."""
+        computing = (self.current_job,) if self.current_job is not None else ()
+        return computing + tuple(j for j in self.publisher.held() if j not in computing)
+
+    def drain(self) -> None:
+        """Wait until every ending handed over is written."""
+        self.publisher.drain()
+
+    def close(self) -> None:
+        """Write what was handed over, then stop the publisher thread (the daemon's stop)."""
+        self.publisher.close()
+
+    def pause_left(self) -> float:
+        """Seconds to wait before the next claim: a pause after a job's results could not be written."""
+        return max(0.0, self._resume_at - time.monotonic())
+
+    def requeue(self, job_id: int, error: Exception) -> None:
+        """A job whose results could not be written (the outbox or the store failed under it:
+        a full disk, permissions) goes back to the queue with its inputs and runs again after a
+        pause, which this worker keeps before its next claim."""
+        retry = self.config.worker.retry_seconds
+        log.error("job %d could not be finished (%s); it waits %g s and runs again", job_id, error, retry)
+        self._resume_at = time.monotonic() + retry
+        try:
+            self.store.transition(job_id, JobStatus.QUEUED, run_id=self.run_id,
+                                  error=f"waiting to run again: could not write its results ({error})")
+        except Exception:
+            log.exception("could not re-queue job %d", job_id)
+
+    def _run(self, job: Job, joblog: JobLog) -> tuple[JobStatus, Write]:
         started = time.perf_counter()
         joblog.write(f"job {job.id} {job.name!r} attempt {job.attempts} on {os.uname().nodename}, "
                      f"nst {__version__}, run {self.run_id}")
@@ -131,7 +181,7 @@ class Worker:
         except StoreError as e:
             joblog.write(f"stopped: {e}")
             log.error("job %d: %s", job.id, e)
-            return JobStatus.QUEUED
+            return JobStatus.QUEUED, None
         except Exception as e:  # an internal bug: the job fails loudly, the daemon lives on
             joblog.write("internal error:\n" + traceback.format_exc())
             log.exception("job %d: internal error", job.id)
@@ -140,14 +190,14 @@ class Worker:
 
         if self.lost_claim:
             joblog.write("another worker took this job over; leaving it to that worker")
-            return JobStatus.RUNNING
+            return JobStatus.RUNNING, None
         if result.stopped and not reporter.cancelled:
             # Shutting down: keep the place, give the job back to the queue.
             self._save_checkpoint(job.id, result.state)
             joblog.write(f"stopping for shutdown at step {result.state.iteration} of scale "
                          f"{result.state.scale + 1}; checkpoint saved, the job will resume")
             self.store.transition(job.id, JobStatus.QUEUED, run_id=self.run_id)
-            return JobStatus.QUEUED
+            return JobStatus.QUEUED, None
         status = JobStatus.CANCELLED if reporter.cancelled else JobStatus.DONE
         elapsed = time.perf_counter() - started
         if resume is not None and resume.complete(params.outputs):
@@ -159,7 +209,7 @@ class Worker:
         joblog.write(f"{ending} in {elapsed:.1f} s; final losses {json.dumps(result.record['final_losses'])}")
         for line in face_guard_lines(result.record):
             joblog.write(line)
-        return self._publish(job, joblog, params, content, styles, result, status)
+        return status, lambda log_: self._publish(job, log_, params, content, styles, result, status)
 
     def _images(self, job: Job, params: Params):
         """The job's pictures, each decoded no larger than twice what the run will look at."""
@@ -207,14 +257,18 @@ class Worker:
 
     # -- endings ----------------------------------------------------------------------
 
-    def _fail(self, job: Job, joblog: JobLog, message: str, hint: str) -> JobStatus:
+    def _fail(self, job: Job, joblog: JobLog, message: str, hint: str) -> tuple[JobStatus, Write]:
         joblog.write(f"failed: {message}")
-        joblog.close()
-        self.endings.write(job, Ending(JobStatus.FAILED, error=message, hint=hint), run_id=self.run_id)
         log.warning("job %d %r failed: %s", job.id, job.name, message)
-        return JobStatus.FAILED
 
-    def _publish(self, job, joblog, params, content, styles, result, status) -> JobStatus:
+        def write(joblog: JobLog) -> None:
+            joblog.close()
+            self.endings.write(job, Ending(JobStatus.FAILED, error=message, hint=hint), run_id=self.run_id)
+        return JobStatus.FAILED, write
+
+    def _publish(self, job, joblog, params, content, styles, result, status) -> None:
+        """On the publisher thread: the pictures encoded, the preview and loss plot drawn, the
+        folder written and the status moved."""
         folder = JobFolder(job.id, job.name)
         outputs: list[str] = []
         variants: dict[str, str] = {}  # file -> what its output changes (several outputs only)
@@ -236,10 +290,10 @@ class Worker:
                 variants[cname] = f"{out.variant}, photograph's colours"
                 tiles.append((f"corrected{suffix}", out.corrected))
         try:
-            folder.add_image("preview.png", preview(tiles))
+            folder.add_image("preview.png", preview(tiles), fast=True)
             if result.history:
                 folder.add_image("loss.png", loss_plot(result.history, title=f"{job.name} (job {job.id})",
-                                                       scales=_scale_marks(result.record, params)))
+                                                       scales=_scale_marks(result.record, params)), fast=True)
         except Exception as e:  # a bug in drawing the extras must not cost the finished pictures
             log.exception("job %d: could not draw its preview or loss plot", job.id)
             joblog.write(f"internal error drawing the preview or loss plot ({type(e).__name__}: {e}); "
@@ -263,7 +317,6 @@ class Worker:
                     pass  # the state folder is full too: the next attempt recomputes
             raise
         log.info("job %d %r %s -> %s", job.id, job.name, status.value, final)
-        return status
 
 
 class _Reporter:
@@ -334,6 +387,13 @@ class _Reporter:
             write_bytes_atomic(config.live_losses(self.job.id), json.dumps(curve).encode())
         except OSError as e:  # a full disk costs the live view, never the job
             log.warning("job %d: live preview not written (%s)", self.job.id, e)
+
+
+def _closing(write: Callable[[JobLog], None], joblog: JobLog) -> None:
+    try:
+        write(joblog)
+    finally:
+        joblog.close()
 
 
 def _scale_marks(record: dict[str, Any], params: Params) -> list[tuple[int, str]]:

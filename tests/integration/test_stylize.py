@@ -67,8 +67,9 @@ def test_record_timings_account_for_the_run(default_run):
     nearly all of it."""
     t = default_run.record["timings"]
     parts = [t["setup_s"], t["targets_s"], t["optimize_s"], t["outputs_s"]]
-    # The set-up with the network cached can round to 0.000 s on a fast idle CPU (AMX: it did).
-    assert t["setup_s"] >= 0 and all(p > 0 for p in parts[1:]), t
+    # The set-up with the network cached can round to 0.000 s on a fast idle CPU (AMX: it did),
+    # and so can the outputs of a small picture (its colour correction is made when asked for).
+    assert t["setup_s"] >= 0 and t["outputs_s"] >= 0 and t["targets_s"] > 0 and t["optimize_s"] > 0, t
     assert 0.8 * t["total_s"] <= sum(parts) <= t["total_s"] + 0.01, t
 
 

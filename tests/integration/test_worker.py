@@ -34,6 +34,14 @@ def _claim(box):
     return box.store.claim_next(run_id="run-test")
 
 
+def _run(box, job) -> JobStatus:
+    """One job to its written ending (the worker hands the writing to its publisher thread)."""
+    worker = _worker(box)
+    status = worker.run(job)
+    worker.close()
+    return status
+
+
 def test_a_failing_preview_does_not_cost_the_finished_pictures(site, monkeypatch):
     import service.pipeline.worker as worker_module
 
@@ -42,7 +50,7 @@ def test_a_failing_preview_does_not_cost_the_finished_pictures(site, monkeypatch
 
     monkeypatch.setattr(worker_module, "preview", broken)
     _queued(site, "p")
-    status = _worker(site).run(_claim(site))
+    status = _run(site, _claim(site))
     job = site.jobs()["p"]
     assert status == JobStatus.DONE and job.status == "done"
     folder = site.outbox_dir / job.outbox_dir
@@ -57,7 +65,7 @@ def test_a_job_error_fails_with_the_advice_it_was_raised_with(site):
 
     archived = site.config.archive(job.id) / "inputs" / "narrow.content.jpg"
     Image.new("RGB", (600, 8), "red").save(archived)
-    status = _worker(site).run(_claim(site))
+    status = _run(site, _claim(site))
     job = site.jobs()["narrow"]
     assert status == JobStatus.FAILED and "too narrow" in job.error
     error = (site.outbox_dir / job.outbox_dir / "error.txt").read_text()
@@ -114,8 +122,77 @@ def test_a_portraits_job_says_in_its_log_and_record_that_its_face_was_kept_out(s
     painting.save(site.inbox / "portrait.style.png")
     (site.inbox / "portrait.toml").write_text("size = 128\niterations = 2\n")
     site.scan()
-    assert _worker(site).run(_claim(site)) == JobStatus.DONE
+    assert _run(site, _claim(site)) == JobStatus.DONE
     folder = site.outbox_dir / site.jobs()["portrait"].outbox_dir
     record = json.loads((folder / "job.json").read_text())
     assert record["record"]["faces"]["left_out"] == {"relu5_1": [1]}
     assert "painting 1 has a face (4% of its canvas): its relu5_1 target was left out" in (folder / "job.log").read_text()
+
+
+def test_the_next_job_computes_while_the_last_ones_folder_is_written(site, monkeypatch):
+    """The device's thread hands a finished job's folder to the publisher and goes on: job b
+    is computed while job a's preview is still being drawn (inline, b could not start)."""
+    import service.pipeline.worker as worker_module
+
+    b_computing = threading.Event()
+    seen: dict[str, object] = {}
+    real_stylize, real_preview = worker_module.stylize, worker_module.preview
+
+    def stylize(*args, **kwargs):
+        if "a folder" in seen:
+            b_computing.set()
+        return real_stylize(*args, **kwargs)
+
+    def preview(tiles):
+        if "a drawn" not in seen:  # job a's preview: wait for job b to be computing
+            seen["a drawn"] = b_computing.wait(timeout=60)
+            seen["a status meanwhile"] = site.store.get(a.id).status
+        return real_preview(tiles)
+
+    monkeypatch.setattr(worker_module, "stylize", stylize)
+    monkeypatch.setattr(worker_module, "preview", preview)
+    a = _queued(site, "a")
+    _queued(site, "b")
+    worker = _worker(site)
+    assert worker.run(_claim(site)) == JobStatus.DONE
+    seen["a folder"] = True  # handed over; the next stylize is job b's
+    assert worker.run(_claim(site)) == JobStatus.DONE
+    worker.close()
+    assert seen["a drawn"] is True and seen["a status meanwhile"] == "running"
+    jobs = site.jobs()
+    assert jobs["a"].status == jobs["b"].status == "done"
+    assert jobs["a"].finished_at <= jobs["b"].finished_at  # folders in the order the jobs finished
+    for name in ("a", "b"):
+        assert (site.outbox_dir / jobs[name].outbox_dir / "preview.png").is_file()
+
+
+def test_a_folder_that_cannot_be_written_requeues_its_job_and_not_the_next(site, monkeypatch):
+    """A full outbox under job a's folder, written in the background: job a goes back to the
+    queue with its finished pictures kept, the worker pauses its claims, job b is unharmed."""
+    import errno
+
+    a = _queued(site, "a")
+    _queued(site, "b")
+    real_publish = site.outbox.publish
+    failures = []
+
+    def publish(folder, reserve):
+        if folder.job_id == a.id and not failures:
+            failures.append(folder.job_id)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_publish(folder, reserve)
+
+    monkeypatch.setattr(site.outbox, "publish", publish)
+    worker = _worker(site)
+    worker.run(_claim(site))
+    worker.run(_claim(site))
+    worker.drain()
+    jobs = site.jobs()
+    assert jobs["b"].status == "done"
+    assert jobs["a"].status == "queued" and "could not write its results" in jobs["a"].error
+    assert "No space left" in jobs["a"].error and worker.pause_left() > 0
+    assert site.config.checkpoint(a.id).is_file()  # the pictures were kept
+    assert worker.run(_claim(site)) == JobStatus.DONE
+    worker.close()
+    log_text = (site.outbox_dir / site.jobs()["a"].outbox_dir / "job.log").read_text()
+    assert "publishing them without recomputing" in log_text
