@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from sqlalchemy.exc import SQLAlchemyError
 
 from nst_engine import ImageError, Params, Progress, RunState, WeightsError, load_image, preload, stylize
 from nst_engine.device import describe, pick_device
@@ -52,6 +53,8 @@ class JobLog:
         self._file = open(path, "a", encoding="utf-8")
 
     def write(self, message: str) -> None:
+        if self._file.closed:  # a line after the ending's writer closed it (an error writing it)
+            self._file = open(self.path, "a", encoding="utf-8")
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         for line in message.splitlines() or [""]:
             self._file.write(f"{stamp} {line}\n")
@@ -120,7 +123,7 @@ class Worker:
                 status, write = self._run(job, joblog)
             if write is not None:
                 # Waits while the job before is still written; the claim is renewed meanwhile.
-                self.publisher.submit(job.id, lambda: _closing(write, joblog))
+                self.publisher.submit(job.id, lambda: self._write(job, write, joblog))
                 handed = True
             return status
         finally:
@@ -257,6 +260,25 @@ class Worker:
 
     # -- endings ----------------------------------------------------------------------
 
+    def _write(self, job: Job, write: Callable[[JobLog], None], joblog: JobLog) -> None:
+        """On the publisher thread: the job's ending. Where the outbox or the store fails under
+        it, the error goes on to the publisher, which puts the job back in the queue; a bug in
+        the writing (the colour correction is made here) fails the job, as one in the engine
+        does, instead of running it again and again."""
+        try:
+            write(joblog)
+        except (OSError, StoreError, SQLAlchemyError):
+            raise
+        except Exception as e:
+            log.exception("job %d: internal error writing its results", job.id)
+            joblog.write("internal error writing the results:\n" + traceback.format_exc())
+            joblog.close()
+            self.endings.write(job, Ending(JobStatus.FAILED, error=f"internal error: {type(e).__name__}: {e}",
+                                          hint="this is a bug in nst; the traceback is in job.log; please report it"),
+                               run_id=self.run_id)
+        finally:
+            joblog.close()
+
     def _fail(self, job: Job, joblog: JobLog, message: str, hint: str) -> tuple[JobStatus, Write]:
         joblog.write(f"failed: {message}")
         log.warning("job %d %r failed: %s", job.id, job.name, message)
@@ -387,13 +409,6 @@ class _Reporter:
             write_bytes_atomic(config.live_losses(self.job.id), json.dumps(curve).encode())
         except OSError as e:  # a full disk costs the live view, never the job
             log.warning("job %d: live preview not written (%s)", self.job.id, e)
-
-
-def _closing(write: Callable[[JobLog], None], joblog: JobLog) -> None:
-    try:
-        write(joblog)
-    finally:
-        joblog.close()
 
 
 def _scale_marks(record: dict[str, Any], params: Params) -> list[tuple[int, str]]:

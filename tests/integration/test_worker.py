@@ -196,3 +196,32 @@ def test_a_folder_that_cannot_be_written_requeues_its_job_and_not_the_next(site,
     worker.close()
     log_text = (site.outbox_dir / site.jobs()["a"].outbox_dir / "job.log").read_text()
     assert "publishing them without recomputing" in log_text
+
+
+def test_a_bug_while_writing_fails_that_job_once_and_not_the_next(site, monkeypatch):
+    """The colour-corrected copy is made on the publisher thread: a bug there fails its job
+    with the traceback in job.log, as a bug in the engine does, rather than re-queueing it
+    forever; the next job is written as usual."""
+    import nst_engine.optimize as engine
+
+    real, calls = engine.match_colors, []
+
+    def broken_once(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in colour correction")
+        return real(*args)
+
+    monkeypatch.setattr(engine, "match_colors", broken_once)
+    _queued(site, "a")
+    _queued(site, "b")
+    worker = _worker(site)
+    worker.run(_claim(site))
+    worker.run(_claim(site))
+    worker.close()
+    jobs = site.jobs()
+    assert jobs["a"].status == "failed" and "internal error: RuntimeError: a bug in colour correction" in jobs["a"].error
+    folder = site.outbox_dir / jobs["a"].outbox_dir
+    assert "Traceback" in (folder / "job.log").read_text() and "please report it" in (folder / "error.txt").read_text()
+    assert jobs["a"].attempts == 1 and worker.pause_left() == 0
+    assert jobs["b"].status == "done" and (site.outbox_dir / jobs["b"].outbox_dir / "b.corrected.png").is_file()
