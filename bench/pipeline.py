@@ -152,12 +152,15 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=20)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--iterations", type=int, default=10)
+    ap.add_argument("--defaults", action="store_true",
+                    help="the service's default iterations and scales (not --iterations at one scale)")
     ap.add_argument("--large", type=int, default=0, help="further jobs at --large-size")
     ap.add_argument("--large-size", type=int, default=256)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
-    result = bench_pipeline(jobs=args.jobs, size=args.size, iterations=args.iterations, large=args.large,
+    result = bench_pipeline(jobs=args.jobs, size=args.size, iterations=None if args.defaults else args.iterations,
+                            large=args.large,
                             large_size=args.large_size, device=args.device)
     print_pipeline(result)
     if args.json:

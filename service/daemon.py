@@ -155,7 +155,10 @@ class Daemon:
             if self.slot is not None:
                 device = f"{self.slot_device} {device.partition(' ')[2]}".strip()
             self.has_gpu = device_obj.type in ("cuda", "mps")
-        self.worker = Worker(self.config, self.store, self.outbox, self.run_id, self.stopping)
+        # On a GPU the next job computes while the last one's folder is written; on the CPU
+        # the writing would take the cores the next job computes on (publisher.py).
+        self.worker = Worker(self.config, self.store, self.outbox, self.run_id, self.stopping,
+                             write_beside=self.has_gpu)
         if "work" in roles and not devices:
             self.worker.warm_up()
         home = str(self.config.state.resolve()) + (f"#worker-{self.slot}" if self.slot is not None else "")

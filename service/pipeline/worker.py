@@ -70,11 +70,12 @@ Write = Callable[[JobLog], None] | None
 
 
 class Worker:
-    """Runs jobs one at a time for one daemon start (`run_id`); each job's folder is written by
-    the publisher thread while the next job computes."""
+    """Runs jobs one at a time for one daemon start (`run_id`). `write_beside`: each finished
+    job's folder is written by the publisher's thread while the next job computes (where the
+    device is an accelerator; see publisher.py), else by the worker in turn."""
 
     def __init__(self, config: Config, store: Store, outbox: Outbox, run_id: str,
-                 stopping: threading.Event) -> None:
+                 stopping: threading.Event, *, write_beside: bool = False) -> None:
         self.config = config
         self.store = store
         self.outbox = outbox
@@ -84,7 +85,7 @@ class Worker:
         self.last_progress = time.monotonic()  # the liveness thread reads this
         self.lost_claim = False  # set by the liveness thread when another worker took our job
         self.endings = Endings(config, store, outbox)
-        self.publisher = Publisher(on_failure=self.requeue)
+        self.publisher = Publisher(on_failure=self.requeue, threaded=write_beside)
         self._resume_at = 0.0  # after a failed write, no claim before this (monotonic)
 
     def warm_up(self) -> None:
@@ -102,8 +103,8 @@ class Worker:
 
     def run(self, job: Job) -> JobStatus:
         """Run a job this daemon has claimed, to whatever end; never raises for a job's fault.
-        Returns once the job is computed and its ending handed to the publisher: the status it
-        ends in once written (`drain` waits for that)."""
+        Returns once the job is computed and its ending written, or handed to the publisher's
+        thread: the status it ends in once written (`drain` waits for that)."""
         self.current_job = job.id
         self.lost_claim = False
         self.last_progress = time.monotonic()

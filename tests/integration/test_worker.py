@@ -26,8 +26,9 @@ def _queued(box, name: str, sidecar: str = "size = 64\niterations = 3\nscales = 
     return box.jobs()[name]
 
 
-def _worker(box) -> Worker:
-    return Worker(box.config, box.store, box.outbox, "run-test", threading.Event())
+def _worker(box, *, write_beside: bool = False) -> Worker:
+    """`write_beside`: the folders written on the publisher's thread, as on a GPU."""
+    return Worker(box.config, box.store, box.outbox, "run-test", threading.Event(), write_beside=write_beside)
 
 
 def _claim(box):
@@ -153,7 +154,7 @@ def test_the_next_job_computes_while_the_last_ones_folder_is_written(site, monke
     monkeypatch.setattr(worker_module, "preview", preview)
     a = _queued(site, "a")
     _queued(site, "b")
-    worker = _worker(site)
+    worker = _worker(site, write_beside=True)
     assert worker.run(_claim(site)) == JobStatus.DONE
     seen["a folder"] = True  # handed over; the next stylize is job b's
     assert worker.run(_claim(site)) == JobStatus.DONE
@@ -183,7 +184,7 @@ def test_a_folder_that_cannot_be_written_requeues_its_job_and_not_the_next(site,
         return real_publish(folder, reserve)
 
     monkeypatch.setattr(site.outbox, "publish", publish)
-    worker = _worker(site)
+    worker = _worker(site, write_beside=True)
     worker.run(_claim(site))
     worker.run(_claim(site))
     worker.drain()
@@ -198,8 +199,9 @@ def test_a_folder_that_cannot_be_written_requeues_its_job_and_not_the_next(site,
     assert "publishing them without recomputing" in log_text
 
 
-def test_a_bug_while_writing_fails_that_job_once_and_not_the_next(site, monkeypatch):
-    """The colour-corrected copy is made on the publisher thread: a bug there fails its job
+@pytest.mark.parametrize("write_beside", [False, True], ids=["in-turn", "beside"])
+def test_a_bug_while_writing_fails_that_job_once_and_not_the_next(site, monkeypatch, write_beside):
+    """The colour-corrected copy is made where the folder is written: a bug there fails its job
     with the traceback in job.log, as a bug in the engine does, rather than re-queueing it
     forever; the next job is written as usual."""
     import nst_engine.optimize as engine
@@ -215,7 +217,7 @@ def test_a_bug_while_writing_fails_that_job_once_and_not_the_next(site, monkeypa
     monkeypatch.setattr(engine, "match_colors", broken_once)
     _queued(site, "a")
     _queued(site, "b")
-    worker = _worker(site)
+    worker = _worker(site, write_beside=write_beside)
     worker.run(_claim(site))
     worker.run(_claim(site))
     worker.close()
