@@ -148,18 +148,19 @@ def test_the_next_job_computes_while_the_last_ones_folder_is_written(site, monke
         if "a drawn" not in seen:  # job a's preview: wait for job b to be computing
             seen["a drawn"] = b_computing.wait(timeout=60)
             seen["a status meanwhile"] = site.store.get(a.id).status
+            seen["claims renewed"] = worker.held_jobs()  # the liveness thread renews these
         return real_preview(tiles)
 
     monkeypatch.setattr(worker_module, "stylize", stylize)
     monkeypatch.setattr(worker_module, "preview", preview)
-    a = _queued(site, "a")
-    _queued(site, "b")
+    a, b = _queued(site, "a"), _queued(site, "b")
     worker = _worker(site, write_beside=True)
     assert worker.run(_claim(site)) == JobStatus.DONE
     seen["a folder"] = True  # handed over; the next stylize is job b's
     assert worker.run(_claim(site)) == JobStatus.DONE
     worker.close()
     assert seen["a drawn"] is True and seen["a status meanwhile"] == "running"
+    assert sorted(seen["claims renewed"]) == sorted([a.id, b.id])
     jobs = site.jobs()
     assert jobs["a"].status == jobs["b"].status == "done"
     assert jobs["a"].finished_at <= jobs["b"].finished_at  # folders in the order the jobs finished
