@@ -7,12 +7,13 @@ For every job, from the store's record and the engine's timings:
 - targets: the content features and the style Gram matrices (the engine's `targets_s`, and its
   `setup_s`: the network and the plan);
 - optimizing: the iterations (`optimize_s`);
-- outputs: the engine's pictures and colour correction (`outputs_s`);
+- outputs: the engine's pictures (`outputs_s`; the colour-corrected copy is made where the
+  folder is written);
 - outside the engine: the worker's run (the first job's start to the last one's end) less the
-  engine's time of every job: claiming, decoding the archived images, handing the finished job
-  to the publisher thread (which draws the preview and loss plot, encodes the PNGs and writes
-  the folder while the next job computes; the hand-over waits while the job before is still
-  written) and the last job's writing.
+  engine's time of every job: claiming, decoding the archived images and writing each folder
+  (colour correction, preview and loss plot, PNGs, the move). On a GPU the folder is written
+  by the publisher's thread while the next job computes, and only the hand-over's wait for
+  the job before and the last job's writing count; on the CPU the worker writes it in turn.
 Jobs an hour and pictures an hour count from the first drop to the last job's end; the
 pipeline's figure is the worker's run against the optimizing alone (1.00: the device never
 waits for anything else).

@@ -262,7 +262,7 @@ class Worker:
     # -- endings ----------------------------------------------------------------------
 
     def _write(self, job: Job, write: Callable[[JobLog], None], joblog: JobLog) -> None:
-        """On the publisher thread: the job's ending. Where the outbox or the store fails under
+        """Where the job's folder is written (publisher.py): its ending. Where the outbox or the store fails under
         it, the error goes on to the publisher, which puts the job back in the queue; a bug in
         the writing (the colour correction is made here) fails the job, as one in the engine
         does, instead of running it again and again."""
@@ -290,7 +290,7 @@ class Worker:
         return JobStatus.FAILED, write
 
     def _publish(self, job, joblog, params, content, styles, result, status) -> None:
-        """On the publisher thread: the pictures encoded, the preview and loss plot drawn, the
+        """Where the folder is written (publisher.py): the pictures encoded, the preview and loss plot drawn, the
         folder written and the status moved."""
         folder = JobFolder(job.id, job.name)
         outputs: list[str] = []
