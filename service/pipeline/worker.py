@@ -262,9 +262,9 @@ class Worker:
     # -- endings ----------------------------------------------------------------------
 
     def _write(self, job: Job, write: Callable[[JobLog], None], joblog: JobLog) -> None:
-        """Where the job's folder is written (publisher.py): its ending. Where the outbox or the store fails under
-        it, the error goes on to the publisher, which puts the job back in the queue; a bug in
-        the writing (the colour correction is made here) fails the job, as one in the engine
+        """The job's ending, where its folder is written (publisher.py). Where the outbox or the
+        store fails under it, the error goes on to the publisher, which puts the job back in the
+        queue; a bug in the writing (the colour correction is made here) fails the job, as one in the engine
         does, instead of running it again and again."""
         try:
             write(joblog)
@@ -290,8 +290,8 @@ class Worker:
         return JobStatus.FAILED, write
 
     def _publish(self, job, joblog, params, content, styles, result, status) -> None:
-        """Where the folder is written (publisher.py): the pictures encoded, the preview and loss plot drawn, the
-        folder written and the status moved."""
+        """Where the folder is written (publisher.py): the pictures encoded, the preview and
+        loss plot drawn, the folder written and the status moved."""
         folder = JobFolder(job.id, job.name)
         outputs: list[str] = []
         variants: dict[str, str] = {}  # file -> what its output changes (several outputs only)
