@@ -28,7 +28,9 @@ from .memory import BudgetError, ScalePlan, default_budget, forward_tile
 from .params import ParamError, Params
 from .planning import MIN_SCALE_EDGE, RunPlan, plan_run
 from .progress import Progress
+from . import winograd
 from .tiling import Tile, TiledObjective, halo_for, plan_tiles, tiled_features, tiled_grams
+from .topology import CONV_NAMES, conv_channels
 from .vgg import VGG19
 from .weights import Weights, load_weights
 
@@ -580,7 +582,8 @@ def _weights(spec: str) -> Weights:
 @functools.lru_cache(maxsize=4)
 def _network(weights: str, pooling: str, device: torch.device, last_layer: str, bf16: bool) -> VGG19:
     dtype = torch.bfloat16 if bf16 else torch.float32
-    net = VGG19(_weights(weights), last_layer=last_layer, pooling=pooling, dtype=dtype)
+    fast = frozenset(name for name in CONV_NAMES if winograd.worth_it(device, dtype, *conv_channels(name)))
+    net = VGG19(_weights(weights), last_layer=last_layer, pooling=pooling, dtype=dtype, winograd_layers=fast)
     return net.to(device).to(memory_format=torch.channels_last)
 
 

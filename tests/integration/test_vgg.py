@@ -124,3 +124,35 @@ def test_rectifying_after_max_pooling_changes_nothing():
     for layer in ("relu2_1", "relu4_2"):
         assert torch.allclose(feats[layer], expected[layer], rtol=1e-5, atol=1e-4)
     assert torch.allclose(x.grad, y.grad, rtol=1e-4, atol=1e-6 * y.grad.abs().max().item())
+
+
+def test_winograd_layers_give_the_direct_convolutions_features_and_gradient():
+    """F(4x4, 3x3) on the real weights, on an edge that is not a multiple of its tile."""
+    w = load_weights("caffe")
+    direct = VGG19(w, last_layer="relu5_1").to(memory_format=torch.channels_last)
+    fast = VGG19(w, last_layer="relu5_1", winograd_layers=frozenset(
+        {"conv2_2", "conv3_1", "conv3_4", "conv4_1", "conv5_1"})).to(memory_format=torch.channels_last)
+    assert fast.winograd_layers == {"conv2_2", "conv3_1", "conv3_4", "conv4_1", "conv5_1"}
+    grads, feats = [], []
+    for net in (direct, fast):
+        x = torch.nn.functional.interpolate(pattern(), size=(52, 76), mode="bilinear").requires_grad_(True)
+        f = net(x, {"relu3_1", "relu5_1"})
+        (f["relu3_1"].pow(2).mean() + f["relu5_1"].mean()).backward()
+        grads.append(x.grad)
+        feats.append(f)
+    for layer in ("relu3_1", "relu5_1"):
+        a, b = feats[0][layer], feats[1][layer]
+        assert (a - b).abs().max() <= 1e-4 * a.abs().max()
+    assert (grads[0] - grads[1]).abs().max() <= 1e-4 * grads[0].abs().max()
+
+
+def test_winograd_is_chosen_for_wide_float32_layers_on_the_avx2_class_only():
+    from nst_engine import winograd
+
+    cpu = torch.device("cpu")
+    avx2_class = not winograd._cpu_has_avx512()
+    assert winograd.worth_it(cpu, torch.float32, 256, 256) == avx2_class
+    assert not winograd.worth_it(cpu, torch.float32, 64, 64)  # memory-bound transforms: slower
+    assert not winograd.worth_it(cpu, torch.bfloat16, 512, 512)
+    assert not winograd.worth_it(torch.device("cuda"), torch.float32, 512, 512)
+    assert ({"conv3_1", "conv5_1"} <= _network("caffe", "max", cpu, "relu5_1", False).winograd_layers) == avx2_class

@@ -1,0 +1,102 @@
+"""3x3 convolutions as Winograd F(4x4, 3x3), for float32 on CPUs without AVX-512.
+
+oneDNN offers Winograd convolutions only with AVX-512; on the AVX2 class its direct float32
+convolution is the iteration's floor (docs/benchmarks.md). F(4x4, 3x3) computes each 4x4
+output tile from a 6x6 input tile with 36 products per channel pair instead of 144: from
+256 channels on it is 1.6-3.4x faster there, forward and input gradient; at 64-128 channels
+its transforms are memory-bound and it loses, so the network uses it per layer
+(`worth_it`). Its error, about 1e-5 of the largest value, is far below bfloat16's.
+
+The weights are frozen (style transfer optimizes the image), so only the input gradient is
+computed: itself a Winograd convolution with the kernel flipped and transposed.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+_M, _A = 4, 6  # output tile edge, input tile edge (m + 3 - 1)
+_BT = ((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0),
+       (0, -2, -1, 2, 1, 0), (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1))
+_G = ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6),
+      (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6), (0, 0, 1))
+_AT = ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1))
+
+# Measured on an AMD EPYC with AVX2 (bench/winograd.py): 1.6-3.4x from block 3 on; at conv2_2
+# (128 channels, half size) 1.09x, within noise, for transients 4x those of block 3.
+MIN_IN_CHANNELS = 128
+MIN_OUT_CHANNELS = 256
+
+
+def worth_it(device: torch.device, dtype: torch.dtype, in_channels: int, out_channels: int) -> bool:
+    """Whether a 3x3 convolution with these channels runs as Winograd here (a fixed rule, so
+    the same job gives the same picture on the same class of machine)."""
+    return (device.type == "cpu" and dtype == torch.float32 and not _cpu_has_avx512()
+            and in_channels >= MIN_IN_CHANNELS and out_channels >= MIN_OUT_CHANNELS)
+
+
+@functools.cache
+def _cpu_has_avx512() -> bool:
+    # Capped to AVX2 for measuring (docs/benchmarks.md), an AVX-512 host behaves like this class.
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in {"SSE41", "AVX", "AVX2", "AVX2_VNNI"}:
+        return False
+    try:
+        return "avx512f" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def transform_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernel (out, in, 3, 3) as the forward's and the input gradient's tile weights,
+    each (36, in, out) and (36, out, in), computed in float64 once per network."""
+    g = torch.tensor(_G, dtype=torch.float64)
+
+    def tiles(w: torch.Tensor) -> torch.Tensor:
+        u = torch.einsum("ik,ockl,jl->ijco", g, w.double(), g)
+        return u.reshape(_A * _A, w.shape[1], w.shape[0]).float().contiguous()
+
+    return tiles(weight), tiles(weight.flip(2, 3).transpose(0, 1))
+
+
+def conv3x3(x: torch.Tensor, tiles: torch.Tensor, grad_tiles: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """A 3x3 convolution with padding 1 of `x` (N, C, H, W), differentiable in `x`."""
+    y = _Conv.apply(x.permute(0, 2, 3, 1), tiles, grad_tiles, bias)
+    return y.permute(0, 3, 1, 2)  # channels-last, as the network keeps its activations
+
+
+class _Conv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, tiles, grad_tiles, bias):  # type: ignore[override]
+        ctx.grad_tiles = grad_tiles
+        return (_winograd(x.contiguous(), tiles) + bias).contiguous()
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return _winograd(grad.contiguous(), ctx.grad_tiles), None, None, None
+
+
+def _winograd(x: torch.Tensor, tiles: torch.Tensor) -> torch.Tensor:
+    """x (N, H, W, C) contiguous, tiles (36, C, K) -> (N, H, W, K) without bias."""
+    bt = torch.tensor(_BT, dtype=x.dtype)
+    at = torch.tensor(_AT, dtype=x.dtype)
+    m, a = _M, _A
+    n, h, w, c = x.shape
+    th, tw = -(-h // m), -(-w // m)
+    xp = F.pad(x, (0, 0, 1, tw * m + 1 - w, 1, th * m + 1 - h))
+    # Input transform B^T d B, one axis at a time, the tile's index in front.
+    d = torch.stack([xp[:, k:k + m * th:m] for k in range(a)])          # (a, N, th, W', C)
+    d = (bt @ d.view(a, -1)).view(d.shape)
+    e = torch.stack([d[:, :, :, k:k + m * tw:m] for k in range(a)], 1)  # (a, a, N, th, tw, C)
+    v = (bt @ e.view(a, a, -1)).view(a * a, n * th * tw, c)
+    product = torch.bmm(v, tiles)                                        # (36, tiles, K)
+    k = tiles.shape[2]
+    # Output transform A^T M A.
+    y = (at @ product.view(a, -1)).view(m, a, -1)
+    y = (at @ y).view(m, m, n, th, tw, k)
+    y = y.permute(2, 3, 0, 4, 1, 5).reshape(n, th * m, tw * m, k)
+    return y[:, :h, :w]
