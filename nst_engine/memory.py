@@ -22,6 +22,12 @@ from .tiling import GRID, halo_for, plan_tiles
 # 2026-11-26: peak RSS of 3-iteration runs at 1024 and 2048 px, 2070 bytes a pixel more in
 # bf16 (3410 in float32), of which the image-sized state below is about 120.
 PASS_BYTES_PER_PIXEL = {True: 2000, False: 3300}  # bf16, float32
+# Winograd's convolutions (`winograd.used`: float32 on CPUs without AVX-512) add their weight
+# tiles (forward and gradient, conv3_1-conv5_1: 387 MiB) and per pixel the transforms'
+# transients. Measured 2026-12-06 (capped to AVX2), peak RSS of 3-iteration runs with and
+# without: 522 MiB more at 512 px, 1047 at 1024 px.
+WINOGRAD_FIXED_BYTES = 370 * 2**20
+WINOGRAD_BYTES_PER_PIXEL = 900
 # A forward pass without gradient keeps only two layers alive at a time (measured: 490 bytes a
 # pixel in bf16, the peak of a tiled 2048 px run, which is its style image's pass).
 FORWARD_BYTES_PER_PIXEL = {True: 520, False: 1040}
@@ -99,18 +105,20 @@ def _available_bytes() -> int:
 
 
 def plan_scale(size: tuple[int, int], budget: int, *, bf16: bool, layers: list[str],
-               tile: int | None = None, optimizer: str = "lbfgs") -> ScalePlan:
+               tile: int | None = None, optimizer: str = "lbfgs", winograd: bool = False) -> ScalePlan:
     """The plan for one scale of `size` (width, height) within `budget` bytes.
 
     L-BFGS: whole when the pass fits beside the state and at least WHOLE_MIN_HISTORY history
     pairs; otherwise tiled: half of what a modest tile's pass leaves goes to the history (at
     least HISTORY_MIN pairs), and the tile edge is the largest on the grid whose pass fits in
     the rest; where not even that fits, the same with the compact L-BFGS. `optimizer="adam"`
-    plans Adam, whole where it fits. `tile` forces a tile edge.
+    plans Adam, whole where it fits. `tile` forces a tile edge. `winograd`: the network runs
+    some convolutions as Winograd.
     """
     pixels = size[0] * size[1]
-    state = FIXED_BYTES + STATE_BYTES_PER_PIXEL[bf16] * pixels
-    per_pixel = PASS_BYTES_PER_PIXEL[bf16]
+    fixed = FIXED_BYTES + (WINOGRAD_FIXED_BYTES if winograd else 0)
+    state = fixed + STATE_BYTES_PER_PIXEL[bf16] * pixels
+    per_pixel = PASS_BYTES_PER_PIXEL[bf16] + (WINOGRAD_BYTES_PER_PIXEL if winograd else 0)
     halo = halo_for(layers)
     whole_pass = per_pixel * pixels
     if optimizer == "adam":
@@ -125,7 +133,7 @@ def plan_scale(size: tuple[int, int], budget: int, *, bf16: bool, layers: list[s
     try:
         return _tiled(size, budget, state, pair, per_pixel, halo, tile, "lbfgs")
     except BudgetError:
-        state = FIXED_BYTES + COMPACT_STATE_BYTES_PER_PIXEL[bf16] * pixels
+        state = fixed + COMPACT_STATE_BYTES_PER_PIXEL[bf16] * pixels
         pair = COMPACT_PAIR_BYTES_PER_PIXEL * pixels
         return _tiled(size, budget, state, pair, per_pixel, halo, tile, "lbfgs-compact")
 

@@ -150,10 +150,12 @@ def stylize(
         torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
     bf16 = use_bf16(params.precision, device)
     weights = _weights(params.weights)
-    net = _network(params.weights, params.pooling, device, params.deepest_layer(), bf16)
     content = fit_long_edge(content, params.size, what="content image")
     budget = memory_budget if memory_budget is not None else default_budget(device)
-    plan = plan_run(params, content.size, bf16=bf16, budget=budget, tile=tile)
+    plan = plan_run(params, content.size, bf16=bf16, budget=budget, tile=tile,
+                    winograd=winograd.used(device, bf16))
+    with _out_of_memory(plan, lambda: plan.sizes[0]):  # Winograd's weight tiles are 390 MiB
+        net = _network(params.weights, params.pooling, device, params.deepest_layer(), bf16)
     blend = _blend_weights(params.style_blend, len(styles))
     # A job whose style layers are all in the deepest block asked for exactly them: no guard.
     guard = params.face_guard == "auto" and not all(layer.startswith(FACE_BLOCK) for layer in params.style_layers)
@@ -170,7 +172,7 @@ def stylize(
     # buffers; tiles of several sizes instead fragment a heap that is never trimmed (a 4096 px
     # job planned at 5.2 GiB peaked at 8.6 GiB with it), so tiled runs go without.
     keep_heap = device.type == "cpu" and not any(m.tile for m in plan.memory)
-    with reuse_freed_memory() if keep_heap else contextlib.nullcontext(), _out_of_memory(run):
+    with reuse_freed_memory() if keep_heap else contextlib.nullcontext(), _out_of_memory(plan, lambda: run.current_size):
         for index in range(first_output, params.outputs):
             here = resume if (resume and index == resume.output) else None
             image = run.one_output(index, content, styles, blend, init_image, here, finished)
@@ -207,6 +209,13 @@ class _Run:
         self.last_losses: dict[str, float] = {}
         self._rate_origin: tuple[float, float] | None = None
         self.current_size = plan.sizes[0]
+        # L-BFGS's first pair comes from torch's probe step (|g|_2 / |g|_1 long, a few
+        # millionths of the image's range a pixel): the curvature it measures can be smaller
+        # than Winograd's round-off (a 160 px run's first pair at cos 2.6e-3 with it, 2.9e-4
+        # without: kept, it sent the next step 200 times too far). Those two evaluations run
+        # the direct convolution (`VGG19.forward`'s exact); every later pair comes from a
+        # step a thousand times longer.
+        self.exact_convolutions = False
 
     def one_output(self, index, content, styles, blend, init_image, resume, finished) -> torch.Tensor:
         p = self.params.variant(index)
@@ -261,7 +270,8 @@ class _Run:
         return (base + noise).clamp(0, 1).contiguous()
 
     def _features(self, image: torch.Tensor, layers, tap=None) -> dict[str, torch.Tensor]:
-        return self.net(image.contiguous(memory_format=torch.channels_last), layers, tap=tap)
+        return self.net(image.contiguous(memory_format=torch.channels_last), layers, tap=tap,
+                        exact=self.exact_convolutions)
 
     def _evaluate(self, image: torch.Tensor, loss_fn: StyleTransferLoss) -> LossTerms:
         grams: dict[str, torch.Tensor] = {}
@@ -336,8 +346,13 @@ class _Run:
         plan = self.plan.memory[scale_index]
         tiled = TiledObjective(self._within(plan), loss_fn, tiles) if tiles else None
 
+        evaluations = 0
+
         def closure() -> torch.Tensor:
+            nonlocal evaluations
             optimizer.zero_grad(set_to_none=True)
+            self.exact_convolutions = not adam and evaluations < 2
+            evaluations += 1
             if tiled is not None:
                 terms, x.grad = tiled(x.detach())
             else:
@@ -384,6 +399,7 @@ class _Run:
                 self.stopped = True
                 self.stopped_at = (scale_index, iteration)
                 break
+        self.exact_convolutions = False
         seconds = time.perf_counter() - scale_started
         self.optimize_seconds += time.perf_counter() - entered
         if done:
@@ -510,7 +526,7 @@ def _faces_record(params: Params, faces: list[list[Face]]) -> dict:
 
 
 @contextlib.contextmanager
-def _out_of_memory(run: "_Run"):
+def _out_of_memory(plan: RunPlan, where: Callable[[], tuple[int, int]]):
     """Memory running out anyway (another process took it, or the cost model is wrong) becomes
     a BudgetError with the plan and advice, on the CPU as on a GPU, instead of a traceback.
     torch gives the CPU's case no type of its own: its allocator's message is the sign."""
@@ -519,10 +535,10 @@ def _out_of_memory(run: "_Run"):
     except (torch.OutOfMemoryError, RuntimeError) as e:
         if not isinstance(e, torch.OutOfMemoryError) and "can't allocate memory" not in str(e):
             raise
-        size = run.current_size
+        size = where()
         raise BudgetError(
             f"ran out of memory at {size[0]}x{size[1]} (planned peak "
-            f"{max(m.peak_bytes for m in run.plan.memory) / 2**30:.1f} GiB of a {run.plan.budget / 2**30:.1f} GiB budget; "
+            f"{max(m.peak_bytes for m in plan.memory) / 2**30:.1f} GiB of a {plan.budget / 2**30:.1f} GiB budget; "
             f"{type(e).__name__}: {str(e)[:160]})",
             hint="other programs may be using the memory: lower the worker's budget ([worker] memory_budget_mib) "
                  "so that the job runs in smaller tiles, or choose a smaller size") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from . import winograd
 from .device import describe, pick_device, use_bf16
 from .images import fitted_size
 from .memory import ScalePlan, default_budget, plan_scale
@@ -55,12 +56,14 @@ class RunPlan:
 
 
 def plan_run(params: Params, content_size: tuple[int, int], *, bf16: bool, budget: int,
-             tile: int | None = None) -> RunPlan:
-    """The plan for a photograph of `content_size` (as given; fitted to `params.size` here)."""
+             tile: int | None = None, winograd: bool = False) -> RunPlan:
+    """The plan for a photograph of `content_size` (as given; fitted to `params.size` here);
+    `winograd`: the network runs some convolutions as Winograd (`winograd.used`)."""
     sizes, iterations = schedule(fitted_size(content_size, params.size, what="content image"), params)
     layers = list(params.content_layers) + list(params.style_layers)
     # Largest first: where nothing fits, the refusal names the picture's own size.
-    memory = [plan_scale(size, budget, bf16=bf16, layers=layers, tile=tile, optimizer=params.optimizer)
+    memory = [plan_scale(size, budget, bf16=bf16, layers=layers, tile=tile, optimizer=params.optimizer,
+                         winograd=winograd)
               for size in reversed(sizes)][::-1]
     return RunPlan(tuple(sizes), tuple(iterations), params.outputs, tuple(memory), budget)
 
@@ -73,7 +76,8 @@ def estimate(params: Params, content_size: tuple[int, int], *, memory_budget: in
     that a service can refuse such a job at once."""
     device = pick_device(params.device)
     budget = memory_budget if memory_budget is not None else default_budget(device)
-    plan = plan_run(params, content_size, bf16=use_bf16(params.precision, device), budget=budget)
+    bf16 = use_bf16(params.precision, device)
+    plan = plan_run(params, content_size, bf16=bf16, budget=budget, winograd=winograd.used(device, bf16))
     return {"device": describe(device), "budget_mib": round(budget / 2**20),
             "peak_mib": round(max(m.peak_bytes for m in plan.memory) / 2**20),
             "scales": [m.to_dict() for m in plan.memory], "iterations_per_scale": list(plan.iterations),

@@ -79,12 +79,15 @@ class VGG19(nn.Module):
         layers: set[str] | frozenset[str],
         *,
         tap: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
+        exact: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Features of `rgb` (RGB 0..1) at the named layers; stops at the deepest one asked.
 
         `tap(name, features)`, if given, sees each named layer's output and returns
         the tensor the network goes on with (the same values): a loss can hook its
-        own backward into the network's there.
+        own backward into the network's there. `exact` runs every convolution directly, the
+        `winograd_layers` too (their round-off is about 1e-5 of the largest value, the direct
+        one's 1e-7).
         """
         def capture(name: str, x: torch.Tensor) -> torch.Tensor:
             if tap is not None:
@@ -101,7 +104,7 @@ class VGG19(nn.Module):
         for i, (name, conv) in enumerate(self.convs.items()):
             if pool_next:
                 x = F.max_pool2d(x, 2) if self.pooling == "max" else F.avg_pool2d(x, 2)
-            if name in self.winograd_layers:
+            if name in self.winograd_layers and not exact:
                 x = winograd.conv3x3(x, getattr(self, f"wino_{name}"), getattr(self, f"wino_grad_{name}"), conv.bias)
             else:
                 x = conv(x)

@@ -40,6 +40,12 @@ def worth_it(device: torch.device, dtype: torch.dtype, in_channels: int, out_cha
             and in_channels >= MIN_IN_CHANNELS and out_channels >= MIN_OUT_CHANNELS)
 
 
+def used(device: torch.device, bf16: bool) -> bool:
+    """Whether a network on `device` in this precision runs any convolution as Winograd (the
+    memory plan counts its weight tiles and transients)."""
+    return worth_it(device, torch.bfloat16 if bf16 else torch.float32, MIN_IN_CHANNELS, MIN_OUT_CHANNELS)
+
+
 @functools.cache
 def _cpu_has_avx512() -> bool:
     # Capped to AVX2 for measuring (docs/benchmarks.md), an AVX-512 host behaves like this class.

@@ -280,7 +280,10 @@ def test_the_defaults_keep_the_photographs_structure(photo, painting, floor):
 
 
 def test_strength_moves_the_picture_from_the_photograph_to_the_painting(content_image, style_image):
-    """Higher strength: less of the photograph's structure, more of the painting's statistics."""
+    """Higher strength: less of the photograph's structure, more of the painting's statistics.
+    0.3 and 1.0, not 0.5: at this size the arithmetic alone (float32 with the direct convolution
+    or Winograd's) moved the style figure at 1.0 by 0.01 (0.292-0.307), 0.5's 0.307-0.314 (2026-12-06,
+    AVX2 class); 0.3's is 0.364-0.376."""
     from nst_engine.losses import gram
     from nst_engine.optimize import _network
 
@@ -300,7 +303,7 @@ def test_strength_moves_the_picture_from_the_photograph_to_the_painting(content_
         ssim = structural_similarity(luminance(out), luminance(content_image.resize(out.size)), data_range=255)
         return ssim, style
 
-    light, middle, strong = figures(0.0), figures(0.5), figures(1.0)
+    light, middle, strong = figures(0.0), figures(0.3), figures(1.0)
     assert light[0] > middle[0] > strong[0], (light, middle, strong)
     assert light[1] > middle[1] > strong[1], (light, middle, strong)
 

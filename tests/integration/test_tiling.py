@@ -93,7 +93,11 @@ def test_stitched_features_and_summed_grams_equal_the_whole_images(net, pair):
     grams = tiled_grams(features_of(net), content, frozenset(STYLE_LAYERS), tiles)
     for k in layers:
         assert stitched[k].shape == f[k].shape
-        assert torch.allclose(stitched[k], f[k], rtol=1e-4, atol=1e-3), k
+        # Against the largest value: Winograd's round-off (the AVX2 class, float32) is about
+        # 3e-6 of it whole or tiled (the tiles align its 4x4 blocks differently); a missing
+        # halo is off by a tenth.
+        error = float((stitched[k] - f[k]).abs().max() / f[k].abs().max())
+        assert error < 1e-5, (k, error)
     for k in STYLE_LAYERS:
         assert float((grams[k] - gram(f[k])).norm() / gram(f[k]).norm()) < 1e-5
 

@@ -4,6 +4,7 @@ import os
 import time
 
 import pytest
+import numpy as np
 import torch
 
 from nst_engine.optimize import _network
@@ -144,6 +145,26 @@ def test_winograd_layers_give_the_direct_convolutions_features_and_gradient():
         a, b = feats[0][layer], feats[1][layer]
         assert (a - b).abs().max() <= 1e-4 * a.abs().max()
     assert (grads[0] - grads[1]).abs().max() <= 1e-4 * grads[0].abs().max()
+    with torch.no_grad():
+        assert torch.equal(fast(x, {"relu5_1"}, exact=True)["relu5_1"], direct(x, {"relu5_1"})["relu5_1"])
+
+
+def test_a_winograd_run_paints_what_the_direct_convolution_paints(monkeypatch, content_image, style_image):
+    """Its round-off is 1e-5, and L-BFGS's first pair (from torch's tiny probe step) can measure
+    less curvature than that: on this 160 px pair it did (cos 2.6e-3 against 2.9e-4) and the
+    next step flung the picture 67/255 away. Winograd is forced here, so every CPU checks it."""
+    from nst_engine import Params, optimize, stylize, winograd
+
+    params = Params(size=160, iterations=2, precision="fp32", color_correction=False)
+    pictures = []
+    for forced in (False, True):
+        monkeypatch.setattr(winograd, "_cpu_has_avx512", lambda: not forced)
+        optimize.clear_caches()  # the network, and the style targets it computed
+        result = stylize(content_image, [style_image], params=params)
+        assert bool(optimize._network("caffe", "max", torch.device("cpu"), "relu5_1", False).winograd_layers) == forced
+        pictures.append(np.asarray(result.outputs[0].stylized, dtype=np.float64))
+    optimize.clear_caches()
+    assert np.abs(pictures[0] - pictures[1]).mean() < 1.0, np.abs(pictures[0] - pictures[1]).mean()
 
 
 def test_winograd_is_chosen_for_wide_float32_layers_on_the_avx2_class_only():
