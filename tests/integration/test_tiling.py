@@ -145,7 +145,7 @@ def test_a_forced_tiled_run_gives_the_same_picture(content_image, style_image):
 
 
 def test_where_float32_pairs_do_not_fit_the_bfloat16_ones_paint_as_well(content_image, style_image):
-    from nst_engine import estimate, memory
+    from nst_engine import estimate, memory, winograd
 
     # Layers up to relu4_1 keep the halo narrow, and 384 px makes the whole pass cost more than the
     # smallest tile's with the tile shapes' caches, so that the planner tiles.
@@ -155,8 +155,10 @@ def test_where_float32_pairs_do_not_fit_the_bfloat16_ones_paint_as_well(content_
     pixels, halo = width * height, halo_for(params.content_layers + params.style_layers)
     # The compact state, three bf16 pairs, the tile shapes' caches and the smallest tile's pass (as the planner counts it,
     # a whole halo around it), with a megabyte to spare: torch's state and pairs need 3 MB more.
-    budget = (memory.FIXED_BYTES + memory.TILED_CACHE_BYTES
-              + memory.PASS_BYTES_PER_PIXEL[False] * (memory.MIN_TILE + 2 * halo) ** 2
+    wino = winograd.used(torch.device("cpu"), False)  # the AVX2 class: its weight tiles and transients
+    budget = (memory.FIXED_BYTES + memory.TILED_CACHE_BYTES + (memory.WINOGRAD_FIXED_BYTES if wino else 0)
+              + (memory.PASS_BYTES_PER_PIXEL[False] + (memory.WINOGRAD_BYTES_PER_PIXEL if wino else 0))
+              * (memory.MIN_TILE + 2 * halo) ** 2
               + (memory.COMPACT_STATE_BYTES_PER_PIXEL[False] + 3 * memory.COMPACT_PAIR_BYTES_PER_PIXEL) * pixels
               + 2**20)
     compact = stylize(content_image, [style_image], params=params, memory_budget=budget)
