@@ -154,7 +154,7 @@ def stylize(
     budget = memory_budget if memory_budget is not None else default_budget(device)
     plan = plan_run(params, content.size, bf16=bf16, budget=budget, tile=tile,
                     winograd=winograd.used(device, bf16))
-    with _out_of_memory(plan, lambda: plan.sizes[0]):  # Winograd's weight tiles are 390 MiB
+    with _out_of_memory(plan, lambda: plan.sizes[0]):  # Winograd's weight tiles are 387 MiB
         net = _network(params.weights, params.pooling, device, params.deepest_layer(), bf16)
     blend = _blend_weights(params.style_blend, len(styles))
     # A job whose style layers are all in the deepest block asked for exactly them: no guard.
