@@ -31,6 +31,9 @@ WINOGRAD_BYTES_PER_PIXEL = 900
 # A forward pass without gradient keeps only two layers alive at a time (measured: 490 bytes a
 # pixel in bf16, the peak of a tiled 2048 px run, which is its style image's pass).
 FORWARD_BYTES_PER_PIXEL = {True: 520, False: 1040}
+# Winograd's transients in that pass: measured (capped to AVX2, float32, 1024 and 2048 px)
+# 712 bytes a pixel without, 1265 with; kept with the direct figure's margin.
+WINOGRAD_FORWARD_BYTES_PER_PIXEL = 600
 # Image-sized vectors besides the history: the image, its gradient, and L-BFGS's direction,
 # previous gradient and two working vectors (float32 RGB, 12 bytes a pixel each: torch's L-BFGS,
 # which these figures were measured with; ours holds only the first four, so a plan with
@@ -160,11 +163,12 @@ def _tiled(size: tuple[int, int], budget: int, state: int, pair: int, per_pixel:
     return ScalePlan(size, tile, len(tiles), history, state + history * pair + per_pixel * largest, optimizer)
 
 
-def forward_tile(size: tuple[int, int], budget: int, *, bf16: bool, layers: list[str]) -> int | None:
+def forward_tile(size: tuple[int, int], budget: int, *, bf16: bool, layers: list[str],
+                 winograd: bool = False) -> int | None:
     """The tile edge for a forward pass without gradient (a style image's Gram matrices),
     or None when the whole image's pass fits in half the budget."""
     width, height = size
-    per_pixel = FORWARD_BYTES_PER_PIXEL[bf16]
+    per_pixel = FORWARD_BYTES_PER_PIXEL[bf16] + (WINOGRAD_FORWARD_BYTES_PER_PIXEL if winograd else 0)
     if per_pixel * width * height <= budget // 2:
         return None
     return _largest_tile(budget // 2, per_pixel, halo_for(layers), max(width, height)) or MIN_TILE

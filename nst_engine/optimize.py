@@ -323,7 +323,8 @@ class _Run:
         style_t = self._to_device(to_tensor(fit_long_edge(style, edge, what="style image")))
         layers = frozenset(p.style_layers)
         _, _, height, width = style_t.shape
-        tile = forward_tile((width, height), self.plan.budget, bf16=self.bf16, layers=list(layers))
+        tile = forward_tile((width, height), self.plan.budget, bf16=self.bf16, layers=list(layers),
+                            winograd=winograd.used(self.device, self.bf16))
         with torch.no_grad():
             if tile is None:
                 features = self._features(style_t, layers)
