@@ -54,21 +54,43 @@ def bf16_is_fast(device: torch.device) -> bool:
     return False
 
 
-# oneDNN instruction sets below AVX-512 BF16: with ONEDNN_MAX_CPU_ISA capped at one of these,
-# bf16 convolutions are emulated (a 64 px job took 4.3 s in bf16 against 0.4 s in float32).
-_ISAS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI"}
+# oneDNN instruction sets below AVX-512 and below AVX-512 BF16: with ONEDNN_MAX_CPU_ISA capped at
+# one of these (to measure the AVX2 class on a larger CPU), the host behaves like that class.
+# Below AVX-512 BF16, bf16 convolutions are emulated (a 64 px job took 4.3 s in bf16 against
+# 0.4 s in float32).
+_ISAS_WITHOUT_AVX512 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI"}
+_ISAS_WITHOUT_BF16 = _ISAS_WITHOUT_AVX512 | {"AVX512_CORE", "AVX512_CORE_VNNI"}
 
 
 @functools.cache
 def _cpu_has_bf16_units() -> bool:
     # Without AVX-512 BF16 or AMX, bf16 convolutions are emulated and slower than fp32.
-    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _ISAS_WITHOUT_BF16:
+    if _isa_cap() in _ISAS_WITHOUT_BF16:
         return False
+    return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+
+
+@functools.cache
+def cpu_has_avx512() -> bool:
+    """Whether the CPU has AVX-512 (oneDNN's Winograd and its fastest float32 kernels), as
+    capped by ONEDNN_MAX_CPU_ISA."""
+    if _isa_cap() in _ISAS_WITHOUT_AVX512:
+        return False
+    return "avx512f" in _cpu_flags()
+
+
+def _isa_cap() -> str:
+    return os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+
+
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return frozenset()
+    return frozenset(next((line.split(":", 1)[1].split() for line in text.splitlines()
+                           if line.startswith("flags")), []))
 
 
 def describe(device: torch.device) -> str:

@@ -324,7 +324,7 @@ class _Run:
         layers = frozenset(p.style_layers)
         _, _, height, width = style_t.shape
         tile = forward_tile((width, height), self.plan.budget, bf16=self.bf16, layers=list(layers),
-                            winograd=winograd.used(self.device, self.bf16))
+                            winograd=bool(self.net.winograd_layers))
         with torch.no_grad():
             if tile is None:
                 features = self._features(style_t, layers)

@@ -13,12 +13,10 @@ computed: itself a Winograd convolution with the kernel flipped and transposed.
 
 from __future__ import annotations
 
-import functools
-import os
-from pathlib import Path
-
 import torch
 from torch.nn import functional as F
+
+from . import device as _device
 
 _M, _A = 4, 6  # output tile edge, input tile edge (m + 3 - 1)
 _BT = ((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0),
@@ -26,6 +24,9 @@ _BT = ((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0),
 _G = ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6),
       (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6), (0, 0, 1))
 _AT = ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1))
+# The input and output transforms as float32 tensors, made once (`worth_it`: float32 only).
+_BT_F32 = torch.tensor(_BT, dtype=torch.float32)
+_AT_F32 = torch.tensor(_AT, dtype=torch.float32)
 
 # Measured on an AMD EPYC with AVX2 (bench/winograd.py): 1.6-3.4x from block 3 on; at conv2_2
 # (128 channels, half size) 1.09x, within noise, for transients 4x those of block 3.
@@ -36,7 +37,7 @@ MIN_OUT_CHANNELS = 256
 def worth_it(device: torch.device, dtype: torch.dtype, in_channels: int, out_channels: int) -> bool:
     """Whether a 3x3 convolution with these channels runs as Winograd here (a fixed rule, so
     the same job gives the same picture on the same class of machine)."""
-    return (device.type == "cpu" and dtype == torch.float32 and not _cpu_has_avx512()
+    return (device.type == "cpu" and dtype == torch.float32 and not _device.cpu_has_avx512()
             and in_channels >= MIN_IN_CHANNELS and out_channels >= MIN_OUT_CHANNELS)
 
 
@@ -44,17 +45,6 @@ def used(device: torch.device, bf16: bool) -> bool:
     """Whether a network on `device` in this precision runs any convolution as Winograd (the
     memory plan counts its weight tiles and transients)."""
     return worth_it(device, torch.bfloat16 if bf16 else torch.float32, MIN_IN_CHANNELS, MIN_OUT_CHANNELS)
-
-
-@functools.cache
-def _cpu_has_avx512() -> bool:
-    # Capped to AVX2 for measuring (docs/benchmarks.md), an AVX-512 host behaves like this class.
-    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in {"SSE41", "AVX", "AVX2", "AVX2_VNNI"}:
-        return False
-    try:
-        return "avx512f" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
 
 
 def transform_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,8 +81,7 @@ class _Conv(torch.autograd.Function):
 
 def _winograd(x: torch.Tensor, tiles: torch.Tensor) -> torch.Tensor:
     """x (N, H, W, C) contiguous, tiles (36, C, K) -> (N, H, W, K) without bias."""
-    bt = torch.tensor(_BT, dtype=x.dtype)
-    at = torch.tensor(_AT, dtype=x.dtype)
+    bt, at = _BT_F32.to(x.dtype), _AT_F32.to(x.dtype)
     m, a = _M, _A
     n, h, w, c = x.shape
     th, tw = -(-h // m), -(-w // m)

@@ -153,12 +153,12 @@ def test_a_winograd_run_paints_what_the_direct_convolution_paints(monkeypatch, c
     """Its round-off is 1e-5, and L-BFGS's first pair (from torch's tiny probe step) can measure
     less curvature than that: on this 160 px pair it did (cos 2.6e-3 against 2.9e-4) and the
     next step flung the picture 67/255 away. Winograd is forced here, so every CPU checks it."""
-    from nst_engine import Params, optimize, stylize, winograd
+    from nst_engine import Params, device, optimize, stylize
 
     params = Params(size=160, iterations=2, precision="fp32", color_correction=False)
     pictures = []
     for forced in (False, True):
-        monkeypatch.setattr(winograd, "_cpu_has_avx512", lambda: not forced)
+        monkeypatch.setattr(device, "cpu_has_avx512", lambda: not forced)
         optimize.clear_caches()  # the network, and the style targets it computed
         result = stylize(content_image, [style_image], params=params)
         assert bool(optimize._network("caffe", "max", torch.device("cpu"), "relu5_1", False).winograd_layers) == forced
@@ -168,10 +168,10 @@ def test_a_winograd_run_paints_what_the_direct_convolution_paints(monkeypatch, c
 
 
 def test_winograd_is_chosen_for_wide_float32_layers_on_the_avx2_class_only():
-    from nst_engine import winograd
+    from nst_engine import device, winograd
 
     cpu = torch.device("cpu")
-    avx2_class = not winograd._cpu_has_avx512()
+    avx2_class = not device.cpu_has_avx512()
     assert winograd.worth_it(cpu, torch.float32, 256, 256) == avx2_class
     assert not winograd.worth_it(cpu, torch.float32, 64, 64)  # memory-bound transforms: slower
     assert not winograd.worth_it(cpu, torch.bfloat16, 512, 512)
