@@ -2,12 +2,15 @@
 
 A portrait's deepest style target (relu5_1, about 200 px seen at 512 px) *is* its face: its
 Gram matrix asks the picture for eyes, a nose and a mouth, and L-BFGS paints them into
-rivers and skies (docs/quality.md, 2026-12-03). Leaving relu5_1 out keeps every face out
-at the cost of some of the painting's large-scale statistics, a price only paintings with
-a face should pay. Telling them apart from a painting's own statistics failed (the
-distinctive patches' energy, the channels' sparsity); a face detector does it: MTCNN finds
-the Picasso self-portrait's face (probability 0.997, 42 % of the canvas) and nothing in
-The Starry Night, The Scream (whose small face is never copied) or The Shipwreck.
+rivers and skies (docs/quality.md, 2026-12-03). So a painting with a face gives relu5_1 the
+statistics of the rest of its canvas only: the positions inside the face's box are left out
+of that Gram matrix (`outside`), and the hair, collar and background's large strokes stay
+(docs/quality.md, "the face masked"). Where the face fills the canvas, too little is left
+(`MIN_OUTSIDE`) and the painting gives no relu5_1 target at all. Telling portraits apart by
+a painting's own statistics failed (the distinctive patches' energy, the channels'
+sparsity); a face detector does it: MTCNN finds the Picasso self-portrait's face
+(probability 0.997, 42 % of the canvas) and nothing in The Starry Night, The Scream (whose
+small face is never copied) or The Shipwreck.
 
 MTCNN (Zhang et al. 2016) is three small networks: P-Net slides over an image pyramid
 and proposes 12 px windows, R-Net (24 px) and O-Net (48 px) re-score and refine the
@@ -27,9 +30,12 @@ from PIL import Image
 
 from .weights import WeightsError
 
-# The layers whose targets a painting with a face does not give (optimize.py): the deepest
-# block, whose Gram matrices are the face.
+# The layers whose targets a painting with a face gives from outside its faces only
+# (optimize.py): the deepest block, whose Gram matrices are the face.
 FACE_BLOCK = ("relu5_", "conv5_")
+# Below this share of the canvas outside its faces a painting gives the deepest block no
+# target: a Gram matrix of a collar's edge is not the painting's statistics.
+MIN_OUTSIDE = 0.25
 DETECT_EDGE = 512  # px: the painting is looked at this size (the style targets' own size)
 MIN_FACE = 20  # px at DETECT_EDGE: smaller faces are texture to every style layer
 PYRAMID_STEP = 0.709  # MTCNN's: each pyramid level's side is 0.709 of the last (area halves)
@@ -53,6 +59,23 @@ class Face:
     def to_dict(self) -> dict:
         return {"box": [round(v, 3) for v in self.box], "probability": round(self.probability, 3),
                 "share": round(self.share, 3)}
+
+
+def outside(faces: list[Face], height: int, width: int) -> torch.Tensor:
+    """Which positions of a height x width feature grid lie outside every face's box (by each
+    cell's centre): a (height, width) bool tensor."""
+    ys = (torch.arange(height, dtype=torch.float64) + 0.5) / height
+    xs = (torch.arange(width, dtype=torch.float64) + 0.5) / width
+    keep = torch.ones(height, width, dtype=torch.bool)
+    for face in faces:
+        left, top, right, bottom = face.box
+        keep &= ~(((ys >= top) & (ys <= bottom))[:, None] & ((xs >= left) & (xs <= right))[None, :])
+    return keep
+
+
+def share_outside(faces: list[Face]) -> float:
+    """The share of the canvas outside every face's box (overlapping boxes counted once)."""
+    return float(outside(faces, 200, 200).float().mean())
 
 
 def find_faces(image: Image.Image) -> list[Face]:

@@ -10,7 +10,7 @@ import math
 import platform
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from PIL import Image
@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from .version import __version__
 from .color import match_colors, preserve_color
 from .device import describe, pick_device, use_bf16
-from .faces import FACE_BLOCK, Face, find_faces, ready as faces_ready
+from .faces import FACE_BLOCK, MIN_OUTSIDE, Face, find_faces, outside, ready as faces_ready, share_outside
 from .heap import release_above, reuse_freed_memory
 from .images import MIN_EDGE, fit_long_edge, to_image, to_tensor, to_uint8
 from .lbfgs import LBFGS
@@ -193,7 +193,7 @@ class _Run:
     def __init__(self, params, device, bf16, net, plan: RunPlan, progress, should_stop, started,
                  faces: list[list[Face]]):
         self.params, self.device, self.bf16, self.net = params, device, bf16, net
-        self.faces = faces  # per painting: a painting with a face gives no relu5_* target
+        self.faces = faces  # per painting: a painting with a face gives relu5_* from outside it
         self.plan = plan
         self.sizes, self.iterations = plan.sizes, plan.iterations  # per scale
         self.progress, self.should_stop, self.started = progress, should_stop, started
@@ -292,11 +292,11 @@ class _Run:
                 content_features = self._features(content_t, layers)
             content_targets = {k: content_features[k] for k in p.content_layers}
         style_edge = max(MIN_SCALE_EDGE // 4, round(max(size) * p.style_scale))
-        grams = [self._style_grams(style, style_edge) for style in styles]
+        grams = [self._style_grams(style, style_edge, found) for style, found in zip(styles, self.faces)]
         style_targets, layer_weights = {}, []
         for layer, layer_weight in zip(p.style_layers, p.style_layer_weights or [1.0] * len(p.style_layers)):
-            weights = _painting_weights(layer, blend, self.faces)
-            if weights:  # else every painting has a face: the layer is left out
+            weights = _painting_weights(layer, blend, grams)
+            if weights:  # else every painting's face fills it: the layer is left out
                 style_targets[layer] = sum(weights[i] * grams[i][layer] for i in weights)
                 layer_weights.append(layer_weight)
         return StyleTransferLoss(
@@ -308,10 +308,13 @@ class _Run:
             tv_weight=p.tv_weight,
         )
 
-    def _style_grams(self, style: Image.Image, edge: int) -> dict[str, torch.Tensor]:
+    def _style_grams(self, style: Image.Image, edge: int, faces: list[Face]) -> dict[str, torch.Tensor]:
+        """The painting's Gram matrix at each style layer; with a face, the deepest block's from
+        the positions outside it, or none where the face fills the canvas (faces.py)."""
         p = self.params
         key = (
-            _image_digest(style), edge, tuple(p.style_layers), p.weights, p.pooling, str(self.device), self.bf16
+            _image_digest(style), edge, tuple(p.style_layers), p.weights, p.pooling, str(self.device), self.bf16,
+            bool(faces),
         )
         cached = _STYLE_CACHE.get(key)
         if cached is not None:
@@ -325,6 +328,7 @@ class _Run:
         _, _, height, width = style_t.shape
         tile = forward_tile((width, height), self.plan.budget, bf16=self.bf16, layers=list(layers),
                             winograd=bool(self.net.winograd_layers))
+        deep = frozenset(layer for layer in layers if faces and layer.startswith(FACE_BLOCK))
         with torch.no_grad():
             if tile is None:
                 features = self._features(style_t, layers)
@@ -332,6 +336,13 @@ class _Run:
             else:
                 tiles = plan_tiles(height, width, tile, halo_for(layers))
                 grams = tiled_grams(self._features, style_t, layers, tiles)
+                features = tiled_features(self._features, style_t, deep, tiles) if deep else {}
+            for layer in deep:
+                del grams[layer]
+                if share_outside(faces) >= MIN_OUTSIDE:
+                    masked = _gram_outside(features[layer], faces)
+                    if masked is not None:
+                        grams[layer] = masked
         return _remember(_STYLE_CACHE, key, grams)
 
     def _optimize(self, image, loss_fn, output_index, scale_index, start_iteration, finished) -> torch.Tensor:
@@ -516,13 +527,18 @@ def _result(finished, content, params, run, weights, device, bf16, setup_seconds
 
 
 def _faces_record(params: Params, faces: list[list[Face]]) -> dict:
-    """What the face guard found in each painting and which layers it kept each painting out of."""
+    """What the face guard found in each painting, and for which layers it gave each painting's
+    target from outside its faces ("masked") or gave none ("left_out": the face fills it)."""
     deep = [layer for layer in params.style_layers if layer.startswith(FACE_BLOCK)]
+
+    def numbers(masked: bool) -> list[int]:
+        return [i + 1 for i, found in enumerate(faces) if found and (share_outside(found) >= MIN_OUTSIDE) == masked]
+
     return {
         "guard": params.face_guard,
         "paintings": [[f.to_dict() for f in found] for found in faces],
-        "left_out": {layer: [i + 1 for i, found in enumerate(faces) if found] for layer in deep
-                     if any(faces)},
+        "masked": {layer: numbers(True) for layer in deep if numbers(True)},
+        "left_out": {layer: numbers(False) for layer in deep if numbers(False)},
     }
 
 
@@ -554,16 +570,25 @@ def _blend_weights(blend: Sequence[float] | None, count: int) -> list[float]:
     return [w / total for w in blend]
 
 
-def _painting_weights(layer: str, blend: Sequence[float], faces: Sequence[Sequence[Face]]) -> dict[int, float]:
-    """Each painting's share of `layer`'s target: its blend weight, except that a painting with a
-    face gives no target for the deepest block (relu5_*, whose Gram matrix would ask the picture
-    for that face: see faces.py); the others' weights are scaled to sum to 1."""
-    deep = layer.startswith(FACE_BLOCK)
-    weights = {i: w for i, w in enumerate(blend) if w > 0 and not (deep and faces[i])}
+def _painting_weights(layer: str, blend: Sequence[float], grams: Sequence[Mapping[str, torch.Tensor]]
+                      ) -> dict[int, float]:
+    """Each painting's share of `layer`'s target: its blend weight, except that a painting whose
+    face fills its canvas gives no target for the deepest block (its Gram matrix would ask the
+    picture for that face: see faces.py); the others' weights are scaled to sum to 1."""
+    weights = {i: w for i, w in enumerate(blend) if w > 0 and layer in grams[i]}
     if len(weights) == len(blend):
         return weights
     total = sum(weights.values())
     return {i: w / total for i, w in weights.items()}
+
+
+def _gram_outside(features: torch.Tensor, faces: list[Face]) -> torch.Tensor | None:
+    """The Gram matrix of the positions outside `faces` (normalized by those positions), or
+    None where a grid this coarse has none outside."""
+    keep = outside(faces, features.shape[2], features.shape[3]).to(features.device)
+    if not bool(keep.any()):
+        return None
+    return gram(features[:, :, keep].unsqueeze(-1))
 
 
 def _faces(style: Image.Image) -> list[Face]:

@@ -95,7 +95,7 @@ class Params:
     preserve_color: bool = False
     color_correction: bool = True
     style_color_match: bool = False
-    face_guard: str = "auto"  # "auto": a painting with a face gives no relu5_* target (faces.py)
+    face_guard: str = "auto"  # "auto": a painting with a face gives relu5_* from outside it (faces.py)
 
     @classmethod
     def from_mapping(

@@ -76,12 +76,16 @@ def estimate_text(estimate: dict[str, Any] | None, seconds_per_mpix_iteration: f
 
 
 def face_guard_lines(record: dict[str, Any]) -> list[str]:
-    """What the face guard did, for the job's log: which painting had a face, which layer it left out."""
+    """What the face guard did, for the job's log: which painting had a face, and whether its
+    deepest layers' target came from the rest of its canvas or was left out."""
     faces = record.get("faces") or {}
+    done = {"masked": "comes from the rest of its canvas", "left_out": "was left out (the face fills the canvas)"}
     lines = []
-    for layer, paintings in (faces.get("left_out") or {}).items():
-        for number in paintings:
-            share = max(f["share"] for f in faces["paintings"][number - 1])
-            lines.append(f"painting {number} has a face ({share:.0%} of its canvas): its {layer} target was left out "
-                         f"so that its eyes and mouth are not painted into the picture (face_guard = \"off\" keeps it)")
+    for kind, what in done.items():
+        for layer, paintings in (faces.get(kind) or {}).items():
+            for number in paintings:
+                share = max(f["share"] for f in faces["paintings"][number - 1])
+                lines.append(f"painting {number} has a face ({share:.0%} of its canvas): its {layer} target {what} "
+                             f"so that its eyes and mouth are not painted into the picture "
+                             f"(face_guard = \"off\" keeps the face in)")
     return lines

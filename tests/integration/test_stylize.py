@@ -184,37 +184,71 @@ def test_several_styles_blend_and_preserve_color(content_image, style_image):
         stylize(content_image, [style_image], params=Params(**TINY, style_blend=(1.0, 2.0)))
 
 
-def test_a_painting_with_a_face_gives_no_deepest_target_and_the_record_says_so(content_image, style_image):
+def test_a_painting_with_a_face_gives_its_deepest_target_from_outside_the_face(content_image, style_image):
     """A portrait's relu5_1 Gram matrix asks the picture for its face (docs/quality.md): with the
-    face guard (the default) a painting with a face is left out of relu5_1's target, exactly as
-    if the job had listed the other layers; a painting without a face keeps every layer."""
+    face guard (the default) a painting with a face gives relu5_1 the statistics of the rest of
+    its canvas, a face that fills the canvas gives none (exactly as if the job had listed the
+    other layers), a painting without a face keeps every layer whole; the record says which."""
     import skimage.data
 
-    portrait = Image.fromarray(skimage.data.astronaut())
+    photo = Image.fromarray(skimage.data.astronaut())
+    portrait = photo.copy()
     portrait.thumbnail((256, 256))  # its face about 45 px: found (faces.MIN_FACE is 20)
     small = dict(size=64, iterations=4)
     guarded = stylize(content_image, [portrait], params=Params(**small))
-    assert guarded.record["faces"]["left_out"] == {"relu5_1": [1]}
+    assert guarded.record["faces"]["masked"] == {"relu5_1": [1]} and guarded.record["faces"]["left_out"] == {}
     assert guarded.record["faces"]["paintings"][0][0]["probability"] > 0.99
-    listed = stylize(content_image, [portrait], params=Params(
-        **small, face_guard="off", style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1")))
-    assert listed.record["faces"] == {"guard": "off", "paintings": [[]], "left_out": {}}
-    assert np.array_equal(pixels(guarded.outputs[0].stylized), pixels(listed.outputs[0].stylized))
+    without_deep = Params(**small, face_guard="off", style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1"))
+    listed = stylize(content_image, [portrait], params=without_deep)
+    assert listed.record["faces"] == {"guard": "off", "paintings": [[]], "masked": {}, "left_out": {}}
     unguarded = stylize(content_image, [portrait], params=Params(**small, face_guard="off"))
+    assert not np.array_equal(pixels(guarded.outputs[0].stylized), pixels(listed.outputs[0].stylized))
     assert not np.array_equal(pixels(guarded.outputs[0].stylized), pixels(unguarded.outputs[0].stylized))
 
-    # Blended with a painting without a face, that painting alone gives relu5_1's target.
+    # The face alone, cropped from the photograph: nothing is left outside it, no relu5_1 target.
+    (left, top, right, bottom), (width, height) = guarded.record["faces"]["paintings"][0][0]["box"], portrait.size
+    face = portrait.crop((round(left * width) - 2, round(top * height) - 2,
+                          round(right * width) + 2, round(bottom * height) + 2)).resize((96, 120))
+    filled = stylize(content_image, [face], params=Params(**small))
+    assert filled.record["faces"]["left_out"] == {"relu5_1": [1]} and filled.record["faces"]["masked"] == {}
+    assert np.array_equal(pixels(filled.outputs[0].stylized),
+                          pixels(stylize(content_image, [face], params=without_deep).outputs[0].stylized))
+
+    # Blended with a painting without a face, that painting's relu5_1 target stays whole.
     blend = stylize(content_image, [portrait, style_image], params=Params(**small))
-    assert blend.record["faces"]["left_out"] == {"relu5_1": [1]}
+    assert blend.record["faces"]["masked"] == {"relu5_1": [1]}
     assert [bool(found) for found in blend.record["faces"]["paintings"]] == [True, False]
     plain = stylize(content_image, [style_image], params=Params(**small))
-    assert plain.record["faces"]["left_out"] == {}
+    assert plain.record["faces"]["masked"] == {} and plain.record["faces"]["left_out"] == {}
     off = stylize(content_image, [style_image], params=Params(**small, face_guard="off"))
     assert np.array_equal(pixels(plain.outputs[0].stylized), pixels(off.outputs[0].stylized))
 
     # A job that lists only the deepest block's layers asked for exactly them: it keeps them.
     deep_only = stylize(content_image, [portrait], params=Params(size=64, iterations=2, style_layers=("relu5_1",)))
-    assert deep_only.record["faces"]["left_out"] == {} and deep_only.record["final_losses"]["style"] > 0
+    assert deep_only.record["faces"]["masked"] == {} and deep_only.record["final_losses"]["style"] > 0
+
+
+def test_the_deepest_target_of_a_painting_with_a_face_is_the_gram_matrix_of_the_rest():
+    """The masked target is the Gram matrix of exactly the positions outside the face's box,
+    tiled or not: a different face changes nothing, a different background does."""
+    import torch
+
+    from nst_engine.faces import Face
+    from nst_engine.optimize import _gram_outside
+
+    torch.manual_seed(0)
+    features = torch.rand(1, 8, 6, 4)
+    face = Face((0.5, 0.0, 1.0, 0.5), 0.99)  # the top right quarter: rows 0-2, columns 2-3
+    target = _gram_outside(features, [face])
+    rest = torch.cat([features[0, :, 3:, :].reshape(8, -1), features[0, :, :3, :2].reshape(8, -1)], dim=1)
+    assert torch.allclose(target[0], rest @ rest.T / (8 * rest.shape[1]))
+    other_face = features.clone()
+    other_face[:, :, :3, 2:] = 5.0
+    assert torch.equal(_gram_outside(other_face, [face]), target)
+    other_rest = features.clone()
+    other_rest[:, :, 5, 0] = 5.0
+    assert not torch.allclose(_gram_outside(other_rest, [face]), target)
+    assert _gram_outside(features, [Face((0.0, 0.0, 1.0, 1.0), 0.99)]) is None
 
 
 def test_adam_with_noise_init_lowers_the_loss(content_image, style_image):

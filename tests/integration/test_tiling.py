@@ -171,3 +171,32 @@ def test_where_float32_pairs_do_not_fit_the_bfloat16_ones_paint_as_well(content_
     assert reference.record["memory"]["scales"][0]["tile"] is None
     assert compact.history[-1]["total"] < 0.5 * compact.history[0]["total"]
     assert compact.history[-1]["total"] == pytest.approx(reference.history[-1]["total"], rel=0.01)
+
+
+def test_a_portraits_deepest_target_from_outside_its_face_is_the_same_tiled(content_image, monkeypatch):
+    """A large painting's Gram matrices are taken tile by tile; a portrait's relu5_1 target
+    (the positions outside its face) is then taken from the stitched features: the same
+    picture as from the whole painting's pass."""
+    import skimage.data
+
+    import nst_engine.optimize as optimize
+
+    portrait = Image.fromarray(skimage.data.astronaut())
+    portrait.thumbnail((256, 256))
+    params = Params(size=160, iterations=2, precision="fp32", color_correction=False)
+    whole = stylize(content_image, [portrait], params=params)
+    stitched = []
+
+    def spy(*args, **kwargs):
+        stitched.append(sorted(args[2]))
+        return tiled_features(*args, **kwargs)
+
+    monkeypatch.setattr(optimize, "forward_tile", lambda *args, **kwargs: 64)
+    monkeypatch.setattr(optimize, "tiled_features", spy)
+    optimize.clear_caches()
+    tiled = stylize(content_image, [portrait], params=params)
+    assert ["relu5_1"] in stitched
+    assert whole.record["faces"]["masked"] == tiled.record["faces"]["masked"] == {"relu5_1": [1]}
+    a, b = (np.asarray(r.outputs[0].stylized, dtype=np.float64) for r in (whole, tiled))
+    assert np.abs(a - b).mean() < 1.0, np.abs(a - b).mean()
+    optimize.clear_caches()

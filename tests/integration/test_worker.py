@@ -126,8 +126,9 @@ def test_a_portraits_job_says_in_its_log_and_record_that_its_face_was_kept_out(s
     assert _run(site, _claim(site)) == JobStatus.DONE
     folder = site.outbox_dir / site.jobs()["portrait"].outbox_dir
     record = json.loads((folder / "job.json").read_text())
-    assert record["record"]["faces"]["left_out"] == {"relu5_1": [1]}
-    assert "painting 1 has a face (4% of its canvas): its relu5_1 target was left out" in (folder / "job.log").read_text()
+    assert record["record"]["faces"]["masked"] == {"relu5_1": [1]}
+    assert ("painting 1 has a face (4% of its canvas): its relu5_1 target comes from the rest of its canvas"
+            in (folder / "job.log").read_text())
 
 
 def test_the_next_job_computes_while_the_last_ones_folder_is_written(site, monkeypatch):
