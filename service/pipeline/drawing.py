@@ -10,7 +10,11 @@ from PIL import Image, ImageDraw, ImageFont
 
 
 def preview(tiles: Sequence[tuple[str, Image.Image]], *, height: int = 256) -> Image.Image:
-    """Labelled images (content, style, result, corrected result...) side by side at one height."""
+    """Labelled images (content, style, result, corrected result...) side by side at one height:
+    `height`, or the shortest image's where that is less. A small job's pictures are not blown
+    up: a 128 px job's preview is a quarter of the pixels, and its PNG a quarter of the time
+    (37 ms of a 128 px job's 165 ms outside the engine went to encoding it at 256 px)."""
+    height = min([height, *(img.height for _, img in tiles)])
     scaled = [(label, img.resize((max(1, round(img.width * height / img.height)), height), Image.Resampling.LANCZOS))
               for label, img in tiles]
     gap, caption = 8, 22

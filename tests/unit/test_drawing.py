@@ -1,5 +1,7 @@
 """The pictures drawn about a job: the loss plot shows every term, on a log scale, with the
-scales marked."""
+scales marked; the preview shows the pictures side by side."""
+
+from PIL import Image
 
 from service.pipeline.drawing import PLOT_MARGINS, PLOT_SIZE, TERMS, loss_plot
 
@@ -31,3 +33,16 @@ def test_a_one_iteration_job_still_shows_its_losses_and_a_term_never_positive_is
     colours = _colours(img)
     assert all(colour in colours for key, colour in TERMS if key != "tv")
     assert dict(TERMS)["tv"] not in colours  # neither a line nor a legend entry for it
+
+
+def test_the_preview_shows_every_picture_at_one_height_and_never_blows_a_small_job_up():
+    from service.pipeline.drawing import preview
+
+    photo, painting = Image.new("RGB", (1024, 768), "red"), Image.new("RGB", (600, 800), "blue")
+    large = preview([("content", photo), ("style", painting), ("result", Image.new("RGB", (512, 384)))])
+    small = preview([("content", photo), ("style", painting), ("result", Image.new("RGB", (128, 96)))])
+    caption_and_gaps = 22 + 2 * 8
+    assert large.height == 256 + caption_and_gaps
+    assert small.height == 96 + caption_and_gaps
+    assert small.width == 8 + 128 + 8 + 72 + 8 + 128 + 8  # each picture at 96 px high, in order
+    assert small.getpixel((8 + 10, 8 + 10)) == (255, 0, 0) and small.getpixel((8 + 128 + 8 + 10, 8 + 10)) == (0, 0, 255)
