@@ -335,8 +335,7 @@ class _Run:
                 grams = {layer: gram(features[layer]) for layer in p.style_layers}
             else:
                 tiles = plan_tiles(height, width, tile, halo_for(layers))
-                grams = tiled_grams(self._features, style_t, layers, tiles)
-                features = tiled_features(self._features, style_t, deep, tiles) if deep else {}
+                grams, features = tiled_grams(self._features, style_t, layers, tiles, stitch=deep)
             for layer in deep:
                 del grams[layer]
                 if share_outside(faces) >= MIN_OUTSIDE:

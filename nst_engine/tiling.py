@@ -114,26 +114,35 @@ def tiled_features(features: Features, image: torch.Tensor, layers: frozenset, t
     out: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for tile in tiles:
-            f = features(_cut(image, tile), layers)
-            for layer in layers:
-                rows, cols, grows, gcols = tile.owned(layer)
-                part = f[layer][:, :, rows, cols]
-                if layer not in out:
-                    d = downsample(layer)
-                    shape = (*part.shape[:2], image.shape[2] // d, image.shape[3] // d)
-                    out[layer] = part.new_empty(shape)
-                out[layer][:, :, grows, gcols] = part
+            _stitch(out, features(_cut(image, tile), layers), tile, image, layers)
     return out
 
 
-def tiled_grams(features: Features, image: torch.Tensor, layers: frozenset, tiles: list[Tile]
-                ) -> dict[str, torch.Tensor]:
-    """The whole image's (normalized, float32) Gram matrices at `layers`, summed over tiles."""
+def tiled_grams(features: Features, image: torch.Tensor, layers: frozenset, tiles: list[Tile],
+                stitch: frozenset = frozenset()) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The whole image's (normalized, float32) Gram matrices at `layers`, summed over tiles, and
+    in the same pass its features at the layers in `stitch` (a portrait's deepest layer, whose
+    target is taken from part of its positions: optimize.py)."""
     sums: dict[str, torch.Tensor] = {}
+    stitched: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for tile in tiles:
-            _add_grams(sums, features(_cut(image, tile), layers), tile, image, layers)
-    return sums
+            f = features(_cut(image, tile), layers)
+            _add_grams(sums, f, tile, image, layers)
+            _stitch(stitched, f, tile, image, stitch)
+    return sums, stitched
+
+
+def _stitch(out: dict[str, torch.Tensor], f: Mapping[str, torch.Tensor], tile: Tile, image: torch.Tensor,
+            layers: Iterable[str]) -> None:
+    """Copy the tile's owned part of each layer's features into the whole image's, in `out`."""
+    for layer in layers:
+        rows, cols, grows, gcols = tile.owned(layer)
+        part = f[layer][:, :, rows, cols]
+        if layer not in out:
+            d = downsample(layer)
+            out[layer] = part.new_empty((*part.shape[:2], image.shape[2] // d, image.shape[3] // d))
+        out[layer][:, :, grows, gcols] = part
 
 
 class TiledObjective:

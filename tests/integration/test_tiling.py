@@ -90,7 +90,8 @@ def test_stitched_features_and_summed_grams_equal_the_whole_images(net, pair):
     with torch.no_grad():
         f = net(content, layers)
     stitched = tiled_features(features_of(net), content, layers, tiles)
-    grams = tiled_grams(features_of(net), content, frozenset(STYLE_LAYERS), tiles)
+    grams, deep = tiled_grams(features_of(net), content, frozenset(STYLE_LAYERS), tiles, stitch=frozenset({"relu5_1"}))
+    assert list(deep) == ["relu5_1"] and torch.equal(deep["relu5_1"], stitched["relu5_1"])
     for k in layers:
         assert stitched[k].shape == f[k].shape
         # Against the largest value: Winograd's round-off (the AVX2 class, float32) is about
@@ -175,8 +176,8 @@ def test_where_float32_pairs_do_not_fit_the_bfloat16_ones_paint_as_well(content_
 
 def test_a_portraits_deepest_target_from_outside_its_face_is_the_same_tiled(content_image, monkeypatch):
     """A large painting's Gram matrices are taken tile by tile; a portrait's relu5_1 target
-    (the positions outside its face) is then taken from the stitched features: the same
-    picture as from the whole painting's pass."""
+    (the positions outside its face) is taken from relu5_1's features stitched in the same
+    pass: the same picture as from the whole painting's pass."""
     import skimage.data
 
     import nst_engine.optimize as optimize
@@ -188,14 +189,14 @@ def test_a_portraits_deepest_target_from_outside_its_face_is_the_same_tiled(cont
     stitched = []
 
     def spy(*args, **kwargs):
-        stitched.append(sorted(args[2]))
-        return tiled_features(*args, **kwargs)
+        stitched.append(sorted(kwargs.get("stitch", ())))
+        return tiled_grams(*args, **kwargs)
 
     monkeypatch.setattr(optimize, "forward_tile", lambda *args, **kwargs: 64)
-    monkeypatch.setattr(optimize, "tiled_features", spy)
+    monkeypatch.setattr(optimize, "tiled_grams", spy)
     optimize.clear_caches()
     tiled = stylize(content_image, [portrait], params=params)
-    assert ["relu5_1"] in stitched
+    assert ["relu5_1"] in stitched  # the style pass was tiled, and stitched relu5_1 in the same pass
     assert whole.record["faces"]["masked"] == tiled.record["faces"]["masked"] == {"relu5_1": [1]}
     a, b = (np.asarray(r.outputs[0].stylized, dtype=np.float64) for r in (whole, tiled))
     assert np.abs(a - b).mean() < 1.0, np.abs(a - b).mean()
