@@ -78,6 +78,12 @@ def share_outside(faces: list[Face]) -> float:
     return float(outside(faces, 200, 200).float().mean())
 
 
+def masks(faces: list[Face]) -> bool:
+    """Whether a painting with these faces gives the deepest block a target from outside them
+    (else none: the faces fill the canvas, `MIN_OUTSIDE`)."""
+    return bool(faces) and share_outside(faces) >= MIN_OUTSIDE
+
+
 def find_faces(image: Image.Image) -> list[Face]:
     """The faces in `image` that count (see MIN_PROBABILITY, MIN_SHARE), most certain first."""
     small = image.convert("RGB")

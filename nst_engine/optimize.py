@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from .version import __version__
 from .color import match_colors, preserve_color
 from .device import describe, pick_device, use_bf16
-from .faces import FACE_BLOCK, MIN_OUTSIDE, Face, find_faces, outside, ready as faces_ready, share_outside
+from .faces import FACE_BLOCK, Face, find_faces, masks, outside, ready as faces_ready
 from .heap import release_above, reuse_freed_memory
 from .images import MIN_EDGE, fit_long_edge, to_image, to_tensor, to_uint8
 from .lbfgs import LBFGS
@@ -332,16 +332,15 @@ class _Run:
         with torch.no_grad():
             if tile is None:
                 features = self._features(style_t, layers)
-                grams = {layer: gram(features[layer]) for layer in p.style_layers}
+                grams = {layer: gram(features[layer]) for layer in p.style_layers if layer not in deep}
             else:
                 tiles = plan_tiles(height, width, tile, halo_for(layers))
                 grams, features = tiled_grams(self._features, style_t, layers, tiles, stitch=deep)
             for layer in deep:
-                del grams[layer]
-                if share_outside(faces) >= MIN_OUTSIDE:
-                    masked = _gram_outside(features[layer], faces)
-                    if masked is not None:
-                        grams[layer] = masked
+                grams.pop(layer, None)  # the whole painting's: it holds the face
+                masked = _gram_outside(features[layer], faces) if masks(faces) else None
+                if masked is not None:
+                    grams[layer] = masked
         return _remember(_STYLE_CACHE, key, grams)
 
     def _optimize(self, image, loss_fn, output_index, scale_index, start_iteration, finished) -> torch.Tensor:
@@ -530,14 +529,13 @@ def _faces_record(params: Params, faces: list[list[Face]]) -> dict:
     target from outside its faces ("masked") or gave none ("left_out": the face fills it)."""
     deep = [layer for layer in params.style_layers if layer.startswith(FACE_BLOCK)]
 
-    def numbers(masked: bool) -> list[int]:
-        return [i + 1 for i, found in enumerate(faces) if found and (share_outside(found) >= MIN_OUTSIDE) == masked]
-
+    masked = [i + 1 for i, found in enumerate(faces) if masks(found)]
+    left_out = [i + 1 for i, found in enumerate(faces) if found and not masks(found)]
     return {
         "guard": params.face_guard,
         "paintings": [[f.to_dict() for f in found] for found in faces],
-        "masked": {layer: numbers(True) for layer in deep if numbers(True)},
-        "left_out": {layer: numbers(False) for layer in deep if numbers(False)},
+        "masked": {layer: masked for layer in deep if masked},
+        "left_out": {layer: left_out for layer in deep if left_out},
     }
 
 
