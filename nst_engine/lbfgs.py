@@ -71,7 +71,12 @@ class LBFGS:
 
     def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:
         loss = closure()
-        g = self.x.grad.reshape(-1)
+        self.advance(self.x.grad.reshape(-1))
+        return loss
+
+    def advance(self, g: torch.Tensor) -> None:
+        """Move `x` once from its gradient `g` (flat): `step` without the evaluation, for pictures
+        optimized as one batch, each with its own optimizer on its slice of the batch."""
         if self.direction is None:
             self.direction = g.neg()
             self.previous_grad = g.clone()
@@ -86,7 +91,6 @@ class LBFGS:
         # direction climbs steeply; the same here.
         if float(torch.dot(g, self.direction)) <= 1.0:
             self.x.data.add_(self.direction.view_as(self.x), alpha=self.step_length)
-        return loss
 
     def _oldest(self) -> int:
         return (self.newest - self.count + 1) % self.history if self.count else 0

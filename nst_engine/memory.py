@@ -82,10 +82,12 @@ class ScalePlan:
     history: int
     peak_bytes: int
     optimizer: str = "lbfgs"
+    pictures: int = 1  # optimized at once, as one batch (`plan_batch`), each with its own history
 
     def to_dict(self) -> dict:
         return {"size": list(self.size), "tile": self.tile, "tiles": self.tiles, "optimizer": self.optimizer,
-                "history": self.history, "estimated_peak_mib": round(self.peak_bytes / 2**20)}
+                "history": self.history, "pictures": self.pictures,
+                "estimated_peak_mib": round(self.peak_bytes / 2**20)}
 
 
 def default_budget(device: torch.device) -> int:
@@ -139,6 +141,24 @@ def plan_scale(size: tuple[int, int], budget: int, *, bf16: bool, layers: list[s
         state = fixed + COMPACT_STATE_BYTES_PER_PIXEL[bf16] * pixels
         pair = COMPACT_PAIR_BYTES_PER_PIXEL * pixels
         return _tiled(size, budget, state, pair, per_pixel, halo, tile, "lbfgs-compact")
+
+
+def plan_batch(alone: ScalePlan, pictures: int, budget: int, *, bf16: bool, winograd: bool = False
+               ) -> ScalePlan | None:
+    """`alone`'s scale with `pictures` pictures optimized as one batch, or None where that does not
+    fit `budget`. Only a whole scale with float32 pairs batches, and each picture keeps the history
+    it has alone: a batched picture is the one made alone (within round-off), so a batch that would
+    shorten the history, or need tiles, is not made."""
+    if alone.tile is not None or alone.optimizer != "lbfgs":
+        return None
+    pixels = alone.size[0] * alone.size[1] * pictures
+    fixed = FIXED_BYTES + (WINOGRAD_FIXED_BYTES if winograd else 0)
+    per_pixel = (STATE_BYTES_PER_PIXEL[bf16] + PASS_BYTES_PER_PIXEL[bf16] + alone.history * HISTORY_PAIR_BYTES_PER_PIXEL
+                 + (WINOGRAD_BYTES_PER_PIXEL if winograd else 0))
+    peak = fixed + per_pixel * pixels
+    if peak > budget:
+        return None
+    return ScalePlan(alone.size, None, 1, alone.history, peak, "lbfgs", pictures)
 
 
 def _tiled(size: tuple[int, int], budget: int, state: int, pair: int, per_pixel: int, halo: int,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import math
@@ -24,7 +25,7 @@ from .heap import release_above, reuse_freed_memory
 from .images import MIN_EDGE, fit_long_edge, to_image, to_tensor, to_uint8
 from .lbfgs import LBFGS
 from .losses import LossTerms, StyleTransferLoss, gram, gram_tap
-from .memory import BudgetError, ScalePlan, default_budget, forward_tile
+from .memory import BudgetError, ScalePlan, default_budget, forward_tile, plan_batch
 from .params import ParamError, Params
 from .planning import MIN_SCALE_EDGE, RunPlan, plan_run
 from .progress import Progress
@@ -44,16 +45,21 @@ class RunState:
     `torch.load(..., weights_only=True)` and `from_dict`.
     """
 
-    output: int
+    output: int  # the first of the outputs being optimized (a batch: `pictures` of them)
     scale: int
     iteration: int
-    image: torch.Tensor  # (1, 3, H, W) float32 on the CPU, the image being optimized
+    image: torch.Tensor  # (pictures, 3, H, W) float32 on the CPU, the images being optimized
     finished: tuple[torch.Tensor, ...] = ()  # uint8 (3, H, W) of outputs already done
     history: tuple[dict[str, float], ...] = ()  # the loss history so far, so a resumed run keeps it
 
     def complete(self, outputs: int) -> bool:
         """Whether every one of `outputs` is done: resuming only rebuilds the result."""
         return self.output >= outputs
+
+    @property
+    def pictures(self) -> int:
+        """How many outputs were being optimized together, as one batch."""
+        return self.image.shape[0]
 
     def to_dict(self) -> dict:
         # The image as 16-bit fixed point (steps of 1.5e-5, far below a pixel's 1/255): half
@@ -122,6 +128,7 @@ def stylize(
     resume: RunState | None = None,
     memory_budget: int | None = None,
     tile: int | None = None,
+    batch: int | None = None,
 ) -> Result:
     """Paint `content` in the manner of `styles`.
 
@@ -133,6 +140,9 @@ def stylize(
     `memory_budget` (bytes; default: from the device, see `memory.default_budget`) decides
     for each scale whether the image is evaluated whole or in tiles (the same loss and
     gradient either way) and how long L-BFGS's history is; `tile` forces a tile edge.
+    Outputs are optimized as one batch where that fits the budget and pays on the device
+    (`planning.batch_pays`), each picture with its own L-BFGS state, so a picture is the one
+    made alone, within round-off; `batch` caps it (1: one after another).
     The plan is in the record's "memory".
     """
     started = time.perf_counter()
@@ -153,7 +163,9 @@ def stylize(
     content = fit_long_edge(content, params.size, what="content image")
     budget = memory_budget if memory_budget is not None else default_budget(device)
     plan = plan_run(params, content.size, bf16=bf16, budget=budget, tile=tile,
-                    winograd=winograd.used(device, bf16))
+                    winograd=winograd.used(device, bf16), device=device.type, batch=batch)
+    if resume is not None and not resume.complete(params.outputs):
+        plan, resume = _resumable(plan, resume, bf16=bf16, winograd=winograd.used(device, bf16))
     with _out_of_memory(plan, lambda: plan.sizes[0]):  # Winograd's weight tiles are 387 MiB
         net = _network(params.weights, params.pooling, device, params.deepest_layer(), bf16)
     blend = _blend_weights(params.style_blend, len(styles))
@@ -167,23 +179,27 @@ def stylize(
     run.history = list(resume.history) if resume else []
     finished = list(resume.finished) if resume else []
     first_output = resume.output if resume else 0
+    groups = plan.groups(first_output)
+    if resume is not None and resume.image.numel() and not resume.complete(params.outputs):
+        # The batch in progress goes on as it was (`_resumable`), the rest as planned.
+        groups = [range(first_output, first_output + resume.pictures)] + plan.groups(first_output + resume.pictures)
     setup_seconds = time.perf_counter() - started
     # glibc keeping freed memory saves page faults when every iteration allocates the same
     # buffers; tiles of several sizes instead fragment a heap that is never trimmed (a 4096 px
     # job planned at 5.2 GiB peaked at 8.6 GiB with it), so tiled runs go without.
     keep_heap = device.type == "cpu" and not any(m.tile for m in plan.memory)
     with reuse_freed_memory() if keep_heap else contextlib.nullcontext(), _out_of_memory(plan, lambda: run.current_size):
-        for index in range(first_output, params.outputs):
-            here = resume if (resume and index == resume.output) else None
-            image = run.one_output(index, content, styles, blend, init_image, here, finished)
+        for group in groups:
+            here = resume if (resume and group.start == resume.output and resume.image.numel()) else None
+            images = run.some_outputs(group, content, styles, blend, init_image, here, finished)
+            pictures = [to_uint8(images[k:k + 1]).cpu() for k in range(len(group))]
             if run.stopped:
-                state = RunState(index, run.stopped_at[0], run.stopped_at[1], image.detach().cpu(), tuple(finished),
-                                 tuple(run.history))
-                partial = finished + [to_uint8(image).cpu()]
-                return _result(partial, content, params, run, weights, device, bf16, setup_seconds, state)
-            finished.append(to_uint8(image).cpu())
+                state = RunState(group.start, run.stopped_at[0], run.stopped_at[1], images.detach().cpu(),
+                                 tuple(finished), run.ordered_history())
+                return _result(finished + pictures, content, params, run, weights, device, bf16, setup_seconds, state)
+            finished.extend(pictures)
     last = finished[-1].unsqueeze(0).float().div_(255.0)
-    done = RunState(params.outputs, 0, 0, last, tuple(finished), tuple(run.history))
+    done = RunState(params.outputs, 0, 0, last, tuple(finished), run.ordered_history())
     return _result(finished, content, params, run, weights, device, bf16, setup_seconds, done)
 
 
@@ -217,34 +233,46 @@ class _Run:
         # step a thousand times longer.
         self.exact_convolutions = False
 
-    def one_output(self, index, content, styles, blend, init_image, resume, finished) -> torch.Tensor:
-        p = self.params.variant(index)
-        generator = torch.Generator().manual_seed(p.seed)
-        image: torch.Tensor | None = None
+    def some_outputs(self, group: range, content, styles, blend, init_image, resume, finished) -> torch.Tensor:
+        """The outputs of `group` made together, as one batch (group.start's alone where the
+        group has one): (pictures, 3, H, W)."""
+        variants = [self.params.variant(index) for index in group]
+        generators = [torch.Generator().manual_seed(v.seed) for v in variants]
+        images: torch.Tensor | None = None
         first_scale = resume.scale if resume else 0
-        self.step = (index * sum(self.iterations) + sum(self.iterations[:first_scale])
-                     + (resume.iteration if resume else 0))
+        self.step = (group.start * sum(self.iterations)
+                     + len(group) * (sum(self.iterations[:first_scale]) + (resume.iteration if resume else 0)))
         for scale_index in range(first_scale, len(self.sizes)):
             size = self.current_size = self.sizes[scale_index]
             content_t = to_tensor(content.resize(size, Image.Resampling.LANCZOS) if size != content.size else content)
             content_t = self._to_device(content_t)
             targets_started = time.perf_counter()
-            loss_fn = self._loss(p, content_t, styles, blend, size, self._tiles(scale_index))
+            tiles = self._tiles(scale_index)
+            loss_fns = [self._loss(v, content_t, styles, blend, size, tiles) for v in variants]
             self.targets_seconds += time.perf_counter() - targets_started
             start_iteration = 0
             if resume and scale_index == resume.scale:
-                image = resume.image.to(self.device, copy=True)  # the state stays as it was
+                images = resume.image.to(self.device, copy=True)  # the state stays as it was
                 start_iteration = resume.iteration
-            elif image is None:
-                image = self._initial(content_t, init_image, size, generator)
+            elif images is None:
+                images = torch.cat([self._initial(content_t, init_image, size, g) for g in generators])
             else:
-                image = F.interpolate(image, size=(size[1], size[0]), mode="bicubic", align_corners=False)
-                image = image.clamp(0, 1).to(self.device)
+                images = F.interpolate(images, size=(size[1], size[0]), mode="bicubic", align_corners=False)
+                images = images.clamp(0, 1).to(self.device)
             del content_t  # its features are the target now; at print sizes it is 12 bytes a pixel
-            image = self._optimize(image, loss_fn, index, scale_index, start_iteration, lambda: finished)
+            images = self._optimize(images, loss_fns, group, scale_index, start_iteration, lambda: finished)
             if self.stopped:
-                return image
-        return image.detach().clamp(0, 1)
+                return images
+        return images.detach().clamp(0, 1)
+
+    def picture_step(self, output: int, scale: int, iteration: int) -> int:
+        """The step (1-based) an output's iteration has in the loss history: its number had the
+        outputs been made one after another, batched or not."""
+        return output * sum(self.iterations) + sum(self.iterations[:scale]) + iteration
+
+    def ordered_history(self) -> tuple[dict[str, float], ...]:
+        """The loss history by step: a batch's pictures report their iterations side by side."""
+        return tuple(sorted(self.history, key=lambda h: h["step"]))
 
     def _tiles(self, scale_index: int) -> list[Tile] | None:
         """This scale's tiles, or None where it runs whole."""
@@ -273,15 +301,23 @@ class _Run:
         return self.net(image.contiguous(memory_format=torch.channels_last), layers, tap=tap,
                         exact=self.exact_convolutions)
 
-    def _evaluate(self, image: torch.Tensor, loss_fn: StyleTransferLoss) -> LossTerms:
+    def _evaluate(self, images: torch.Tensor, loss_fns: Sequence[StyleTransferLoss]) -> list[LossTerms]:
+        """Each picture's terms against its own targets, from one pass of the batch: the
+        network and the Gram matrices treat a batch's pictures apart, so the sum of the terms
+        gives each picture the gradient it has alone."""
         grams: dict[str, torch.Tensor] = {}
+        styled = frozenset().union(*(fn.style_targets for fn in loss_fns))
 
         def tap(name: str, features: torch.Tensor) -> torch.Tensor:
-            if name in loss_fn.style_targets:
+            if name in styled:
                 features, grams[name] = gram_tap(features)
             return features
 
-        return loss_fn(self._features(image, loss_fn.layers, tap), image, grams)
+        features = self._features(images, frozenset().union(*(fn.layers for fn in loss_fns)), tap)
+        if len(loss_fns) == 1:
+            return [loss_fns[0](features, images, grams)]
+        return [fn({k: v[i:i + 1] for k, v in features.items()}, images[i:i + 1], {k: g[i:i + 1] for k, g in grams.items()})
+                for i, fn in enumerate(loss_fns)]
 
     def _loss(self, p: Params, content_t, styles, blend, size, tiles) -> StyleTransferLoss:
         layers = frozenset(p.content_layers)
@@ -343,43 +379,45 @@ class _Run:
                     grams[layer] = masked
         return _remember(_STYLE_CACHE, key, grams)
 
-    def _optimize(self, image, loss_fn, output_index, scale_index, start_iteration, finished) -> torch.Tensor:
+    def _optimize(self, images, loss_fns, group, scale_index, start_iteration, finished) -> torch.Tensor:
         p = self.params
         entered = time.perf_counter()  # the optimizer's making counts (Adam's first imports for 1.5 s)
-        # The optimized image stays plain contiguous (L-BFGS flattens it); the network
-        # sees a channels-last copy, a cheap one of three channels. The starting image is
-        # made plain contiguous, so that x shares its memory rather than copying it while the
+        # The optimized images stay plain contiguous (L-BFGS flattens each); the network
+        # sees a channels-last copy, a cheap one of three channels. The starting images are
+        # made plain contiguous, so that x shares their memory rather than copying it while the
         # caller still holds it (12 bytes a pixel for the whole scale: 600 MB at 8192 px).
-        x = image.detach().contiguous().requires_grad_(True)
+        x = images.detach().contiguous().requires_grad_(True)
+        pictures = x.shape[0]
         last: list[LossTerms] = []
         tiles = self._tiles(scale_index)
         plan = self.plan.memory[scale_index]
-        tiled = TiledObjective(self._within(plan), loss_fn, tiles) if tiles else None
+        tiled = TiledObjective(self._within(plan), loss_fns[0], tiles) if tiles else None
 
         evaluations = 0
 
-        def closure() -> torch.Tensor:
+        def closure() -> None:
             nonlocal evaluations
-            optimizer.zero_grad(set_to_none=True)
+            x.grad = None
             self.exact_convolutions = not adam and evaluations < 2
             evaluations += 1
-            if tiled is not None:
+            if tiled is not None:  # one picture: a batch is planned only where each scale runs whole
                 terms, x.grad = tiled(x.detach())
+                last[:] = [terms]
             else:
-                terms = self._evaluate(x, loss_fn)
-                terms.total.backward()
-            last[:] = [terms]
-            return terms.total
+                last[:] = self._evaluate(x, loss_fns)
+                sum(t.total for t in last).backward()
 
         adam = plan.optimizer == "adam"
         scheduler = None
         if plan.optimizer in ("lbfgs", "lbfgs-compact"):
-            # One function evaluation per step(), so progress and stopping work per iteration, for
+            # One function evaluation per step, so progress and stopping work per iteration, for
             # exactly the iterations asked for; the history in bfloat16 where float32 does not fit.
             # Its buffer holds the whole history from the first pair: no more pairs than the
             # scale's remaining iterations can make (a 10-iteration job does not hold 50).
+            # Each picture of a batch has its own, on its slice of the batch.
             history = max(1, min(plan.history, self.iterations[scale_index] - start_iteration - 1))
-            optimizer = LBFGS(x, history, torch.float32 if plan.optimizer == "lbfgs" else torch.bfloat16)
+            pair_dtype = torch.float32 if plan.optimizer == "lbfgs" else torch.bfloat16
+            optimizers = [LBFGS(x.detach()[k:k + 1], history, pair_dtype) for k in range(pictures)]
         else:
             optimizer = torch.optim.Adam([x], lr=p.learning_rate)
             if p.lr_schedule == "plateau":
@@ -389,22 +427,24 @@ class _Run:
         scale_started = time.perf_counter()
         done = 0  # a run stopped on a scale's last iteration resumes with none left to do
         for iteration in range(start_iteration + 1, self.iterations[scale_index] + 1):
+            closure()
             if adam:
-                closure()
                 optimizer.step()
             else:
-                optimizer.step(closure)
-            losses = last[0].as_floats()
+                for k, optimizer_k in enumerate(optimizers):
+                    optimizer_k.advance(x.grad[k].reshape(-1))
+            losses = [terms.as_floats() for terms in last]
             if scheduler is not None:
-                scheduler.step(losses["total"])
-            self.step += 1
+                scheduler.step(losses[0]["total"])
+            self.step += pictures
             done += 1
-            self.pixel_steps_done += width * height
-            self.last_losses = losses
-            self.history.append({"step": self.step, **losses,
-                                 **({"lr": optimizer.param_groups[0]["lr"]} if adam else {})})
+            self.pixel_steps_done += width * height * pictures
+            self.last_losses = losses[-1]
+            for index, picture_losses in zip(group, losses):
+                self.history.append({"step": self.picture_step(index, scale_index, iteration), **picture_losses,
+                                     **({"lr": optimizer.param_groups[0]["lr"]} if adam else {})})
             if self.progress is not None:
-                self.progress(self._report(output_index, scale_index, iteration, losses, x, finished))
+                self.progress(self._report(group, scale_index, iteration, losses[0], x, finished))
             if self.should_stop is not None and self.should_stop():
                 self.stopped = True
                 self.stopped_at = (scale_index, iteration)
@@ -429,14 +469,15 @@ class _Run:
 
         return features
 
-    def _report(self, output_index, scale_index, iteration, losses, x, finished) -> Progress:
+    def _report(self, group, scale_index, iteration, losses, x, finished) -> Progress:
         elapsed = time.perf_counter() - self.started
-        remaining_pixel_steps = self.plan.remaining_work(output_index, scale_index, iteration)
+        remaining_pixel_steps = self.plan.remaining_work(group.start, scale_index, iteration, len(group))
         rate = self._seconds_per_pixel_step(elapsed)
         total = self.plan.total_work
         return Progress(
-            output=output_index,
+            output=group.start,
             outputs=self.params.outputs,
+            pictures=len(group),
             scale=scale_index,
             scales=len(self.sizes),
             size=self.sizes[scale_index],
@@ -448,12 +489,12 @@ class _Run:
             elapsed=elapsed,
             eta=rate * remaining_pixel_steps,
             snapshot=lambda: RunState(
-                output_index, scale_index, iteration, x.detach().float().cpu().clone(), tuple(finished()),
-                tuple(self.history),
+                group.start, scale_index, iteration, x.detach().float().cpu().clone(), tuple(finished()),
+                self.ordered_history(),
             ),
             work=(total - remaining_pixel_steps) / 1e6,
             work_total=total / 1e6,
-            image=lambda max_edge=None: to_image(x.detach()[0], max_edge),
+            image=lambda max_edge=None: to_image(x.detach()[0], max_edge),  # a batch's first picture
         )
 
     def _seconds_per_pixel_step(self, elapsed: float) -> float:
@@ -467,6 +508,21 @@ class _Run:
         if self.pixel_steps_done <= done0:
             return elapsed / max(self.pixel_steps_done, 1.0)
         return (now - t0) / (self.pixel_steps_done - done0)
+
+
+def _resumable(plan: RunPlan, resume: RunState, *, bf16: bool, winograd: bool) -> tuple[RunPlan, RunState]:
+    """The plan and the state to resume a checkpoint with. Its batch goes on as one batch where
+    that fits this budget (a checkpoint of this worker's always does); where it does not (a
+    machine with less memory took the job over), the batch's pictures start again as planned
+    here, and the outputs finished before it are kept."""
+    if resume.pictures <= plan.batch:
+        return plan, resume
+    batched = [plan_batch(m, resume.pictures, plan.budget, bf16=bf16, winograd=winograd) for m in plan.memory]
+    if all(batched):
+        return dataclasses.replace(plan, memory=tuple(batched), batch=resume.pictures), resume
+    before = resume.output * sum(plan.iterations)
+    return plan, RunState(resume.output, 0, 0, torch.empty(0), resume.finished,
+                          tuple(h for h in resume.history if h["step"] <= before))
 
 
 def _image_from(saved: torch.Tensor) -> torch.Tensor:
@@ -516,12 +572,14 @@ def _result(finished, content, params, run, weights, device, bf16, setup_seconds
             "seconds_per_iteration": run.seconds_per_iteration,
         },
         "work_mpix_iterations": round(run.plan.total_work / 1e6, 3),
-        "memory": {"budget_mib": round(run.plan.budget / 2**20), "scales": [m.to_dict() for m in run.plan.memory]},
+        "memory": {"budget_mib": round(run.plan.budget / 2**20), "batch": run.plan.batch,
+                   "scales": [m.to_dict() for m in run.plan.memory]},
         "stopped": run.stopped,
     }
     if device.type == "cuda":
         record["gpu_peak_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    return Result(outputs=outputs, record=record, history=run.history, stopped=run.stopped, state=state)
+    return Result(outputs=outputs, record=record, history=list(run.ordered_history()), stopped=run.stopped,
+                  state=state)
 
 
 def _faces_record(params: Params, faces: list[list[Face]]) -> dict:

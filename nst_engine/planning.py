@@ -13,7 +13,7 @@ from typing import Sequence
 from . import winograd
 from .device import describe, pick_device, use_bf16
 from .images import fitted_size
-from .memory import ScalePlan, default_budget, plan_scale
+from .memory import ScalePlan, default_budget, plan_batch, plan_scale
 from .params import Params
 
 # Coarse scales below this long edge teach the network little: skip them.
@@ -22,6 +22,13 @@ MIN_SCALE_EDGE = 128
 LARGE_EDGE = 1024
 COARSE_EDGE = 512
 MIN_FINE_ITERATIONS = 10
+# The largest scale (pixels) at which a float32 network on the CPU gains from a batch: two
+# pictures' pass against two passes, capped to the AVX2 class (2026-12-07, /tmp probe in
+# docs/benchmarks.md "batch"): 1.24x at 128x128, 0.95x at 256x256, 0.84x at 512x512 (its
+# convolutions are bound by memory there, and a batch doubles the working set). bfloat16 on
+# the CPU gained at every size measured (1.41x, 1.10x, 1.10x), and a GPU, whose small
+# passes are bound by kernel launches, gains most.
+CPU_FP32_BATCH_PIXELS = 192 * 192
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,9 @@ class RunPlan:
     outputs: int
     memory: tuple[ScalePlan, ...]  # per scale: whole or tiled, L-BFGS's history, the peak
     budget: int  # bytes
+    # Outputs optimized at once, as one batch, each picture with its own L-BFGS state: outputs
+    # 0..batch-1 together, then the next batch (the last may be smaller).
+    batch: int = 1
 
     @property
     def total_steps(self) -> int:
@@ -47,25 +57,45 @@ class RunPlan:
         """The whole run's pixel-iterations (every scale and output)."""
         return self.work() * self.outputs
 
-    def remaining_work(self, output: int, scale: int, iteration: int) -> float:
-        """Pixel-iterations left after `iteration` of `scale` of `output` (all 0-based but the
-        1-based iteration)."""
+    def remaining_work(self, output: int, scale: int, iteration: int, pictures: int = 1) -> float:
+        """Pixel-iterations left after `iteration` of `scale` of outputs `output` to
+        `output + pictures - 1` (a batch; all 0-based but the 1-based iteration)."""
         w, h = self.sizes[scale]
-        return ((self.iterations[scale] - iteration) * w * h + self.work(scale + 1)
-                + (self.outputs - output - 1) * self.work())
+        return (pictures * ((self.iterations[scale] - iteration) * w * h + self.work(scale + 1))
+                + (self.outputs - output - pictures) * self.work())
+
+    def groups(self, first: int = 0) -> list[range]:
+        """The outputs from `first` on, as the batches they are optimized in."""
+        return [range(start, min(start + self.batch, self.outputs)) for start in range(first, self.outputs, self.batch)]
 
 
 def plan_run(params: Params, content_size: tuple[int, int], *, bf16: bool, budget: int,
-             tile: int | None = None, winograd: bool = False) -> RunPlan:
+             tile: int | None = None, winograd: bool = False, device: str = "cpu",
+             batch: int | None = None) -> RunPlan:
     """The plan for a photograph of `content_size` (as given; fitted to `params.size` here);
-    `winograd`: the network runs some convolutions as Winograd (`winograd.used`)."""
+    `winograd`: the network runs some convolutions as Winograd (`winograd.used`); `device`: its
+    type, for whether a batch of outputs pays there (`batch_pays`); `batch`: at most this many
+    outputs at once (default: as many as fit and pay)."""
     sizes, iterations = schedule(fitted_size(content_size, params.size, what="content image"), params)
     layers = list(params.content_layers) + list(params.style_layers)
     # Largest first: where nothing fits, the refusal names the picture's own size.
     memory = [plan_scale(size, budget, bf16=bf16, layers=layers, tile=tile, optimizer=params.optimizer,
                          winograd=winograd)
               for size in reversed(sizes)][::-1]
+    most = min(params.outputs, params.outputs if batch is None else batch)
+    if not batch_pays(device, bf16, max(w * h for w, h in sizes)):
+        most = 1
+    for pictures in range(most, 1, -1):  # the largest batch that fits every scale
+        batched = [plan_batch(m, pictures, budget, bf16=bf16, winograd=winograd) for m in memory]
+        if all(batched):
+            return RunPlan(tuple(sizes), tuple(iterations), params.outputs, tuple(batched), budget, pictures)
     return RunPlan(tuple(sizes), tuple(iterations), params.outputs, tuple(memory), budget)
+
+
+def batch_pays(device: str, bf16: bool, pixels: int) -> bool:
+    """Whether optimizing several outputs as one batch is faster than one after another on this
+    kind of device, for a run whose largest scale has `pixels` (CPU_FP32_BATCH_PIXELS)."""
+    return device != "cpu" or bf16 or pixels <= CPU_FP32_BATCH_PIXELS
 
 
 def estimate(params: Params, content_size: tuple[int, int], *, memory_budget: int | None = None) -> dict:
@@ -77,8 +107,9 @@ def estimate(params: Params, content_size: tuple[int, int], *, memory_budget: in
     device = pick_device(params.device)
     budget = memory_budget if memory_budget is not None else default_budget(device)
     bf16 = use_bf16(params.precision, device)
-    plan = plan_run(params, content_size, bf16=bf16, budget=budget, winograd=winograd.used(device, bf16))
-    return {"device": describe(device), "budget_mib": round(budget / 2**20),
+    plan = plan_run(params, content_size, bf16=bf16, budget=budget, winograd=winograd.used(device, bf16),
+                    device=device.type)
+    return {"device": describe(device), "budget_mib": round(budget / 2**20), "batch": plan.batch,
             "peak_mib": round(max(m.peak_bytes for m in plan.memory) / 2**20),
             "scales": [m.to_dict() for m in plan.memory], "iterations_per_scale": list(plan.iterations),
             "work_mpix_iterations": round(plan.total_work / 1e6, 3)}

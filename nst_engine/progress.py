@@ -15,6 +15,12 @@ if TYPE_CHECKING:
     from .optimize import RunState
 
 
+def outputs_label(first: int, pictures: int, outputs: int) -> str:
+    """Which outputs a run is at, 1-based: "2/4", or a batch's "1-4/4"."""
+    which = f"{first + 1}-{first + pictures}" if pictures > 1 else f"{first + 1}"
+    return f"{which}/{outputs}"
+
+
 def work_fraction(work: float, work_total: float) -> float:
     """The share of a run done, by its work (pixels times iterations over every scale and
     output), not by its iterations: a print's cheap coarse iterations are most of its steps
@@ -26,7 +32,7 @@ def work_fraction(work: float, work_total: float) -> float:
 class Progress:
     """One iteration's report to the progress callback."""
 
-    output: int  # 0-based index of the variant being made
+    output: int  # 0-based index of the variant being made (a batch's first: see `pictures`)
     outputs: int
     scale: int  # 0-based index into the scales actually run
     scales: int
@@ -44,7 +50,14 @@ class Progress:
     work_total: float = 0.0
     # The picture as it is now, at most `max_edge` px on its long edge when one is given.
     image: Callable[..., Image.Image] | None = field(default=None, repr=False, compare=False)
+    # Outputs optimized together, as one batch: `output` to `output + pictures - 1`; `losses` and
+    # `image` are the first's, `step` counts every picture's iterations.
+    pictures: int = 1
 
     @property
     def fraction(self) -> float:
         return work_fraction(self.work, self.work_total)
+
+    @property
+    def outputs_label(self) -> str:
+        return outputs_label(self.output, self.pictures, self.outputs)

@@ -135,7 +135,7 @@ def stylize(
             init_img = load_image(params.init, max_pixels=limit, max_edge=content_edge)
         reporter = None if quiet else _TerminalProgress()
         result = run_stylize(content_img, style_imgs, params=params, init_image=init_img, progress=reporter,
-                             memory_budget=config.worker.memory_budget())
+                             memory_budget=config.worker.memory_budget(), batch=config.worker.batch_cap())
         if reporter:
             reporter.close()
         if not quiet:
@@ -829,7 +829,7 @@ class _TerminalProgress:
             loss=p.losses.get("total"), eta=p.eta,
         )
         if p.outputs > 1:
-            line += f"  output {p.output + 1}/{p.outputs}"
+            line += f"  output {p.outputs_label}"
         click.echo("\r" + line, nl=False, err=True)
         self._shown = True
 

@@ -53,6 +53,9 @@ class WorkerConfig:
     retry_seconds: float = setting(30.0, low=0.1, high=86400)
     # What one job may use; 0: from the device (GPU: 90% free; CPU: half available).
     memory_budget_mib: int = setting(0, low=0, high=16 * 2**20)
+    # A job's outputs optimized at once, as one batch; 0: as many as fit the budget where a
+    # batch is faster on the device; 1: one after another.
+    batch: int = setting(0, low=0, high=64)
     # One worker process per device ("cuda:0", "cpu"...; "all": every GPU when there are
     # several); empty: one worker inside the daemon on the device the job asks for.
     devices: tuple[str, ...] = ()
@@ -60,6 +63,10 @@ class WorkerConfig:
     def memory_budget(self) -> int | None:
         """Bytes, or None for the engine's default from the device."""
         return self.memory_budget_mib * 2**20 if self.memory_budget_mib else None
+
+    def batch_cap(self) -> int | None:
+        """Outputs at most in one batch, or None for the engine's choice."""
+        return self.batch or None
 
 
 @dataclass(frozen=True)

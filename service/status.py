@@ -62,8 +62,9 @@ class JobProgress:
     scales: int = 0
     iteration: int = 0
     iterations: int = 0
-    output: int = 0
+    output: int = 0  # 1-based; a batch's first
     outputs: int = 0
+    pictures: int = 1  # outputs optimized together: `output` to `output + pictures - 1`
     losses: dict[str, float] = field(default_factory=dict)
     elapsed: float = 0.0
     eta: float | None = None

@@ -20,6 +20,7 @@ from nst_engine.device import describe, pick_device
 from nst_engine.errors import advice
 from nst_engine.heap import release as release_heap
 from nst_engine.params import ParamError
+from nst_engine.progress import outputs_label
 
 from .. import __version__
 from ..config import Config
@@ -178,7 +179,7 @@ class Worker:
         reporter = _Reporter(self, job, joblog, params, rate=self.store.device_rate(device))
         try:
             result = stylize(content, styles, params=params, init_image=init, progress=reporter,
-                             memory_budget=self.config.worker.memory_budget(),
+                             memory_budget=self.config.worker.memory_budget(), batch=self.config.worker.batch_cap(),
                              should_stop=reporter.should_stop, resume=resume)
         except (ImageError, WeightsError, ValueError) as e:
             return self._fail(job, joblog, str(e), advice(e))
@@ -255,7 +256,8 @@ class Worker:
         if state.complete(outputs):
             joblog.write("the results of an earlier attempt were kept: publishing them without recomputing")
         else:
-            joblog.write(f"resuming from checkpoint: output {state.output + 1}, scale {state.scale + 1}, "
+            joblog.write(f"resuming from checkpoint: output {outputs_label(state.output, state.pictures, outputs)}, "
+                         f"scale {state.scale + 1}, "
                          f"iteration {state.iteration}")
         return state
 
@@ -298,9 +300,11 @@ class Worker:
         tiles = [("content", content)] + [(f"style {i + 1}" if len(styles) > 1 else "style", s)
                                           for i, s in enumerate(styles)]
         several = len(result.outputs) > 1
+        # A cancelled job's outputs past the finished ones were stopped part way (a batch: several).
+        finished = len(result.state.finished) if result.stopped and result.state is not None else len(result.outputs)
         for index, out in enumerate(result.outputs, start=1):
             suffix = f"-{index}" if several else ""
-            partial = "-partial" if status == JobStatus.CANCELLED and index == len(result.outputs) else ""
+            partial = "-partial" if status == JobStatus.CANCELLED and index > finished else ""
             name = f"{safe_component(job.name)}.stylized{suffix}{partial}.png"
             folder.add_image(name, out.stylized)
             outputs.append(name)
@@ -361,7 +365,7 @@ class _Reporter:
         self.worker.last_progress = now
         if p.iteration % LOG_EVERY_ITERATIONS == 0 or p.iteration == p.iterations:
             losses = " ".join(f"{k} {v:.4g}" for k, v in p.losses.items())
-            self.joblog.write(f"output {p.output + 1}/{p.outputs} scale {p.scale + 1}/{p.scales} "
+            self.joblog.write(f"output {p.outputs_label} scale {p.scale + 1}/{p.scales} "
                               f"{p.size[0]}x{p.size[1]} iteration {p.iteration}/{p.iterations}: {losses}")
         self.losses.append({"step": p.step, **p.losses})
         if now - self._last_preview >= PREVIEW_EVERY_S and p.image is not None:
@@ -371,7 +375,7 @@ class _Reporter:
             self._last_store = now
             progress = JobProgress(
                 step=p.step, total=p.total_steps, scale=p.scale + 1, scales=p.scales, iteration=p.iteration,
-                iterations=p.iterations, output=p.output + 1, outputs=p.outputs, losses=dict(p.losses),
+                iterations=p.iterations, output=p.output + 1, outputs=p.outputs, pictures=p.pictures, losses=dict(p.losses),
                 elapsed=round(p.elapsed, 2), eta=round(self._eta(p), 2), updated=time.time(),
                 work=round(p.work, 4), work_total=round(p.work_total, 4),
             )

@@ -99,11 +99,12 @@ def test_polling_observer(service_dir):
     assert svc.wait_job("polled", timeout=30).status == "done"
 
 
-def test_sigterm_mid_job_checkpoints_and_resumes(service_dir):
-    # 80 iterations at 96 px: about 2.5 s of them left when it is stopped at step 20 on the fastest
-    # CPU here (a slower or busier one leaves more, in the same proportion as the test's waits).
-    svc = service_dir(defaults={"size": 96, "iterations": 80}).start()
-    svc.drop("long", {})
+def test_sigterm_mid_job_checkpoints_its_batch_and_resumes_it(service_dir):
+    # Two outputs optimized as one batch, 40 iterations each at 96 px: about 2.5 s of them left
+    # when it is stopped at step 20 on the fastest CPU here (a slower or busier one leaves more, in
+    # the same proportion as the test's waits). The checkpoint holds both pictures.
+    svc = service_dir(defaults={"size": 96, "iterations": 40}).start()
+    svc.drop("long", {"outputs": 2})
     svc.wait_for(lambda: (j := svc.job("long")) is not None and j.progress.step >= 20,
                  what="the job to make progress")
     took = svc.stop(signal.SIGTERM)
@@ -116,7 +117,10 @@ def test_sigterm_mid_job_checkpoints_and_resumes(service_dir):
     svc.start()
     done = svc.wait_job("long", timeout=120)
     assert done.status == "done"
-    assert "resuming from checkpoint" in (svc.outbox / "long" / "job.log").read_text()
+    log = (svc.outbox / "long" / "job.log").read_text()
+    assert "resuming from checkpoint: output 1-2/2, scale 1, iteration" in log
+    assert sorted(p.name for p in (svc.outbox / "long").glob("long.stylized*.png")) == [
+        "long.stylized-1.png", "long.stylized-2.png"]
 
 
 def test_kill_9_mid_job_resumes_and_completes_once(service_dir):

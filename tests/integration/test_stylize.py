@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from skimage.metrics import structural_similarity
 
-from nst_engine import Params, RunState, stylize
+from nst_engine import Params, RunState, estimate, stylize
 
 TINY = dict(size=96, iterations=30, scales=(1.0,))
 
@@ -89,15 +89,77 @@ def test_corrected_output_takes_the_photographs_lightness_and_colours(default_ru
     assert light_c < light_s / 2 and chroma_c < chroma_s / 2
 
 
-def test_progress_reports_every_iteration_with_an_eta(content_image, style_image):
+@pytest.mark.parametrize("batch", [1, None])
+def test_progress_reports_every_iteration_with_an_eta(content_image, style_image, batch):
     seen = []
-    stylize(content_image, [style_image], params=Params(size=128, iterations=5, scales=(0.5, 1.0), outputs=2),
-            progress=seen.append)
+    result = stylize(content_image, [style_image], params=Params(size=128, iterations=5, scales=(0.5, 1.0), outputs=2),
+                     progress=seen.append, batch=batch)
     # 128 px: the 64 px coarse scale is below the useful minimum and skipped.
-    assert len(seen) == 10
-    assert [p.step for p in seen] == list(range(1, 11))
-    assert seen[-1].total_steps == 10 and seen[-1].output == 1 and seen[-1].eta == pytest.approx(0, abs=1e-6)
+    if batch == 1:  # one output after the other: a report for each one's iterations
+        assert result.record["memory"]["batch"] == 1
+        assert [p.step for p in seen] == list(range(1, 11))
+        assert seen[-1].output == 1 and seen[-1].pictures == 1 and seen[-1].outputs_label == "2/2"
+    else:  # both as one batch: a report for each of the batch's iterations, counting both pictures
+        assert result.record["memory"]["batch"] == 2
+        assert [p.step for p in seen] == list(range(2, 11, 2))
+        assert seen[-1].output == 0 and seen[-1].pictures == 2 and seen[-1].outputs_label == "1-2/2"
+    assert [p.fraction for p in seen] == sorted(p.fraction for p in seen) and seen[-1].fraction == 1.0
+    assert seen[-1].total_steps == 10 and seen[-1].eta == pytest.approx(0, abs=1e-6)
     assert seen[0].eta > 0 and set(seen[0].losses) == {"total", "content", "style", "tv"}
+
+
+def test_a_batch_of_outputs_makes_the_pictures_made_one_after_another(content_image, style_image):
+    """Each picture of a batch has its own targets (its variant's), its own L-BFGS state and its
+    own gradient from the batch's one pass: its picture is the one made alone, within the
+    round-off in which a batched convolution may differ from a single one."""
+    params = Params(**{**TINY, "iterations": 8}, outputs=3)
+    alone = stylize(content_image, [style_image], params=params, batch=1)
+    batched = stylize(content_image, [style_image], params=params)
+    assert batched.record["memory"]["batch"] == 3 and alone.record["memory"]["batch"] == 1
+    assert [s["pictures"] for s in batched.record["memory"]["scales"]] == [3]
+    # The same history, step for step: each picture numbered as it is alone.
+    assert [h["step"] for h in batched.history] == [h["step"] for h in alone.history] == list(range(1, 25))
+    # Each picture's first three evaluations: its own targets, then the steps its own gradient and
+    # its own L-BFGS state give (a shared state or mixed gradients move them apart at once).
+    early = [[h["total"] for h in run.history if h["step"] % 8 in (1, 2, 3)] for run in (alone, batched)]
+    assert early[1] == pytest.approx(early[0], rel=2e-3)
+    assert len({round(t, 3) for t in early[1][::3]}) == 3  # three variants: three different pictures
+    # Later the round-off grows as L-BFGS's does between any two runs (by 30 iterations a few
+    # levels on average; the loss within 1%): close, not equal.
+    for a, b in zip(alone.outputs, batched.outputs):
+        diff = np.abs(pixels(a.stylized) - pixels(b.stylized))
+        assert diff.mean() < 2.5 and diff.max() <= 40
+    assert batched.history[-1]["total"] == pytest.approx(alone.history[-1]["total"], rel=0.02)
+
+
+def test_a_stopped_batch_resumes_together_or_starts_again_where_it_does_not_fit(content_image, style_image):
+    params = Params(**{**TINY, "iterations": 12}, outputs=2)
+    full = stylize(content_image, [style_image], params=params)
+    calls = {"n": 0}
+
+    def stop_after_5():
+        calls["n"] += 1
+        return calls["n"] == 5
+
+    stopped = stylize(content_image, [style_image], params=params, should_stop=stop_after_5)
+    state = stopped.state
+    assert (state.output, state.pictures, state.iteration, len(state.finished)) == (0, 2, 5, 0)
+    assert len(stopped.outputs) == 2  # both partial
+    restored = RunState.from_dict(torch.load(_save(state), weights_only=True))
+    resumed = stylize(content_image, [style_image], params=params, resume=restored)
+    assert resumed.record["memory"]["batch"] == 2 and not resumed.stopped
+    for a, b in zip(resumed.outputs, full.outputs):  # L-BFGS's memory restarts: close, not equal
+        assert np.abs(pixels(a.stylized) - pixels(b.stylized)).mean() < 12
+    assert [h["step"] for h in resumed.history] == list(range(1, 25))
+    assert resumed.history[4]["total"] == stopped.history[4]["total"]  # the steps before the stop kept
+    # A worker with room for one picture at a time (taking the job over): the batch's pictures start
+    # again one after another, rather than overrun the memory plan.
+    one = estimate(Params(**{**TINY, "iterations": 12}), content_image.size)
+    budget = (one["peak_mib"] + 2) * 2**20  # one picture's plan and a little: not two
+    again = stylize(content_image, [style_image], params=params, resume=restored, memory_budget=budget)
+    assert again.record["memory"]["batch"] == 1 and not again.stopped
+    assert [h["step"] for h in again.history] == list(range(1, 25))
+    assert again.history[4]["total"] != stopped.history[4]["total"] or again.history[5]["total"] != stopped.history[5]["total"]
 
 
 def test_coarse_to_fine_runs_each_scale(content_image, style_image):
@@ -108,20 +170,20 @@ def test_coarse_to_fine_runs_each_scale(content_image, style_image):
 
 def test_stop_returns_a_partial_result_that_resumes_to_the_same_end(content_image, style_image):
     params = Params(**{**TINY, "iterations": 12}, outputs=2)
-    full = stylize(content_image, [style_image], params=params)
+    full = stylize(content_image, [style_image], params=params, batch=1)  # one output after the other
     calls = {"n": 0}
 
     def stop_after_16():
         calls["n"] += 1
         return calls["n"] == 16
 
-    stopped = stylize(content_image, [style_image], params=params, should_stop=stop_after_16)
+    stopped = stylize(content_image, [style_image], params=params, should_stop=stop_after_16, batch=1)
     assert stopped.stopped and len(stopped.outputs) == 2  # one finished, one partial
     state = stopped.state
     assert (state.output, state.iteration, len(state.finished)) == (1, 4, 1)
     # Through a serialization round trip, as the service checkpoints it.
     restored = RunState.from_dict(torch.load(_save(state), weights_only=True))
-    resumed = stylize(content_image, [style_image], params=params, resume=restored)
+    resumed = stylize(content_image, [style_image], params=params, resume=restored, batch=1)
     assert not resumed.stopped and len(resumed.outputs) == 2
     assert np.array_equal(pixels(resumed.outputs[0].stylized), pixels(full.outputs[0].stylized))
     # L-BFGS restarts its curvature memory on resume, so the second image is close, not equal.

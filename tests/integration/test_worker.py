@@ -131,6 +131,23 @@ def test_a_portraits_job_says_in_its_log_and_record_that_its_face_was_kept_out(s
             in (folder / "job.log").read_text())
 
 
+@pytest.mark.parametrize("batch", [0, 1])
+def test_a_jobs_outputs_run_as_one_batch_unless_the_worker_says_one_by_one(tmp_path, batch):
+    box = IntakeDir(tmp_path, worker={"batch": batch})
+    try:
+        _queued(box, "two", "size = 64\niterations = 3\nscales = [1.0]\noutputs = 2\n")
+        assert _run(box, _claim(box)) == JobStatus.DONE
+        folder = box.outbox_dir / box.jobs()["two"].outbox_dir
+        record = json.loads((folder / "job.json").read_text())["record"]
+        log = (folder / "job.log").read_text()
+    finally:
+        box.close()
+    if batch == 0:  # the worker's default: both at once, where the memory and the device allow
+        assert record["memory"]["batch"] == 2 and "output 1-2/2 scale 1/1 64x53 iteration 3/3" in log
+    else:
+        assert record["memory"]["batch"] == 1 and "output 2/2 scale 1/1 64x53 iteration 3/3" in log
+
+
 def test_the_next_job_computes_while_the_last_ones_folder_is_written(site, monkeypatch):
     """The device's thread hands a finished job's folder to the publisher and goes on: job b
     is computed while job a's preview is still being drawn (inline, b could not start)."""

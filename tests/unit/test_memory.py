@@ -3,7 +3,9 @@
 import pytest
 
 from nst_engine.memory import (FIXED_BYTES, HISTORY_MAX, HISTORY_MIN, HISTORY_PAIR_BYTES_PER_PIXEL,
-                               STATE_BYTES_PER_PIXEL, BudgetError, plan_scale)
+                               STATE_BYTES_PER_PIXEL, BudgetError, plan_batch, plan_scale)
+from nst_engine.params import Params
+from nst_engine.planning import plan_run
 from nst_engine.tiling import GRID
 
 LAYERS = ["relu4_2", "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
@@ -64,3 +66,40 @@ def test_a_picture_that_cannot_fit_even_tiled_is_refused_with_advice():
 def test_a_forced_tile_is_kept():
     plan = plan_scale((512, 384), 8 * GIB, bf16=True, layers=LAYERS, tile=128)
     assert plan.tile == 128 and plan.tiles == 12
+
+
+def test_a_batch_of_pictures_costs_each_its_own_state_history_and_pass():
+    alone = plan_scale((512, 384), 8 * GIB, bf16=True, layers=LAYERS)
+    assert plan_batch(alone, 1, 8 * GIB, bf16=True).peak_bytes == alone.peak_bytes
+    four = plan_batch(alone, 4, 8 * GIB, bf16=True)
+    assert (four.pictures, four.history, four.tile) == (4, alone.history, None)
+    assert four.peak_bytes - FIXED_BYTES == 4 * (alone.peak_bytes - FIXED_BYTES)
+    # Over the budget, tiled, or a history shortened: no batch (its pictures would not be the ones made alone).
+    assert plan_batch(alone, 4, four.peak_bytes - 1, bf16=True) is None
+    tiled = plan_scale((512, 384), 8 * GIB, bf16=True, layers=LAYERS, tile=128)
+    assert plan_batch(tiled, 2, 8 * GIB, bf16=True) is None
+    adam = plan_scale((512, 384), 8 * GIB, bf16=True, layers=LAYERS, optimizer="adam")
+    assert plan_batch(adam, 2, 8 * GIB, bf16=True) is None
+
+
+def test_a_run_batches_as_many_outputs_as_fit_where_batching_pays():
+    params = Params(size=512, outputs=4)
+    whole = plan_run(params, (512, 384), bf16=True, budget=8 * GIB)
+    assert whole.batch == 4 and whole.groups() == [range(0, 4)]
+    two = plan_batch(whole.memory[0], 2, 8 * GIB, bf16=True).peak_bytes
+    fits_two = plan_run(params, (512, 384), bf16=True, budget=two)
+    assert fits_two.batch == 2 and fits_two.groups() == [range(0, 2), range(2, 4)]
+    assert fits_two.groups(3) == [range(3, 4)]
+    # float32 on the CPU gains only on small pictures; a GPU and bf16 at every size.
+    assert plan_run(params, (512, 384), bf16=False, budget=8 * GIB).batch == 1
+    assert plan_run(params, (512, 384), bf16=False, budget=8 * GIB, device="cuda").batch == 4
+    assert plan_run(Params(size=128, outputs=4), (128, 96), bf16=False, budget=8 * GIB).batch == 4
+    assert plan_run(params, (512, 384), bf16=True, budget=8 * GIB, batch=1).batch == 1
+    assert plan_run(Params(size=512, outputs=4, optimizer="adam"), (512, 384), bf16=True, budget=8 * GIB).batch == 1
+
+
+def test_a_batchs_remaining_work_counts_every_picture_in_it():
+    plan = plan_run(Params(size=512, outputs=3, iterations=10), (512, 384), bf16=True, budget=8 * GIB)
+    assert plan.remaining_work(0, 0, 0, pictures=3) == plan.total_work
+    assert plan.remaining_work(0, 0, 10, pictures=2) == plan.work()  # the third output left
+    assert plan.remaining_work(0, 0, 4, pictures=3) == 3 * 6 * 512 * 384
