@@ -51,10 +51,11 @@ def contents(edge: int) -> list:
 
 
 def bench_pipeline(*, jobs: int = 20, size: int = 128, iterations: int | None = 10, large: int = 0,
-                   large_size: int = 256, outputs_every: int = 10, device: str = "auto") -> dict:
+                   large_size: int = 256, outputs_every: int = 10, device: str = "auto", batch: int = 0) -> dict:
     """`jobs` jobs at `size` px and `large` at `large_size` px, every `outputs_every`-th with
     `outputs = 4`, over several pairs, dropped at once into one warm daemon. `iterations` at
-    one scale; None: the service's default iterations and scales."""
+    one scale; None: the service's default iterations and scales. `batch`: the worker's
+    `[worker] batch` (0: a job's outputs as one batch where that pays; 1: one after another)."""
     sys.path.insert(0, str(ROOT / "tests"))
     from PIL import Image
 
@@ -66,7 +67,7 @@ def bench_pipeline(*, jobs: int = 20, size: int = 128, iterations: int | None = 
                           watch={"settle_seconds": 0.5, "rescan_seconds": 5.0},
                           # The service's own checkpoint interval, not the tests' 0.5 s: a
                           # checkpoint every half second was 1.4% of the worker's time here.
-                          worker={"checkpoint_seconds": 30.0})
+                          worker={"checkpoint_seconds": 30.0, "batch": batch})
         library = site.inbox / "styles"
         library.mkdir()
         for style in STYLES:
@@ -158,11 +159,12 @@ def main() -> int:
     ap.add_argument("--large", type=int, default=0, help="further jobs at --large-size")
     ap.add_argument("--large-size", type=int, default=256)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch", type=int, default=0, help="[worker] batch (1: a job's outputs one after another)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     result = bench_pipeline(jobs=args.jobs, size=args.size, iterations=None if args.defaults else args.iterations,
                             large=args.large,
-                            large_size=args.large_size, device=args.device)
+                            large_size=args.large_size, device=args.device, batch=args.batch)
     print_pipeline(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -22,13 +22,12 @@ MIN_SCALE_EDGE = 128
 LARGE_EDGE = 1024
 COARSE_EDGE = 512
 MIN_FINE_ITERATIONS = 10
-# The largest scale (pixels) at which a float32 network on the CPU gains from a batch: two
-# pictures' pass against two passes, capped to the AVX2 class (2026-12-07, /tmp probe in
-# docs/benchmarks.md "batch"): 1.24x at 128x128, 0.95x at 256x256, 0.84x at 512x512 (its
-# convolutions are bound by memory there, and a batch doubles the working set). bfloat16 on
-# the CPU gained at every size measured (1.41x, 1.10x, 1.10x), and a GPU, whose small
-# passes are bound by kernel launches, gains most.
-CPU_FP32_BATCH_PIXELS = 192 * 192
+# The largest scale (pixels) at which a float32 network on the CPU gains from a batch. Measured
+# capped to the AVX2 class (2026-12-07, bench/batch.py --force, four outputs, whole runs, side
+# by side): 1.39x at 128x96, 1.08x at 256x192, 1.02x at 512x384 (the convolutions are bound by
+# memory there; a wash, for four times the memory). bfloat16 on the CPU gained at every size
+# (1.65x, 1.35x, 1.12x), and a GPU, whose small passes are bound by kernel launches, gains most.
+CPU_FP32_BATCH_PIXELS = 256 * 256
 
 
 @dataclass(frozen=True)

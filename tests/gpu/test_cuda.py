@@ -113,6 +113,27 @@ def test_a_job_cancelled_and_resumed_on_the_gpu(service_dir):
     assert (folder / "long.stylized-partial.png").is_file()
 
 
+def test_a_batch_of_outputs_on_the_gpu_makes_the_pictures_made_alone():
+    """The CPU's batch test (tests/integration/test_stylize.py) on CUDA: each picture's first
+    evaluations as alone, the pictures close (L-BFGS's round-off grows as between any two runs)."""
+    import numpy as np
+
+    from nst_engine import Params, load_image, stylize
+    from precision import SAMPLES
+
+    content, style = load_image(SAMPLES / "tubingen.jpg"), load_image(SAMPLES / "starry_night.jpg")
+    params = Params(size=256, iterations=8, scales=(1.0,), outputs=3, device="cuda")
+    alone = stylize(content, [style], params=params, batch=1)
+    batched = stylize(content, [style], params=params)
+    assert batched.record["memory"]["batch"] == 3
+    early = [[h["total"] for h in run.history if h["step"] % 8 in (1, 2, 3)] for run in (alone, batched)]
+    assert early[1] == pytest.approx(early[0], rel=5e-3)
+    for a, b in zip(alone.outputs, batched.outputs):
+        diff = np.abs(np.asarray(a.stylized, np.int16) - np.asarray(b.stylized, np.int16))
+        print(json.dumps({"variant": a.variant, "mean": float(diff.mean()), "max": int(diff.max())}))
+        assert diff.mean() < 2.5
+
+
 def test_bf16_gram_products_on_cuda_keep_float32_accuracy():
     """The split products (a bf16 product plus its rounding error) run on CUDA once torch keeps
     bf16 reductions in float32, as `stylize` sets: a Gram matrix and its gradient to 1e-4 of the
