@@ -247,8 +247,9 @@ class _Run:
             content_t = to_tensor(content.resize(size, Image.Resampling.LANCZOS) if size != content.size else content)
             content_t = self._to_device(content_t)
             targets_started = time.perf_counter()
-            tiles = self._tiles(scale_index)
-            loss_fns = [self._loss(v, content_t, styles, blend, size, tiles) for v in variants]
+            # The photograph's features once: every variant's content target.
+            content_targets = self._content_targets(content_t, self._tiles(scale_index))
+            loss_fns = [self._loss(v, content_targets, styles, blend, size) for v in variants]
             self.targets_seconds += time.perf_counter() - targets_started
             start_iteration = 0
             if resume and scale_index == resume.scale:
@@ -319,14 +320,16 @@ class _Run:
         return [fn({k: v[i:i + 1] for k, v in features.items()}, images[i:i + 1], {k: g[i:i + 1] for k, g in grams.items()})
                 for i, fn in enumerate(loss_fns)]
 
-    def _loss(self, p: Params, content_t, styles, blend, size, tiles) -> StyleTransferLoss:
-        layers = frozenset(p.content_layers)
+    def _content_targets(self, content_t: torch.Tensor, tiles: list[Tile] | None) -> dict[str, torch.Tensor]:
+        layers = frozenset(self.params.content_layers)
         with torch.no_grad():
             if tiles:
-                content_features = tiled_features(self._features, content_t, layers, tiles)
+                features = tiled_features(self._features, content_t, layers, tiles)
             else:
-                content_features = self._features(content_t, layers)
-            content_targets = {k: content_features[k] for k in p.content_layers}
+                features = self._features(content_t, layers)
+        return {k: features[k] for k in self.params.content_layers}
+
+    def _loss(self, p: Params, content_targets, styles, blend, size) -> StyleTransferLoss:
         style_edge = max(MIN_SCALE_EDGE // 4, round(max(size) * p.style_scale))
         grams = [self._style_grams(style, style_edge, found) for style, found in zip(styles, self.faces)]
         style_targets, layer_weights = {}, []
