@@ -97,17 +97,18 @@ def batch_pays(device: str, bf16: bool, pixels: int) -> bool:
     return device != "cpu" or bf16 or pixels <= CPU_FP32_BATCH_PIXELS
 
 
-def estimate(params: Params, content_size: tuple[int, int], *, memory_budget: int | None = None) -> dict:
+def estimate(params: Params, content_size: tuple[int, int], *, memory_budget: int | None = None,
+             batch: int | None = None) -> dict:
     """What a run of `params` on a photograph of `content_size` will take, before it starts:
     each scale's plan (whole or tiled, L-BFGS's history), the estimated peak memory and the
     work in megapixel-iterations. Raises `BudgetError` (with advice) where the picture cannot
     fit the budget even in tiles, and `ImageError` where it is too narrow for the size, so
-    that a service can refuse such a job at once."""
+    that a service can refuse such a job at once. `batch`: as `stylize`'s."""
     device = pick_device(params.device)
     budget = memory_budget if memory_budget is not None else default_budget(device)
     bf16 = use_bf16(params.precision, device)
     plan = plan_run(params, content_size, bf16=bf16, budget=budget, winograd=winograd.used(device, bf16),
-                    device=device.type)
+                    device=device.type, batch=batch)
     return {"device": describe(device), "budget_mib": round(budget / 2**20), "batch": plan.batch,
             "peak_mib": round(max(m.peak_bytes for m in plan.memory) / 2**20),
             "scales": [m.to_dict() for m in plan.memory], "iterations_per_scale": list(plan.iterations),

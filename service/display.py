@@ -68,6 +68,8 @@ def estimate_text(estimate: dict[str, Any] | None, seconds_per_mpix_iteration: f
     shape = f"{len(scales)} scale{'s' if len(scales) != 1 else ''}"
     if tiled:
         shape += ", " + ", ".join(f"{s['size'][0]}x{s['size'][1]} in {s['tiles']} tiles" for s in tiled)
+    if estimate.get("batch", 1) > 1:
+        shape += f", outputs {estimate['batch']} at a time"
     parts.append(shape)
     if seconds_per_mpix_iteration and estimate.get("work_mpix_iterations"):
         parts.append(f"about {duration(seconds_per_mpix_iteration * estimate['work_mpix_iterations'])}"

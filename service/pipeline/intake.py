@@ -285,7 +285,8 @@ class Intake:
                 kept += round(img.width * shrink) * round(img.height * shrink) * 3
         needs = self._needs(sidecar)
         try:
-            planned = estimate(sidecar.params, size, memory_budget=self.config.worker.memory_budget())
+            planned = estimate(sidecar.params, size, memory_budget=self.config.worker.memory_budget(),
+                               batch=self.config.worker.batch_cap())
             # The pictures beside the run: all kept as decoded, the largest one's decoding at full size.
             planned["images_mib"] = round((decoding + kept) / 2**20)
             return {**planned, "waits_for": needs} if needs else planned

@@ -1,5 +1,6 @@
 """A job's plan and peak memory are known at intake; one that cannot fit is refused at once."""
 
+import pytest
 from PIL import Image
 
 from intakekit import IntakeDir
@@ -85,3 +86,16 @@ def test_a_picture_too_narrow_for_its_size_is_refused_at_once_with_the_engines_w
         job = box.jobs()["strip"]
         assert job.status == "failed" and "too narrow" in job.error and "2000x40" in job.error, job.error
         assert "less extreme aspect ratio" in (box.outbox_dir / "strip" / "error.txt").read_text()
+
+
+@pytest.mark.parametrize("batch", [0, 1])
+def test_a_queued_jobs_estimate_plans_its_outputs_batch_as_the_worker_will(tmp_path, batch):
+    with IntakeDir(tmp_path, worker={"batch": batch}) as box:
+        box.drop("four", "size = 128\noutputs = 4\n")
+        box.scan()
+        est = box.jobs()["four"].record["estimate"]
+    if batch == 0:
+        assert est["batch"] == 4 and "outputs 4 at a time" in estimate_text(est, None)
+        assert [s["pictures"] for s in est["scales"]] == [4]
+    else:
+        assert est["batch"] == 1 and "at a time" not in estimate_text(est, None)
