@@ -497,7 +497,7 @@ class _Run:
             ),
             work=(total - remaining_pixel_steps) / 1e6,
             work_total=total / 1e6,
-            image=lambda max_edge=None: to_image(x.detach()[0], max_edge),  # a batch's first picture
+            image=lambda max_edge=None: to_image(_side_by_side(x.detach()), max_edge),
         )
 
     def _seconds_per_pixel_step(self, elapsed: float) -> float:
@@ -526,6 +526,21 @@ def _resumable(plan: RunPlan, resume: RunState, *, bf16: bool, winograd: bool) -
     before = resume.output * sum(plan.iterations)
     return plan, RunState(resume.output, 0, 0, torch.empty(0), resume.finished,
                           tuple(h for h in resume.history if h["step"] <= before))
+
+
+def _side_by_side(images: torch.Tensor) -> torch.Tensor:
+    """A batch's pictures (B, 3, H, W) as one (3, H', W') image: a grid about as wide as high
+    (two across for two to four), white where a cell is empty; one picture as it is."""
+    count, _, height, width = images.shape
+    if count == 1:
+        return images[0]
+    across = math.ceil(math.sqrt(count))
+    down = math.ceil(count / across)
+    grid = images.new_ones((3, down * height, across * width))
+    for k in range(count):
+        row, column = divmod(k, across)
+        grid[:, row * height:(row + 1) * height, column * width:(column + 1) * width] = images[k]
+    return grid
 
 
 def _image_from(saved: torch.Tensor) -> torch.Tensor:

@@ -48,10 +48,11 @@ class Progress:
     # The work, in megapixel-iterations (pixels times iterations, over every scale and output).
     work: float = 0.0
     work_total: float = 0.0
-    # The picture as it is now, at most `max_edge` px on its long edge when one is given.
+    # The picture as it is now (a batch's: side by side), at most `max_edge` px on its long edge
+    # when one is given.
     image: Callable[..., Image.Image] | None = field(default=None, repr=False, compare=False)
-    # Outputs optimized together, as one batch: `output` to `output + pictures - 1`; `losses` and
-    # `image` are the first's, `step` counts every picture's iterations.
+    # Outputs optimized together, as one batch: `output` to `output + pictures - 1`; `losses` are
+    # the first's, `image` shows them all side by side, `step` counts every picture's iterations.
     pictures: int = 1
 
     @property

@@ -99,10 +99,14 @@ def test_progress_reports_every_iteration_with_an_eta(content_image, style_image
         assert result.record["memory"]["batch"] == 1
         assert [p.step for p in seen] == list(range(1, 11))
         assert seen[-1].output == 1 and seen[-1].pictures == 1 and seen[-1].outputs_label == "2/2"
+        assert seen[-1].image().size == (128, 96)
     else:  # both as one batch: a report for each of the batch's iterations, counting both pictures
         assert result.record["memory"]["batch"] == 2
         assert [p.step for p in seen] == list(range(2, 11, 2))
         assert seen[-1].output == 0 and seen[-1].pictures == 2 and seen[-1].outputs_label == "1-2/2"
+        live = seen[-1].image()  # the live view shows both pictures side by side
+        assert live.size == (256, 96)
+        assert np.array_equal(pixels(live.crop((128, 0, 256, 96))), pixels(result.outputs[1].stylized))
     assert [p.fraction for p in seen] == sorted(p.fraction for p in seen) and seen[-1].fraction == 1.0
     assert seen[-1].total_steps == 10 and seen[-1].eta == pytest.approx(0, abs=1e-6)
     assert seen[0].eta > 0 and set(seen[0].losses) == {"total", "content", "style", "tv"}
