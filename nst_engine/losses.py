@@ -173,8 +173,13 @@ class LossTerms:
     total: torch.Tensor
 
     def as_floats(self) -> dict[str, float]:
-        values = torch.stack([self.total, self.content, self.style, self.tv]).detach().cpu().tolist()
-        return dict(zip(("total", "content", "style", "tv"), values))
+        return LossTerms.floats_of([self])[0]
+
+    @staticmethod
+    def floats_of(terms: Sequence["LossTerms"]) -> list[dict[str, float]]:
+        """Each picture's terms as numbers, in one transfer from the device (one wait a batch)."""
+        values = torch.stack([torch.stack([t.total, t.content, t.style, t.tv]) for t in terms]).detach().cpu().tolist()
+        return [dict(zip(("total", "content", "style", "tv"), row)) for row in values]
 
 
 class StyleTransferLoss:

@@ -436,7 +436,7 @@ class _Run:
             else:
                 for k, optimizer_k in enumerate(optimizers):
                     optimizer_k.advance(x.grad[k].reshape(-1))
-            losses = [terms.as_floats() for terms in last]
+            losses = LossTerms.floats_of(last)
             if scheduler is not None:
                 scheduler.step(losses[0]["total"])
             self.step += pictures
