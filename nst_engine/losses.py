@@ -172,9 +172,6 @@ class LossTerms:
     tv: torch.Tensor
     total: torch.Tensor
 
-    def as_floats(self) -> dict[str, float]:
-        return LossTerms.floats_of([self])[0]
-
     @staticmethod
     def floats_of(terms: Sequence["LossTerms"]) -> list[dict[str, float]]:
         """Each picture's terms as numbers, in one transfer from the device (one wait a batch)."""

@@ -121,9 +121,9 @@ def plan_scale(size: tuple[int, int], budget: int, *, bf16: bool, layers: list[s
     some convolutions as Winograd.
     """
     pixels = size[0] * size[1]
-    fixed = FIXED_BYTES + (WINOGRAD_FIXED_BYTES if winograd else 0)
+    fixed = _fixed_bytes(winograd)
     state = fixed + STATE_BYTES_PER_PIXEL[bf16] * pixels
-    per_pixel = PASS_BYTES_PER_PIXEL[bf16] + (WINOGRAD_BYTES_PER_PIXEL if winograd else 0)
+    per_pixel = _pass_bytes_per_pixel(bf16, winograd)
     halo = halo_for(layers)
     whole_pass = per_pixel * pixels
     if optimizer == "adam":
@@ -151,14 +151,21 @@ def plan_batch(alone: ScalePlan, pictures: int, budget: int, *, bf16: bool, wino
     shorten the history, or need tiles, is not made."""
     if alone.tile is not None or alone.optimizer != "lbfgs":
         return None
-    pixels = alone.size[0] * alone.size[1] * pictures
-    fixed = FIXED_BYTES + (WINOGRAD_FIXED_BYTES if winograd else 0)
-    per_pixel = (STATE_BYTES_PER_PIXEL[bf16] + PASS_BYTES_PER_PIXEL[bf16] + alone.history * HISTORY_PAIR_BYTES_PER_PIXEL
-                 + (WINOGRAD_BYTES_PER_PIXEL if winograd else 0))
-    peak = fixed + per_pixel * pixels
+    # plan_scale's whole plan, its per-pixel part once for each picture.
+    per_pixel = (STATE_BYTES_PER_PIXEL[bf16] + alone.history * HISTORY_PAIR_BYTES_PER_PIXEL
+                 + _pass_bytes_per_pixel(bf16, winograd))
+    peak = _fixed_bytes(winograd) + per_pixel * alone.size[0] * alone.size[1] * pictures
     if peak > budget:
         return None
     return ScalePlan(alone.size, None, 1, alone.history, peak, "lbfgs", pictures)
+
+
+def _fixed_bytes(winograd: bool) -> int:
+    return FIXED_BYTES + (WINOGRAD_FIXED_BYTES if winograd else 0)
+
+
+def _pass_bytes_per_pixel(bf16: bool, winograd: bool) -> int:
+    return PASS_BYTES_PER_PIXEL[bf16] + (WINOGRAD_BYTES_PER_PIXEL if winograd else 0)
 
 
 def _tiled(size: tuple[int, int], budget: int, state: int, pair: int, per_pixel: int, halo: int,

@@ -162,10 +162,11 @@ def stylize(
     weights = _weights(params.weights)
     content = fit_long_edge(content, params.size, what="content image")
     budget = memory_budget if memory_budget is not None else default_budget(device)
+    fast_convolutions = winograd.used(device, bf16)
     plan = plan_run(params, content.size, bf16=bf16, budget=budget, tile=tile,
-                    winograd=winograd.used(device, bf16), device=device.type, batch=batch)
+                    winograd=fast_convolutions, device=device.type, batch=batch)
     if resume is not None and not resume.complete(params.outputs):
-        plan, resume = _resumable(plan, resume, bf16=bf16, winograd=winograd.used(device, bf16))
+        plan, resume = _resumable(plan, resume, bf16=bf16, winograd=fast_convolutions)
     with _out_of_memory(plan, lambda: plan.sizes[0]):  # Winograd's weight tiles are 387 MiB
         net = _network(params.weights, params.pooling, device, params.deepest_layer(), bf16)
     blend = _blend_weights(params.style_blend, len(styles))
@@ -179,10 +180,10 @@ def stylize(
     run.history = list(resume.history) if resume else []
     finished = list(resume.finished) if resume else []
     first_output = resume.output if resume else 0
-    groups = plan.groups(first_output)
-    if resume is not None and resume.image.numel() and not resume.complete(params.outputs):
-        # The batch in progress goes on as it was (`_resumable`), the rest as planned.
-        groups = [range(first_output, first_output + resume.pictures)] + plan.groups(first_output + resume.pictures)
+    # The batch in progress goes on as it was (none where its pictures start again: `_resumable`),
+    # the rest as planned.
+    ongoing = resume.pictures if resume is not None and not resume.complete(params.outputs) else 0
+    groups = ([range(first_output, first_output + ongoing)] if ongoing else []) + plan.groups(first_output + ongoing)
     setup_seconds = time.perf_counter() - started
     # glibc keeping freed memory saves page faults when every iteration allocates the same
     # buffers; tiles of several sizes instead fragment a heap that is never trimmed (a 4096 px
@@ -190,7 +191,7 @@ def stylize(
     keep_heap = device.type == "cpu" and not any(m.tile for m in plan.memory)
     with reuse_freed_memory() if keep_heap else contextlib.nullcontext(), _out_of_memory(plan, lambda: run.current_size):
         for group in groups:
-            here = resume if (resume and group.start == resume.output and resume.image.numel()) else None
+            here = resume if ongoing and group.start == first_output else None
             images = run.some_outputs(group, content, styles, blend, init_image, here, finished)
             pictures = [to_uint8(images[k:k + 1]).cpu() for k in range(len(group))]
             if run.stopped:
@@ -315,7 +316,7 @@ class _Run:
             return features
 
         features = self._features(images, frozenset().union(*(fn.layers for fn in loss_fns)), tap)
-        if len(loss_fns) == 1:
+        if len(loss_fns) == 1:  # no slices: a slice's backward would allocate its layer's gradient again
             return [loss_fns[0](features, images, grams)]
         return [fn({k: v[i:i + 1] for k, v in features.items()}, images[i:i + 1], {k: g[i:i + 1] for k, g in grams.items()})
                 for i, fn in enumerate(loss_fns)]
@@ -517,7 +518,7 @@ def _resumable(plan: RunPlan, resume: RunState, *, bf16: bool, winograd: bool) -
     """The plan and the state to resume a checkpoint with. Its batch goes on as one batch where
     that fits this budget (a checkpoint of this worker's always does); where it does not (a
     machine with less memory took the job over), the batch's pictures start again as planned
-    here, and the outputs finished before it are kept."""
+    here (a state with no picture in progress), and the outputs finished before it are kept."""
     if resume.pictures <= plan.batch:
         return plan, resume
     batched = [plan_batch(m, resume.pictures, plan.budget, bf16=bf16, winograd=winograd) for m in plan.memory]

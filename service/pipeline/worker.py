@@ -257,8 +257,7 @@ class Worker:
             joblog.write("the results of an earlier attempt were kept: publishing them without recomputing")
         else:
             joblog.write(f"resuming from checkpoint: output {outputs_label(state.output, state.pictures, outputs)}, "
-                         f"scale {state.scale + 1}, "
-                         f"iteration {state.iteration}")
+                         f"scale {state.scale + 1}, iteration {state.iteration}")
         return state
 
     # -- endings ----------------------------------------------------------------------
