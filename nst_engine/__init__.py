@@ -18,18 +18,18 @@ from .version import __version__
 
 __all__ = [
     "ImageError", "Limits", "Output", "ParamError", "Params", "Progress", "Result",
-    "RunState", "WeightsError", "load_image", "preload", "stylize", "estimate", "BudgetError",
+    "Request", "RunState", "WeightsError", "load_image", "preload", "stylize", "stylize_many", "estimate", "BudgetError",
 ]
 
 _LAZY = {
-    "stylize": "optimize", "preload": "optimize", "estimate": "planning", "BudgetError": "memory", "Progress": "progress", "Result": "optimize", "RunState": "optimize",
+    "stylize": "optimize", "stylize_many": "optimize", "Request": "optimize", "preload": "optimize", "estimate": "planning", "BudgetError": "memory", "Progress": "progress", "Result": "optimize", "RunState": "optimize",
     "Output": "optimize", "load_image": "images", "ImageError": "images", "WeightsError": "weights",
 }
 
 if TYPE_CHECKING:
     from .images import ImageError, load_image
     from .memory import BudgetError
-    from .optimize import Output, Result, RunState, preload, stylize
+    from .optimize import Output, Request, Result, RunState, preload, stylize, stylize_many
     from .planning import estimate
     from .progress import Progress
     from .weights import WeightsError

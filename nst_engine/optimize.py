@@ -27,7 +27,7 @@ from .lbfgs import LBFGS
 from .losses import LossTerms, StyleTransferLoss, gram, gram_tap
 from .memory import BudgetError, ScalePlan, default_budget, forward_tile, plan_batch
 from .params import ParamError, Params
-from .planning import MIN_SCALE_EDGE, RunPlan, plan_run
+from .planning import MIN_SCALE_EDGE, RunPlan, plan_run, together_key
 from .progress import Progress
 from . import winograd
 from .tiling import Tile, TiledObjective, halo_for, plan_tiles, tiled_features, tiled_grams
@@ -117,6 +117,19 @@ ProgressCallback = Callable[[Progress], None]
 StopCheck = Callable[[], bool]
 
 
+@dataclass(frozen=True)
+class Request:
+    """One job for `stylize_many`: `stylize`'s arguments of the same names."""
+
+    content: Image.Image
+    styles: Sequence[Image.Image]
+    params: Params = Params()
+    init_image: Image.Image | None = None
+    progress: ProgressCallback | None = field(default=None, compare=False)
+    should_stop: StopCheck | None = field(default=None, compare=False)
+    resume: RunState | None = None
+
+
 def stylize(
     content: Image.Image,
     styles: Sequence[Image.Image],
@@ -145,87 +158,315 @@ def stylize(
     made alone, within round-off; `batch` caps it (1: one after another).
     The plan is in the record's "memory".
     """
-    started = time.perf_counter()
-    if not styles:
+    request = Request(content, styles, params, init_image, progress, should_stop, resume)
+    (result,) = stylize_many([request], memory_budget=memory_budget, tile=tile, batch=batch)
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def stylize_many(requests: Sequence[Request], *, memory_budget: int | None = None, tile: int | None = None,
+                 batch: int | None = None) -> list[Result | Exception]:
+    """Several jobs, optimized as one batch where they can be: requests whose runs share the
+    network, the layers, the sizes and the iterations (`planning.together_key`) and fit the
+    memory budget together are one batch, each picture with its own targets and L-BFGS state
+    (so each is the picture made alone, within round-off) and each request with its own
+    progress, stop check and result; a request whose `should_stop` says so leaves the batch at
+    that iteration, stopped as `stylize`'s, and the others go on. The rest run one after another.
+    `batch` caps the pictures in one batch (1: none shared). A request resuming a checkpoint
+    part way runs alone.
+
+    Returns the results in the requests' order; a request's failure (a bad picture, a budget it
+    cannot fit, a bug) is returned in its place, never raised, so that it costs no other
+    request its result."""
+    outcomes: list[Result | Exception | None] = [None] * len(requests)
+    planned: list[_Planned] = []
+    for index, request in enumerate(requests):
+        try:
+            planned.append(_plan(index, request, memory_budget, tile, batch))
+        except Exception as e:
+            outcomes[index] = e
+    for members, memory in _batches(planned, batch):
+        for p, outcome in zip(members, _run_batch(members, memory)):
+            outcomes[p.index] = outcome
+    return outcomes
+
+
+@dataclass
+class _Planned:
+    """A request with its plan, before anything heavy is loaded: what decides its batch."""
+
+    index: int  # in the caller's requests
+    request: Request
+    content: Image.Image  # fitted to the size
+    device: torch.device
+    bf16: bool
+    fast_convolutions: bool  # the network runs some convolutions as Winograd
+    plan: RunPlan
+    resume: RunState | None  # as it is resumed here (`_resumable`)
+    key: str | None  # runs of one key can share a batch; None: runs alone
+
+
+def _plan(index: int, request: Request, memory_budget: int | None, tile: int | None, batch: int | None) -> _Planned:
+    params = request.params
+    if not request.styles:
         raise ValueError("at least one style image is needed")
-    if params.init_is_image and init_image is None:
+    if params.init_is_image and request.init_image is None:
         raise ValueError(f"init={params.init!r} names an image: pass it as init_image")
     device = pick_device(params.device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)  # the record's peak is this run's alone
-        # cuDNN rounds float32 convolutions to TF32 by default; "fp32" promises float32.
-        torch.backends.cudnn.allow_tf32 = params.precision != "fp32"
-        torch.backends.cuda.matmul.allow_tf32 = False
-        # bf16 products reduced in float32 throughout: the Gram matrices' split products need it.
-        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
     bf16 = use_bf16(params.precision, device)
-    weights = _weights(params.weights)
-    content = fit_long_edge(content, params.size, what="content image")
+    content = fit_long_edge(request.content, params.size, what="content image")
     budget = memory_budget if memory_budget is not None else default_budget(device)
     fast_convolutions = winograd.used(device, bf16)
     plan = plan_run(params, content.size, bf16=bf16, budget=budget, tile=tile,
                     winograd=fast_convolutions, device=device.type, batch=batch)
+    resume = request.resume
     if resume is not None and not resume.complete(params.outputs):
         plan, resume = _resumable(plan, resume, bf16=bf16, winograd=fast_convolutions)
-    with _out_of_memory(plan, lambda: plan.sizes[0]):  # Winograd's weight tiles are 387 MiB
-        net = _network(params.weights, params.pooling, device, params.deepest_layer(), bf16)
-    blend = _blend_weights(params.style_blend, len(styles))
-    # A job whose style layers are all in the deepest block asked for exactly them: no guard.
-    guard = params.face_guard == "auto" and not all(layer.startswith(FACE_BLOCK) for layer in params.style_layers)
-    faces = [_faces(style) if guard else [] for style in styles]
-    if params.style_color_match:
-        styles = [match_colors(style, content) for style in styles]
+    # A forced tile and a run resumed part way go alone; so does a finished one (rebuilt only).
+    alone = tile is not None or resume is not None
+    key = None if alone else together_key(params, plan, device=str(device), bf16=bf16)
+    return _Planned(index, request, content, device, bf16, fast_convolutions, plan, resume, key)
 
-    run = _Run(params, device, bf16, net, plan, progress, should_stop, started, faces)
-    run.history = list(resume.history) if resume else []
-    finished = list(resume.finished) if resume else []
-    first_output = resume.output if resume else 0
-    # The batch in progress goes on as it was (none where its pictures start again: `_resumable`),
-    # the rest as planned.
-    ongoing = resume.pictures if resume is not None and not resume.complete(params.outputs) else 0
-    groups = ([range(first_output, first_output + ongoing)] if ongoing else []) + plan.groups(first_output + ongoing)
-    setup_seconds = time.perf_counter() - started
-    # glibc keeping freed memory saves page faults when every iteration allocates the same
-    # buffers; tiles of several sizes instead fragment a heap that is never trimmed (a 4096 px
-    # job planned at 5.2 GiB peaked at 8.6 GiB with it), so tiled runs go without.
-    keep_heap = device.type == "cpu" and not any(m.tile for m in plan.memory)
-    with reuse_freed_memory() if keep_heap else contextlib.nullcontext(), _out_of_memory(plan, lambda: run.current_size):
-        for group in groups:
-            here = resume if ongoing and group.start == first_output else None
-            images = run.some_outputs(group, content, styles, blend, init_image, here, finished)
-            pictures = [to_uint8(images[k:k + 1]).cpu() for k in range(len(group))]
-            if run.stopped:
-                state = RunState(group.start, run.stopped_at[0], run.stopped_at[1], images.detach().cpu(),
-                                 tuple(finished), run.ordered_history())
-                return _result(finished + pictures, content, params, run, weights, device, bf16, setup_seconds, state)
-            finished.extend(pictures)
-    last = finished[-1].unsqueeze(0).float().div_(255.0)
-    done = RunState(params.outputs, 0, 0, last, tuple(finished), run.ordered_history())
-    return _result(finished, content, params, run, weights, device, bf16, setup_seconds, done)
+
+def _batches(planned: list[_Planned], cap: int | None) -> list[tuple[list[_Planned], tuple[ScalePlan, ...] | None]]:
+    """The requests as the batches they run in, in the order of their first request: those of one
+    key together while their pictures fit the budget (`memory.plan_batch`) and `cap`, each
+    batch with its memory plan (None: a request alone, as its own plan says)."""
+    batches: list[tuple[list[_Planned], tuple[ScalePlan, ...] | None]] = []
+    open_batch: dict[str, int] = {}  # key -> the batch still taking requests of that key
+    for p in planned:
+        at = open_batch.get(p.key) if p.key is not None else None
+        if at is not None:
+            members, _ = batches[at]
+            pictures = sum(m.plan.outputs for m in members) + p.plan.outputs
+            memory = [plan_batch(m, pictures, p.plan.budget, bf16=p.bf16, winograd=p.fast_convolutions)
+                      for m in members[0].plan.memory]
+            if (cap is None or pictures <= cap) and all(memory):
+                batches[at] = (members + [p], tuple(memory))
+                continue
+        if p.key is not None:
+            open_batch[p.key] = len(batches)
+        batches.append(([p], None))
+    return batches
+
+
+def _run_batch(members: list[_Planned], memory: tuple[ScalePlan, ...] | None) -> list[Result | Exception]:
+    """One batch's requests run: one alone (its outputs in the groups its plan makes), or
+    several together in one batch of all their pictures (`memory`: its plan)."""
+    started = time.perf_counter()
+    device = members[0].device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)  # the record's peak is this batch's alone
+        # cuDNN rounds float32 convolutions to TF32 by default; "fp32" promises float32.
+        torch.backends.cudnn.allow_tf32 = members[0].request.params.precision != "fp32"
+        torch.backends.cuda.matmul.allow_tf32 = False
+        # bf16 products reduced in float32 throughout: the Gram matrices' split products need it.
+        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
+    outcomes: list[Result | Exception | None] = [None] * len(members)
+    runs: list[tuple[int, _Run]] = []
+    for k, p in enumerate(members):
+        try:
+            runs.append((k, _Run(p, started)))
+        except Exception as e:
+            outcomes[k] = e
+    try:
+        if len(runs) == 1 and memory is None:
+            k, run = runs[0]
+            outcomes[k] = run.alone()
+        elif runs:
+            for k, result in zip([k for k, _ in runs], _together([run for _, run in runs], memory)):
+                outcomes[k] = result
+    except Exception as e:  # the batch's own pass failed: every request in it did
+        for k, _ in runs:
+            outcomes[k] = e
+    return outcomes
+
+
+def _together(runs: list[_Run], memory: tuple[ScalePlan, ...] | None) -> list[Result]:
+    """Runs optimized as one batch of all their outputs (each run's, one group)."""
+    pictures = sum(run.params.outputs for run in runs)
+    if memory is not None:
+        for run in runs:
+            run.plan = dataclasses.replace(run.plan, memory=memory, batch=pictures)
+            run.jobs = len(runs)
+    members = [_Member(run, range(run.params.outputs), None) for run in runs]
+    lead = runs[0]
+    with _kept_heap(lead.device, lead.plan), _out_of_memory(lead.plan, lambda: lead.current_size):
+        _batch(members)
+    return [member.run.conclude(member) for member in members]
+
+
+def _kept_heap(device: torch.device, plan: RunPlan):
+    """glibc keeping freed memory saves page faults when every iteration allocates the same
+    buffers; tiles of several sizes instead fragment a heap that is never trimmed (a 4096 px
+    job planned at 5.2 GiB peaked at 8.6 GiB with it), so tiled runs go without."""
+    keep = device.type == "cpu" and not any(m.tile for m in plan.memory)
+    return reuse_freed_memory() if keep else contextlib.nullcontext()
+
+
+@dataclass
+class _Member:
+    """A run's outputs of `group`, in a batch: their images and this scale's losses."""
+
+    run: "_Run"
+    group: range
+    resume: RunState | None  # the state this group resumes from, if it does
+    images: torch.Tensor | None = None  # (len(group), 3, H, W): where the group is
+    loss_fns: list[StyleTransferLoss] = field(default_factory=list)  # this scale's, one per picture
+    start_iteration: int = 0  # this scale's first iteration is the one after it
+
+
+def _batch(members: list[_Member]) -> None:
+    """The members' outputs made as one batch, coarse to fine: each member's images in its
+    `images` when the run ends or the member stops (its run's `stopped`). The members of one
+    batch are at the same scale and iteration (one run's resumed group, or fresh runs)."""
+    first = members[0].resume
+    first_scale = first.scale if first else 0
+    for m in members:
+        m.run.step = (m.group.start * sum(m.run.iterations) + len(m.group)
+                      * (sum(m.run.iterations[:first_scale]) + (m.resume.iteration if m.resume else 0)))
+    for scale_index in range(first_scale, len(members[0].run.sizes)):
+        active = [m for m in members if not m.run.stopped]
+        if not active:
+            return
+        for m in active:
+            m.run.enter_scale(m, scale_index)
+        _optimize(active, scale_index)
+    for m in members:
+        if not m.run.stopped:
+            m.images = m.images.detach().clamp(0, 1)
+
+
+def _optimize(members: list[_Member], scale_index: int) -> None:
+    """One scale's iterations for the members' pictures, one pass of the network for all of
+    them an iteration. A member whose run stops leaves the batch; the others go on."""
+    lead = members[0].run
+    p = lead.params  # Adam and tiles are a run's alone: only L-BFGS runs whole share a batch
+    entered = time.perf_counter()  # the optimizer's making counts (Adam's first imports for 1.5 s)
+    # The optimized images stay plain contiguous (L-BFGS flattens each); the network
+    # sees a channels-last copy, a cheap one of three channels. The starting images are
+    # made plain contiguous, so that x shares their memory rather than copying it while the
+    # caller still holds it (12 bytes a pixel for the whole scale: 600 MB at 8192 px).
+    images = members[0].images if len(members) == 1 else torch.cat([m.images for m in members])
+    for m in members:
+        m.images = None
+    x = images.detach().contiguous().requires_grad_(True)
+    del images
+    owners = [m for m in members for _ in m.group]  # the member of each picture, in order
+    loss_fns = [fn for m in members for fn in m.loss_fns]
+    last: list[LossTerms] = []
+    tiles = lead.tiles(scale_index)
+    plan = lead.plan.memory[scale_index]
+    tiled = TiledObjective(lead.within(plan), loss_fns[0], tiles) if tiles else None
+    start_iteration = members[0].start_iteration
+    evaluations = 0
+
+    def closure() -> None:
+        nonlocal evaluations
+        x.grad = None
+        lead.exact_convolutions = not adam and evaluations < 2
+        evaluations += 1
+        if tiled is not None:  # one picture: a batch is planned only where each scale runs whole
+            terms, x.grad = tiled(x.detach())
+            last[:] = [terms]
+        else:
+            last[:] = lead.evaluate(x, loss_fns)
+            sum(t.total for t in last).backward()
+
+    adam = plan.optimizer == "adam"
+    scheduler = None
+    if plan.optimizer in ("lbfgs", "lbfgs-compact"):
+        # One function evaluation per step, so progress and stopping work per iteration, for
+        # exactly the iterations asked for; the history in bfloat16 where float32 does not fit.
+        # Its buffer holds the whole history from the first pair: no more pairs than the
+        # scale's remaining iterations can make (a 10-iteration job does not hold 50).
+        # Each picture of a batch has its own, on its slice of the batch.
+        history = max(1, min(plan.history, lead.iterations[scale_index] - start_iteration - 1))
+        pair_dtype = torch.float32 if plan.optimizer == "lbfgs" else torch.bfloat16
+        optimizers = [LBFGS(x.detach()[k:k + 1], history, pair_dtype) for k in range(x.shape[0])]
+    else:
+        optimizer = torch.optim.Adam([x], lr=p.learning_rate)
+        if p.lr_schedule == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=25,
+                                                                   threshold=1e-3)
+    scale_started = time.perf_counter()
+    for iteration in range(start_iteration + 1, lead.iterations[scale_index] + 1):
+        closure()
+        if adam:
+            optimizer.step()
+        else:
+            for k, optimizer_k in enumerate(optimizers):
+                optimizer_k.advance(x.grad[k].reshape(-1))
+        losses = LossTerms.floats_of(last)
+        if scheduler is not None:
+            scheduler.step(losses[0]["total"])
+        extra = {"lr": optimizer.param_groups[0]["lr"]} if adam else {}
+        row = 0
+        for m in members:
+            mine = slice(row, row + len(m.group))
+            m.run.iterated(m, scale_index, iteration, losses[mine], x.detach()[mine], extra)
+            row = mine.stop
+        leaving = [m for m in members if m.run.stopped]
+        if leaving:
+            now = time.perf_counter()
+            for m in leaving:  # where it stopped, to resume from; its time in the batch is its own
+                rows = [k for k, owner in enumerate(owners) if owner is m]
+                m.images = x.detach()[rows[0]:rows[-1] + 1].clone()
+                m.run.left_scale(scale_index, now - scale_started, now - entered)
+            members = [m for m in members if not m.run.stopped]
+            if not members:
+                break
+            kept = [k for k, owner in enumerate(owners) if not owner.run.stopped]
+            x = x.detach()[kept].contiguous().requires_grad_(True)
+            owners, loss_fns = [owners[k] for k in kept], [loss_fns[k] for k in kept]
+            optimizers = [optimizers[k] for k in kept]
+            for k, optimizer_k in enumerate(optimizers):  # each on its picture's row of the new batch
+                optimizer_k.x = x.detach()[k:k + 1]
+    lead.exact_convolutions = False
+    now = time.perf_counter()
+    row = 0
+    for m in members:
+        m.images = x.detach()[row:row + len(m.group)]
+        row += len(m.group)
+        m.run.left_scale(scale_index, now - scale_started, now - entered)
 
 
 class _Run:
-    """The state of one call of `stylize`, shared by its outputs and scales."""
+    """The state of one request: its inputs, plan and network, shared by its outputs and scales."""
 
-    def __init__(self, params, device, bf16, net, plan: RunPlan, progress, should_stop, started,
-                 faces: list[list[Face]]):
-        self.params, self.device, self.bf16, self.net = params, device, bf16, net
-        self.faces = faces  # per painting: a painting with a face gives relu5_* from outside it
-        self.plan = plan
-        self.sizes, self.iterations = plan.sizes, plan.iterations  # per scale
-        self.progress, self.should_stop, self.started = progress, should_stop, started
-        self.history: list[dict[str, float]] = []
+    def __init__(self, planned: _Planned, started: float):
+        request, params = planned.request, planned.request.params
+        self.params, self.device, self.bf16, self.plan = params, planned.device, planned.bf16, planned.plan
+        self.resume = planned.resume
+        with _out_of_memory(self.plan, lambda: self.plan.sizes[0]):  # Winograd's weight tiles are 387 MiB
+            self.net = _network(params.weights, params.pooling, self.device, params.deepest_layer(), self.bf16)
+        self.weights = _weights(params.weights)
+        self.blend = _blend_weights(params.style_blend, len(request.styles))
+        # A job whose style layers are all in the deepest block asked for exactly them: no guard.
+        guard = params.face_guard == "auto" and not all(layer.startswith(FACE_BLOCK) for layer in params.style_layers)
+        # Per painting: a painting with a face gives relu5_* from outside it.
+        self.faces = [_faces(style) if guard else [] for style in request.styles]
+        styles = list(request.styles)
+        self.styles = [match_colors(style, planned.content) for style in styles] if params.style_color_match else styles
+        self.content, self.init_image = planned.content, request.init_image
+        self.sizes, self.iterations = self.plan.sizes, self.plan.iterations  # per scale
+        self.progress, self.should_stop, self.started = request.progress, request.should_stop, started
+        self.history: list[dict[str, float]] = list(self.resume.history) if self.resume else []
+        self.finished: list[torch.Tensor] = list(self.resume.finished) if self.resume else []
+        self.jobs = 1  # requests in this run's batch
         self.stopped = False
         self.stopped_at = (0, 0)
         self.step = 0
-        self.total_steps = plan.total_steps
+        self.total_steps = self.plan.total_steps
         self.pixel_steps_done = 0.0
         self.optimize_seconds = 0.0
         self.targets_seconds = 0.0  # each scale's content features and style Gram matrices
         self.seconds_per_iteration: dict[str, float] = {}
         self.last_losses: dict[str, float] = {}
         self._rate_origin: tuple[float, float] | None = None
-        self.current_size = plan.sizes[0]
+        self._iterations_here = 0  # this scale's iterations so far
+        self.current_size = self.plan.sizes[0]
         # L-BFGS's first pair comes from torch's probe step (|g|_2 / |g|_1 long, a few
         # millionths of the image's range a pixel): the curvature it measures can be smaller
         # than Winograd's round-off (a 160 px run's first pair at cos 2.6e-3 with it, 2.9e-4
@@ -233,39 +474,88 @@ class _Run:
         # the direct convolution (`VGG19.forward`'s exact); every later pair comes from a
         # step a thousand times longer.
         self.exact_convolutions = False
+        self.setup_seconds = time.perf_counter() - started
 
-    def some_outputs(self, group: range, content, styles, blend, init_image, resume, finished) -> torch.Tensor:
-        """The outputs of `group` made together, as one batch (group.start's alone where the
-        group has one): (pictures, 3, H, W)."""
-        variants = [self.params.variant(index) for index in group]
-        generators = [torch.Generator().manual_seed(v.seed) for v in variants]
-        images: torch.Tensor | None = None
-        first_scale = resume.scale if resume else 0
-        self.step = (group.start * sum(self.iterations)
-                     + len(group) * (sum(self.iterations[:first_scale]) + (resume.iteration if resume else 0)))
-        for scale_index in range(first_scale, len(self.sizes)):
-            size = self.current_size = self.sizes[scale_index]
-            content_t = to_tensor(content.resize(size, Image.Resampling.LANCZOS) if size != content.size else content)
-            content_t = self._to_device(content_t)
-            targets_started = time.perf_counter()
-            # The photograph's features once: every variant's content target.
-            content_targets = self._content_targets(content_t, self._tiles(scale_index))
-            loss_fns = [self._loss(v, content_targets, styles, blend, size) for v in variants]
-            self.targets_seconds += time.perf_counter() - targets_started
-            start_iteration = 0
-            if resume and scale_index == resume.scale:
-                images = resume.image.to(self.device, copy=True)  # the state stays as it was
-                start_iteration = resume.iteration
-            elif images is None:
-                images = torch.cat([self._initial(content_t, init_image, size, g) for g in generators])
-            else:
-                images = F.interpolate(images, size=(size[1], size[0]), mode="bicubic", align_corners=False)
-                images = images.clamp(0, 1).to(self.device)
-            del content_t  # its features are the target now; at print sizes it is 12 bytes a pixel
-            images = self._optimize(images, loss_fns, group, scale_index, start_iteration, lambda: finished)
-            if self.stopped:
-                return images
-        return images.detach().clamp(0, 1)
+    def alone(self) -> Result:
+        """This run's outputs in the groups its plan makes, one batch after another."""
+        first = self.resume.output if self.resume else 0
+        # The batch in progress goes on as it was (none where its pictures start again:
+        # `_resumable`), the rest as planned.
+        ongoing = self.resume.pictures if self.resume is not None and not self.resume.complete(self.params.outputs) else 0
+        groups = ([range(first, first + ongoing)] if ongoing else []) + self.plan.groups(first + ongoing)
+        with _kept_heap(self.device, self.plan), _out_of_memory(self.plan, lambda: self.current_size):
+            for group in groups:
+                member = _Member(self, group, self.resume if ongoing and group.start == first else None)
+                _batch([member])
+                if self.stopped:
+                    return self.conclude(member)
+                self.finished.extend(_pictures(member.images))
+        return self.conclude(None)
+
+    def conclude(self, member: _Member | None) -> Result:
+        """The result once `member`'s group has ended: stopped where it stands, or finished
+        (None: every output is in `finished`)."""
+        if member is not None and self.stopped:
+            state = RunState(member.group.start, self.stopped_at[0], self.stopped_at[1], member.images.detach().cpu(),
+                             tuple(self.finished), self.ordered_history())
+            return _result(self.finished + _pictures(member.images), self, state)
+        if member is not None:
+            self.finished.extend(_pictures(member.images))
+        last = self.finished[-1].unsqueeze(0).float().div_(255.0)
+        return _result(self.finished, self, RunState(self.params.outputs, 0, 0, last, tuple(self.finished),
+                                                     self.ordered_history()))
+
+    def enter_scale(self, member: _Member, scale_index: int) -> None:
+        """`member`'s targets and starting images at a scale: the run's start, its checkpoint's
+        place, or the last scale's images enlarged."""
+        size = self.current_size = self.sizes[scale_index]
+        content_t = to_tensor(self.content.resize(size, Image.Resampling.LANCZOS)
+                              if size != self.content.size else self.content)
+        content_t = self._to_device(content_t)
+        targets_started = time.perf_counter()
+        variants = [self.params.variant(index) for index in member.group]
+        # The photograph's features once: every variant's content target.
+        content_targets = self._content_targets(content_t, self.tiles(scale_index))
+        member.loss_fns = [self._loss(v, content_targets, size) for v in variants]
+        self.targets_seconds += time.perf_counter() - targets_started
+        resume, images = member.resume, member.images
+        member.start_iteration = 0
+        if resume and scale_index == resume.scale:
+            images = resume.image.to(self.device, copy=True)  # the state stays as it was
+            member.start_iteration = resume.iteration
+        elif images is None:
+            generators = [torch.Generator().manual_seed(v.seed) for v in variants]
+            images = torch.cat([self._initial(content_t, size, g) for g in generators])
+        else:
+            images = F.interpolate(images, size=(size[1], size[0]), mode="bicubic", align_corners=False)
+            images = images.clamp(0, 1).to(self.device)
+        member.images = images
+
+    def iterated(self, member: _Member, scale_index: int, iteration: int, losses: list[dict[str, float]],
+                 images: torch.Tensor, extra: dict[str, float]) -> None:
+        """After an iteration of `member`'s pictures: the history, the progress report, the stop check."""
+        width, height = self.sizes[scale_index]
+        pictures = len(member.group)
+        self.step += pictures
+        self._iterations_here += 1
+        self.pixel_steps_done += width * height * pictures
+        self.last_losses = losses[-1]
+        for index, picture_losses in zip(member.group, losses):
+            self.history.append({"step": self.picture_step(index, scale_index, iteration), **picture_losses, **extra})
+        if self.progress is not None:
+            self.progress(self._report(member.group, scale_index, iteration, losses[0], images))
+        if self.should_stop is not None and self.should_stop():
+            self.stopped = True
+            self.stopped_at = (scale_index, iteration)
+
+    def left_scale(self, scale_index: int, iterating: float, optimizing: float) -> None:
+        """The end of this run's part of a scale: `iterating` seconds of its iterations (after
+        the optimizer's making), `optimizing` in all."""
+        width, height = self.sizes[scale_index]
+        self.optimize_seconds += optimizing
+        if self._iterations_here:
+            self.seconds_per_iteration[f"{width}x{height}"] = round(iterating / self._iterations_here, 4)
+        self._iterations_here = 0
 
     def picture_step(self, output: int, scale: int, iteration: int) -> int:
         """The step (1-based) an output's iteration has in the loss history: its number had the
@@ -276,7 +566,7 @@ class _Run:
         """The loss history by step: a batch's pictures report their iterations side by side."""
         return tuple(sorted(self.history, key=lambda h: h["step"]))
 
-    def _tiles(self, scale_index: int) -> list[Tile] | None:
+    def tiles(self, scale_index: int) -> list[Tile] | None:
         """This scale's tiles, or None where it runs whole."""
         m = self.plan.memory[scale_index]
         if m.tile is None:
@@ -287,7 +577,7 @@ class _Run:
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self.device).contiguous(memory_format=torch.channels_last)
 
-    def _initial(self, content_t, init_image, size, generator) -> torch.Tensor:
+    def _initial(self, content_t, size, generator) -> torch.Tensor:
         p = self.params
         if p.init == "noise":
             noise = torch.rand(content_t.shape, generator=generator)
@@ -295,7 +585,7 @@ class _Run:
         if p.init == "content":
             base = content_t
         else:
-            base = self._to_device(to_tensor(init_image.convert("RGB").resize(size, Image.Resampling.LANCZOS)))
+            base = self._to_device(to_tensor(self.init_image.convert("RGB").resize(size, Image.Resampling.LANCZOS)))
         noise = torch.randn(base.shape, generator=generator).to(self.device) * p.init_noise
         return (base + noise).clamp(0, 1).contiguous()
 
@@ -303,7 +593,7 @@ class _Run:
         return self.net(image.contiguous(memory_format=torch.channels_last), layers, tap=tap,
                         exact=self.exact_convolutions)
 
-    def _evaluate(self, images: torch.Tensor, loss_fns: Sequence[StyleTransferLoss]) -> list[LossTerms]:
+    def evaluate(self, images: torch.Tensor, loss_fns: Sequence[StyleTransferLoss]) -> list[LossTerms]:
         """Each picture's terms against its own targets, from one pass of the batch: the
         network and the Gram matrices treat a batch's pictures apart, so the sum of the terms
         gives each picture the gradient it has alone."""
@@ -330,12 +620,12 @@ class _Run:
                 features = self._features(content_t, layers)
         return {k: features[k] for k in self.params.content_layers}
 
-    def _loss(self, p: Params, content_targets, styles, blend, size) -> StyleTransferLoss:
+    def _loss(self, p: Params, content_targets, size) -> StyleTransferLoss:
         style_edge = max(MIN_SCALE_EDGE // 4, round(max(size) * p.style_scale))
-        grams = [self._style_grams(style, style_edge, found) for style, found in zip(styles, self.faces)]
+        grams = [self._style_grams(style, style_edge, found) for style, found in zip(self.styles, self.faces)]
         style_targets, layer_weights = {}, []
         for layer, layer_weight in zip(p.style_layers, p.style_layer_weights or [1.0] * len(p.style_layers)):
-            weights = _painting_weights(layer, blend, grams)
+            weights = _painting_weights(layer, self.blend, grams)
             if weights:  # else every painting's face fills it: the layer is left out
                 style_targets[layer] = sum(weights[i] * grams[i][layer] for i in weights)
                 layer_weights.append(layer_weight)
@@ -383,84 +673,7 @@ class _Run:
                     grams[layer] = masked
         return _remember(_STYLE_CACHE, key, grams)
 
-    def _optimize(self, images, loss_fns, group, scale_index, start_iteration, finished) -> torch.Tensor:
-        p = self.params
-        entered = time.perf_counter()  # the optimizer's making counts (Adam's first imports for 1.5 s)
-        # The optimized images stay plain contiguous (L-BFGS flattens each); the network
-        # sees a channels-last copy, a cheap one of three channels. The starting images are
-        # made plain contiguous, so that x shares their memory rather than copying it while the
-        # caller still holds it (12 bytes a pixel for the whole scale: 600 MB at 8192 px).
-        x = images.detach().contiguous().requires_grad_(True)
-        pictures = x.shape[0]
-        last: list[LossTerms] = []
-        tiles = self._tiles(scale_index)
-        plan = self.plan.memory[scale_index]
-        tiled = TiledObjective(self._within(plan), loss_fns[0], tiles) if tiles else None
-
-        evaluations = 0
-
-        def closure() -> None:
-            nonlocal evaluations
-            x.grad = None
-            self.exact_convolutions = not adam and evaluations < 2
-            evaluations += 1
-            if tiled is not None:  # one picture: a batch is planned only where each scale runs whole
-                terms, x.grad = tiled(x.detach())
-                last[:] = [terms]
-            else:
-                last[:] = self._evaluate(x, loss_fns)
-                sum(t.total for t in last).backward()
-
-        adam = plan.optimizer == "adam"
-        scheduler = None
-        if plan.optimizer in ("lbfgs", "lbfgs-compact"):
-            # One function evaluation per step, so progress and stopping work per iteration, for
-            # exactly the iterations asked for; the history in bfloat16 where float32 does not fit.
-            # Its buffer holds the whole history from the first pair: no more pairs than the
-            # scale's remaining iterations can make (a 10-iteration job does not hold 50).
-            # Each picture of a batch has its own, on its slice of the batch.
-            history = max(1, min(plan.history, self.iterations[scale_index] - start_iteration - 1))
-            pair_dtype = torch.float32 if plan.optimizer == "lbfgs" else torch.bfloat16
-            optimizers = [LBFGS(x.detach()[k:k + 1], history, pair_dtype) for k in range(pictures)]
-        else:
-            optimizer = torch.optim.Adam([x], lr=p.learning_rate)
-            if p.lr_schedule == "plateau":
-                scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=25,
-                                                                       threshold=1e-3)
-        width, height = self.sizes[scale_index]
-        scale_started = time.perf_counter()
-        done = 0  # a run stopped on a scale's last iteration resumes with none left to do
-        for iteration in range(start_iteration + 1, self.iterations[scale_index] + 1):
-            closure()
-            if adam:
-                optimizer.step()
-            else:
-                for k, optimizer_k in enumerate(optimizers):
-                    optimizer_k.advance(x.grad[k].reshape(-1))
-            losses = LossTerms.floats_of(last)
-            if scheduler is not None:
-                scheduler.step(losses[0]["total"])
-            self.step += pictures
-            done += 1
-            self.pixel_steps_done += width * height * pictures
-            self.last_losses = losses[-1]
-            for index, picture_losses in zip(group, losses):
-                self.history.append({"step": self.picture_step(index, scale_index, iteration), **picture_losses,
-                                     **({"lr": optimizer.param_groups[0]["lr"]} if adam else {})})
-            if self.progress is not None:
-                self.progress(self._report(group, scale_index, iteration, losses[0], x, finished))
-            if self.should_stop is not None and self.should_stop():
-                self.stopped = True
-                self.stopped_at = (scale_index, iteration)
-                break
-        self.exact_convolutions = False
-        seconds = time.perf_counter() - scale_started
-        self.optimize_seconds += time.perf_counter() - entered
-        if done:
-            self.seconds_per_iteration[f"{width}x{height}"] = round(seconds / done, 4)
-        return x.detach()
-
-    def _within(self, plan: ScalePlan):
+    def within(self, plan: ScalePlan):
         """The network's pass for tiles: on the CPU each first gives the heap's free pages back
         when the process is over the plan (tiles of several shapes fragment glibc's heap:
         300-400 MiB free but resident in a 2048 px run planned at 1330 MiB; see heap.py)."""
@@ -473,7 +686,7 @@ class _Run:
 
         return features
 
-    def _report(self, group, scale_index, iteration, losses, x, finished) -> Progress:
+    def _report(self, group, scale_index, iteration, losses, x) -> Progress:
         elapsed = time.perf_counter() - self.started
         remaining_pixel_steps = self.plan.remaining_work(group.start, scale_index, iteration, len(group))
         rate = self._seconds_per_pixel_step(elapsed)
@@ -493,7 +706,7 @@ class _Run:
             elapsed=elapsed,
             eta=rate * remaining_pixel_steps,
             snapshot=lambda: RunState(
-                group.start, scale_index, iteration, x.detach().float().cpu().clone(), tuple(finished()),
+                group.start, scale_index, iteration, x.detach().float().cpu().clone(), tuple(self.finished),
                 self.ordered_history(),
             ),
             work=(total - remaining_pixel_steps) / 1e6,
@@ -556,7 +769,13 @@ def _variant_record(params: Params, index: int) -> dict:
             "style_weight": round(v.effective_style_weight, 4)}
 
 
-def _result(finished, content, params, run, weights, device, bf16, setup_seconds, state) -> Result:
+def _pictures(images: torch.Tensor) -> list[torch.Tensor]:
+    """A batch's pictures as uint8 (3, H, W) on the CPU."""
+    return [to_uint8(images[k:k + 1]).cpu() for k in range(images.shape[0])]
+
+
+def _result(finished: list[torch.Tensor], run: _Run, state: RunState) -> Result:
+    content, params, device, bf16 = run.content, run.params, run.device, run.bf16
     outputs_started = time.perf_counter()
     outputs = []
     for index, pixels in enumerate(finished):
@@ -572,7 +791,7 @@ def _result(finished, content, params, run, weights, device, bf16, setup_seconds
         "python": platform.python_version(),
         "device": describe(device),
         "precision": "bf16" if bf16 else "fp32",
-        "weights": {"spec": params.weights, "source": weights.source, "sha256": weights.sha256},
+        "weights": {"spec": params.weights, "source": run.weights.source, "sha256": run.weights.sha256},
         "params": params.to_dict(),
         "size": list(content.size),
         "scales": [list(s) for s in run.sizes],
@@ -583,7 +802,7 @@ def _result(finished, content, params, run, weights, device, bf16, setup_seconds
         "iterations_run": run.step,
         "final_losses": run.last_losses,
         "timings": {
-            "setup_s": round(setup_seconds, 3),
+            "setup_s": round(run.setup_seconds, 3),
             "optimize_s": round(run.optimize_seconds, 3),
             "targets_s": round(run.targets_seconds, 3),
             "outputs_s": round(time.perf_counter() - outputs_started, 3),  # the pictures (colour correction: on demand)
@@ -591,7 +810,7 @@ def _result(finished, content, params, run, weights, device, bf16, setup_seconds
             "seconds_per_iteration": run.seconds_per_iteration,
         },
         "work_mpix_iterations": round(run.plan.total_work / 1e6, 3),
-        "memory": {"budget_mib": round(run.plan.budget / 2**20), "batch": run.plan.batch,
+        "memory": {"budget_mib": round(run.plan.budget / 2**20), "batch": run.plan.batch, "jobs": run.jobs,
                    "scales": [m.to_dict() for m in run.plan.memory]},
         "stopped": run.stopped,
     }

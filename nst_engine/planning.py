@@ -7,6 +7,8 @@ promises before a job waits in its queue is what the job then does.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -97,19 +99,39 @@ def batch_pays(device: str, bf16: bool, pixels: int) -> bool:
     return device != "cpu" or bf16 or pixels <= CPU_FP32_BATCH_PIXELS
 
 
+def together_key(params: Params, plan: RunPlan, *, device: str, bf16: bool) -> str | None:
+    """What runs must share to be optimized together, as one batch of several jobs' pictures
+    (`stylize_many`): the device and the network (weights, pooling, precision), the layers, the
+    sizes and the iterations at each. None where the run joins no batch: Adam, a tiled or
+    compact scale (a batch runs whole, each picture with the history it has alone), its own
+    outputs in several batches, or a device where a batch does not pay (`batch_pays`).
+    `device`: as torch names it ("cpu", "cuda:0")."""
+    if params.optimizer != "lbfgs" or plan.batch < plan.outputs:
+        return None
+    if any(m.tile is not None or m.optimizer != "lbfgs" for m in plan.memory):
+        return None
+    if not batch_pays(device.split(":")[0], bf16, max(w * h for w, h in plan.sizes)):
+        return None
+    shared = [device, bf16, params.precision, params.weights, params.pooling, list(params.content_layers),
+              list(params.style_layers), [list(size) for size in plan.sizes], list(plan.iterations)]
+    return hashlib.sha1(json.dumps(shared).encode()).hexdigest()[:16]
+
+
 def estimate(params: Params, content_size: tuple[int, int], *, memory_budget: int | None = None,
              batch: int | None = None) -> dict:
     """What a run of `params` on a photograph of `content_size` will take, before it starts:
     each scale's plan (whole or tiled, L-BFGS's history), the estimated peak memory and the
     work in megapixel-iterations. Raises `BudgetError` (with advice) where the picture cannot
     fit the budget even in tiles, and `ImageError` where it is too narrow for the size, so
-    that a service can refuse such a job at once. `batch`: as `stylize`'s."""
+    that a service can refuse such a job at once. `batch`: as `stylize`'s. `together`: the key
+    of the jobs whose runs it can share a batch with (`together_key`; None: it runs alone)."""
     device = pick_device(params.device)
     budget = memory_budget if memory_budget is not None else default_budget(device)
     bf16 = use_bf16(params.precision, device)
     plan = plan_run(params, content_size, bf16=bf16, budget=budget, winograd=winograd.used(device, bf16),
                     device=device.type, batch=batch)
     return {"device": describe(device), "budget_mib": round(budget / 2**20), "batch": plan.batch,
+            "together": together_key(params, plan, device=str(device), bf16=bf16),
             "peak_mib": round(max(m.peak_bytes for m in plan.memory) / 2**20),
             "scales": [m.to_dict() for m in plan.memory], "iterations_per_scale": list(plan.iterations),
             "work_mpix_iterations": round(plan.total_work / 1e6, 3)}

@@ -5,7 +5,7 @@ import pytest
 from nst_engine.memory import (FIXED_BYTES, HISTORY_MAX, HISTORY_MIN, HISTORY_PAIR_BYTES_PER_PIXEL,
                                STATE_BYTES_PER_PIXEL, BudgetError, plan_batch, plan_scale)
 from nst_engine.params import Params
-from nst_engine.planning import plan_run
+from nst_engine.planning import plan_run, together_key
 from nst_engine.tiling import GRID
 
 LAYERS = ["relu4_2", "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
@@ -103,3 +103,20 @@ def test_a_batchs_remaining_work_counts_every_picture_in_it():
     assert plan.remaining_work(0, 0, 0, pictures=3) == plan.total_work
     assert plan.remaining_work(0, 0, 10, pictures=2) == plan.work()  # the third output left
     assert plan.remaining_work(0, 0, 4, pictures=3) == 3 * 6 * 512 * 384
+
+
+def test_jobs_share_a_batch_only_with_the_same_network_layers_sizes_and_iterations():
+    def key(size=(512, 384), budget=8 * GIB, device="cpu", bf16=True, **params):
+        p = Params(size=512, **params)
+        return together_key(p, plan_run(p, size, bf16=bf16, budget=budget, device=device), device=device, bf16=bf16)
+
+    same = key()
+    assert same is not None and key(style_weight=5e4, seed=3, style_scale=0.5) == same  # the loss's own
+    assert key(size=(1024, 768)) == same  # fitted to the same size
+    for other in (key(size=(512, 300)), key(iterations=40), key(pooling="avg"), key(style_layers=["relu1_1"]),
+                  key(device="cuda:0"), key(precision="fp32")):
+        assert other is not None and other != same
+    assert key(optimizer="adam") is None  # Adam runs alone
+    assert key(budget=int(1.1 * GIB)) is None  # tiled: each picture needs its own tiles
+    assert key(bf16=False) is None  # float32 at 512 px on the CPU: a batch does not pay
+    assert key(outputs=4, budget=3 * GIB) is None  # its own outputs do not fit one batch
