@@ -55,7 +55,8 @@ def bench_pipeline(*, jobs: int = 20, size: int = 128, iterations: int | None = 
     """`jobs` jobs at `size` px and `large` at `large_size` px, every `outputs_every`-th with
     `outputs = 4`, over several pairs, dropped at once into one warm daemon. `iterations` at
     one scale; None: the service's default iterations and scales. `batch`: the worker's
-    `[worker] batch` (0: a job's outputs as one batch where that pays; 1: one after another)."""
+    `[worker] batch` (0: a job's outputs, and queued jobs of one shape, as one batch where that
+    pays; 1: every picture alone)."""
     sys.path.insert(0, str(ROOT / "tests"))
     from PIL import Image
 
@@ -111,21 +112,31 @@ def _seconds(moment) -> float:
     return moment.replace(tzinfo=dt.timezone.utc).timestamp()
 
 
+def _share(record: dict) -> float:
+    """A job's share of its batch's time: jobs optimized together in one batch each record the
+    batch's time, so each counts for its pictures' share of it (1 alone)."""
+    memory = record.get("memory", {})
+    if memory.get("jobs", 1) == 1:
+        return 1.0
+    return record["params"]["outputs"] / memory["batch"]
+
+
 def _summary(jobs: list, dropped: dict[str, float]) -> dict:
     by_start = sorted(jobs, key=lambda j: j.started_at)
     phases: dict[str, list[float]] = {phase: [] for phase in PHASES}
     for job in by_start:
-        t = job.record["timings"]
+        t, share = job.record["timings"], _share(job.record)
         started = _seconds(job.started_at)
         phases["intake"].append(_seconds(job.submitted_at) - dropped[job.name])
         phases["waiting"].append(started - _seconds(job.submitted_at))
         phases["targets"].append(t.get("setup_s", 0.0) + t.get("targets_s", 0.0))
-        phases["optimizing"].append(t["optimize_s"])
+        phases["optimizing"].append(t["optimize_s"] * share)
         phases["outputs"].append(t.get("outputs_s", 0.0))
     last_end = max(_seconds(j.finished_at) for j in jobs)
     span = last_end - min(dropped.values())
     run = last_end - _seconds(by_start[0].started_at)  # the worker's run, first start to last end
-    engine = sum(j.record["timings"]["total_s"] for j in jobs)
+    engine = sum(j.record["timings"]["total_s"] * _share(j.record) for j in jobs)
+    batched = [j.record.get("memory", {}).get("jobs", 1) for j in jobs]
     pictures = sum(len([o for o in j.outputs if ".stylized" in o]) for j in jobs)
     totals = {k: round(sum(v), 2) for k, v in phases.items() if k not in ("intake", "waiting")}
     return {
@@ -136,13 +147,16 @@ def _summary(jobs: list, dropped: dict[str, float]) -> dict:
         "phases_median_s": {k: round(statistics.median(v), 3) for k, v in phases.items()},
         "phases_total_s": totals | {"outside the engine": round(run - engine, 2)},
         "device": jobs[0].record.get("device"),
+        # Jobs that shared a batch with others, and the largest such batch (jobs).
+        "jobs_batched_together": sum(n > 1 for n in batched), "largest_batch_jobs": max(batched),
     }
 
 
 def print_pipeline(result: dict) -> None:
     run = result["run_s"]
     print(f"{result['jobs']} jobs ({result['pictures']} pictures) dropped at once: {result['span_s']:.1f} s, "
-          f"{result['jobs_per_hour']:.0f} jobs/h, {result['pictures_per_hour']:.0f} pictures/h ({result['device']})")
+          f"{result['jobs_per_hour']:.0f} jobs/h, {result['pictures_per_hour']:.0f} pictures/h ({result['device']}); "
+          f"{result['jobs_batched_together']} jobs in batches of several jobs (up to {result['largest_batch_jobs']})")
     print(f"the worker's run {run:.1f} s = {result['run_per_optimizing']:.2f}x its optimizing: " + ", ".join(
         f"{k} {v:.1f} s ({v / run:.0%})" for k, v in result["phases_total_s"].items()))
     median = result["phases_median_s"]
@@ -159,7 +173,8 @@ def main() -> int:
     ap.add_argument("--large", type=int, default=0, help="further jobs at --large-size")
     ap.add_argument("--large-size", type=int, default=256)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--batch", type=int, default=0, help="[worker] batch (1: a job's outputs one after another)")
+    ap.add_argument("--batch", type=int, default=0,
+                    help="[worker] batch (0: the plan's choice; 1: every picture alone, no job shares a batch)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     result = bench_pipeline(jobs=args.jobs, size=args.size, iterations=None if args.defaults else args.iterations,

@@ -283,7 +283,7 @@ def _run_batch(members: list[_Planned], memory: tuple[ScalePlan, ...] | None) ->
     return outcomes
 
 
-def _together(runs: list[_Run], memory: tuple[ScalePlan, ...] | None) -> list[Result]:
+def _together(runs: list[_Run], memory: tuple[ScalePlan, ...] | None) -> list[Result | Exception]:
     """Runs optimized as one batch of all their outputs (each run's, one group)."""
     pictures = sum(run.params.outputs for run in runs)
     if memory is not None:
@@ -294,7 +294,7 @@ def _together(runs: list[_Run], memory: tuple[ScalePlan, ...] | None) -> list[Re
     lead = runs[0]
     with _kept_heap(lead.device, lead.plan), _out_of_memory(lead.plan, lambda: lead.current_size):
         _batch(members)
-    return [member.run.conclude(member) for member in members]
+    return [member.run.failure or member.run.conclude(member) for member in members]
 
 
 def _kept_heap(device: torch.device, plan: RunPlan):
@@ -455,6 +455,7 @@ class _Run:
         self.history: list[dict[str, float]] = list(self.resume.history) if self.resume else []
         self.finished: list[torch.Tensor] = list(self.resume.finished) if self.resume else []
         self.jobs = 1  # requests in this run's batch
+        self.failure: Exception | None = None  # raised by its progress callback or stop check
         self.stopped = False
         self.stopped_at = (0, 0)
         self.step = 0
@@ -487,6 +488,8 @@ class _Run:
             for group in groups:
                 member = _Member(self, group, self.resume if ongoing and group.start == first else None)
                 _batch([member])
+                if self.failure is not None:
+                    raise self.failure
                 if self.stopped:
                     return self.conclude(member)
                 self.finished.extend(_pictures(member.images))
@@ -542,9 +545,13 @@ class _Run:
         self.last_losses = losses[-1]
         for index, picture_losses in zip(member.group, losses):
             self.history.append({"step": self.picture_step(index, scale_index, iteration), **picture_losses, **extra})
-        if self.progress is not None:
-            self.progress(self._report(member.group, scale_index, iteration, losses[0], images))
-        if self.should_stop is not None and self.should_stop():
+        try:
+            if self.progress is not None:
+                self.progress(self._report(member.group, scale_index, iteration, losses[0], images))
+            stop = self.should_stop is not None and self.should_stop()
+        except Exception as e:  # the caller's own fault: this run ends with it, a batch's others go on
+            self.failure, stop = e, True
+        if stop:
             self.stopped = True
             self.stopped_at = (scale_index, iteration)
 

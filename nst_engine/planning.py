@@ -30,6 +30,11 @@ MIN_FINE_ITERATIONS = 10
 # memory there; a wash, for four times the memory). bfloat16 on the CPU gained at every size
 # (1.65x, 1.35x, 1.12x), and a GPU, whose small passes are bound by kernel launches, gains most.
 CPU_FP32_BATCH_PIXELS = 256 * 256
+# The most pictures in one batch of several jobs (a worker claims no more at once): on a GPU,
+# and on the CPU, where the gain was measured for four (bench/batch.py: 1.12-1.65x) and a larger
+# batch makes each job wait for all without a measured gain.
+MAX_BATCH = 32
+CPU_MAX_BATCH = 4
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,25 @@ def together_key(params: Params, plan: RunPlan, *, device: str, bf16: bool) -> s
     shared = [device, bf16, params.precision, params.weights, params.pooling, list(params.content_layers),
               list(params.style_layers), [list(size) for size in plan.sizes], list(plan.iterations)]
     return hashlib.sha1(json.dumps(shared).encode()).hexdigest()[:16]
+
+
+def batch_room(params: Params, content_size: tuple[int, int], *, memory_budget: int | None = None,
+               batch: int | None = None) -> int:
+    """How many pictures of `params`' kind one batch holds on this device within the budget, at
+    most `batch` (and MAX_BATCH, or CPU_MAX_BATCH on the CPU): the outputs of the jobs of its
+    `together_key` that a worker takes at once. 1 where it shares no batch."""
+    device = pick_device(params.device)
+    budget = memory_budget if memory_budget is not None else default_budget(device)
+    bf16 = use_bf16(params.precision, device)
+    fast = winograd.used(device, bf16)
+    plan = plan_run(params, content_size, bf16=bf16, budget=budget, winograd=fast, device=device.type, batch=batch)
+    if together_key(params, plan, device=str(device), bf16=bf16) is None:
+        return 1
+    room, most = plan.batch, CPU_MAX_BATCH if device.type == "cpu" else MAX_BATCH
+    while room < min(batch or most, most) and all(
+            plan_batch(m, room + 1, budget, bf16=bf16, winograd=fast) for m in plan.memory):
+        room += 1
+    return room
 
 
 def estimate(params: Params, content_size: tuple[int, int], *, memory_budget: int | None = None,

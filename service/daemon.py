@@ -233,12 +233,9 @@ class Daemon:
             if pause > 0:  # a job's results could not be written a moment ago
                 self.stopping.wait(pause)
                 continue
-            cluster = self.config.cluster
             try:
-                job = self.store.claim_next(
-                    run_id=self.run_id, max_size=cluster.max_size or self.config.limits.max_size,
-                    has_gpu=self.has_gpu, tags=cluster.tags, takeover_s=cluster.takeover_seconds,
-                )
+                job = self.store.claim_next(run_id=self.run_id, takeover_s=self.config.cluster.takeover_seconds,
+                                            **self._claim_filters())
             except (OperationalError, DBAPIError) as e:
                 log.error("cannot reach the job store (%s); retrying", e)
                 self.stopping.wait(2.0)
@@ -252,13 +249,32 @@ class Daemon:
                 self.wake.wait(1.0)
                 self.wake.clear()
                 continue
-            sd_notify(f"STATUS=running job {job.id} {job.name}")
-            log.info("starting job %d %r (attempt %d)", job.id, job.name, job.attempts)
+            jobs = [job] + self._companions(job)
+            sd_notify(f"STATUS=running job {job.id} {job.name}" + (f" and {len(jobs) - 1} more" if len(jobs) > 1 else ""))
+            for j in jobs:
+                log.info("starting job %d %r (attempt %d)%s", j.id, j.name, j.attempts,
+                         f" in one batch with job {job.id}" if j is not job else "")
             try:
-                self.worker.run(job)
-            except Exception as e:  # the outbox or store failed under the job before it ran
-                self.worker.requeue(job.id, e)
+                self.worker.run_together(jobs)
+            except Exception as e:  # the outbox or store failed under the jobs before they ran
+                for j in jobs:
+                    self.worker.requeue(j.id, e)
             sd_notify("STATUS=idle")
+
+    def _claim_filters(self) -> dict:
+        """The jobs this worker may take: their size, whether they need a GPU, their tags."""
+        cluster = self.config.cluster
+        return {"max_size": cluster.max_size or self.config.limits.max_size, "has_gpu": self.has_gpu,
+                "tags": cluster.tags}
+
+    def _companions(self, job) -> list:
+        """Jobs to run in one batch with `job` (Worker.companions), claimed now; none where the
+        store fails (the job runs alone)."""
+        try:
+            return self.worker.companions(job, **self._claim_filters())
+        except (OperationalError, DBAPIError) as e:
+            log.warning("could not look for jobs to batch with job %d (%s); it runs alone", job.id, e)
+            return []
 
     def _supervise_loop(self) -> None:
         """The worker processes' keeper: wakes them when the intake queues a job, restarts one
@@ -435,9 +451,9 @@ class Daemon:
             worker = self.worker
             for job_id in worker.held_jobs():
                 try:
-                    if not self.store.heartbeat_job(job_id, self.run_id) and job_id == worker.current_job:
+                    if not self.store.heartbeat_job(job_id, self.run_id) and job_id in worker.current_jobs:
                         log.error("job %d was taken over by another worker; abandoning it", job_id)
-                        worker.lost_claim = True
+                        worker.lost_claims.add(job_id)
                 except Exception as e:
                     log.warning("could not renew the claim on job %d: %s", job_id, e)
             busy = worker.current_job is not None

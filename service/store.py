@@ -284,25 +284,36 @@ class Store:
                 stale = now - dt.timedelta(seconds=takeover_s)
                 takeable = or_(takeable, and_(Job.status == JobStatus.RUNNING.value,
                                               func.coalesce(Job.heartbeat_at, Job.started_at) < stale))
-            q = select(Job).where(takeable)
-            if max_size:
-                q = q.where(or_(Job.size.is_(None), Job.size <= max_size))
-            if not has_gpu:
-                q = q.where(Job.requires_gpu.is_(False))
-            if not tags:  # the common case, wholly in SQL: only jobs that need no tag
-                q = q.where(or_(Job.tags_json.is_(None), Job.tags_json == "[]"))
-            q = q.order_by(Job.priority.desc(), Job.submitted_at, Job.id)
-            # A job's tags (a JSON list) must all be the worker's: checked here, page by page,
-            # so that jobs this worker may not run never hide one it may behind them.
-            mine = set(tags)
-            for offset in itertools.count(0, _CLAIM_PAGE):
-                page = list(s.scalars(q.offset(offset).limit(_CLAIM_PAGE).with_for_update(skip_locked=True)))
-                for job in page:
-                    if set(json.loads(job.tags_json or "[]")) <= mine:
-                        return self._claim(s, job, run_id=run_id, host=host, pid=pid, now=now)
-                if len(page) < _CLAIM_PAGE:
-                    return None
+            for job in _claimable(s, select(Job).where(takeable), max_size=max_size, has_gpu=has_gpu, tags=tags):
+                return self._claim(s, job, run_id=run_id, host=host, pid=pid, now=now)
         return None
+
+    @_survives_outages
+    def claim_together(
+        self, *, run_id: str, key: str, pictures: int, host: str | None = None, pid: int | None = None,
+        max_size: int | None = None, has_gpu: bool = False, tags: Sequence[str] = (),
+    ) -> list[Job]:
+        """Take queued jobs to optimize in one batch with a job this worker has claimed: those whose
+        estimate has its `together` key (`nst_engine.planning.together_key`), never started before
+        (a job given back with a checkpoint resumes alone), with at most `pictures` outputs in all; in queue
+        order, with `claim_next`'s filters, in one transaction."""
+        host = host or socket.gethostname()
+        pid = pid or os.getpid()
+        now = utcnow()
+        taken: list[Job] = []
+        with self._write() as s:
+            # The key in SQL narrows the rows (it is hex: no LIKE wildcard); the estimate decides.
+            q = select(Job).where(Job.status == JobStatus.QUEUED.value, Job.staged.is_(True), Job.started_at.is_(None),
+                                  Job.record_json.contains(key))
+            for job in _claimable(s, q, max_size=max_size, has_gpu=has_gpu, tags=tags):
+                outputs = int(job.params.get("outputs", 1))
+                if job.record.get("estimate", {}).get("together") != key or outputs > pictures:
+                    continue
+                taken.append(self._claim(s, job, run_id=run_id, host=host, pid=pid, now=now))
+                pictures -= outputs
+                if not pictures:
+                    break
+        return taken
 
     @staticmethod
     def _claim(s: Session, job: Job, *, run_id: str, host: str, pid: int, now: dt.datetime) -> Job:
@@ -551,6 +562,28 @@ def _sqlite_pragmas(busy_timeout_s: float, *, autocommit_driver: bool = False):
         cursor.close()
 
     return on_connect
+
+
+def _claimable(s: Session, q, *, max_size: int | None, has_gpu: bool, tags: Sequence[str]) -> Iterator[Job]:
+    """The rows of `q` a worker with these limits may run, best first (priority, then age),
+    each locked (FOR UPDATE SKIP LOCKED on PostgreSQL: concurrent workers never take one twice)."""
+    if max_size:
+        q = q.where(or_(Job.size.is_(None), Job.size <= max_size))
+    if not has_gpu:
+        q = q.where(Job.requires_gpu.is_(False))
+    if not tags:  # the common case, wholly in SQL: only jobs that need no tag
+        q = q.where(or_(Job.tags_json.is_(None), Job.tags_json == "[]"))
+    q = q.order_by(Job.priority.desc(), Job.submitted_at, Job.id)
+    # A job's tags (a JSON list) must all be the worker's: checked here, page by page, so that
+    # jobs this worker may not run never hide one it may behind them.
+    mine = set(tags)
+    for offset in itertools.count(0, _CLAIM_PAGE):
+        page = list(s.scalars(q.offset(offset).limit(_CLAIM_PAGE).with_for_update(skip_locked=True)))
+        for job in page:
+            if set(json.loads(job.tags_json or "[]")) <= mine:
+                yield job
+        if len(page) < _CLAIM_PAGE:
+            return
 
 
 def _glob_to_like(glob: str) -> str:

@@ -9,17 +9,20 @@ import os
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from sqlalchemy.exc import SQLAlchemyError
 
-from nst_engine import ImageError, Params, Progress, RunState, WeightsError, load_image, preload, stylize
+from nst_engine import (ImageError, Params, Progress, Request, Result, RunState, WeightsError, load_image,
+                        preload, stylize_many)
 from nst_engine.device import describe, pick_device
 from nst_engine.errors import advice
 from nst_engine.heap import release as release_heap
 from nst_engine.params import ParamError
+from nst_engine.planning import batch_room
 from nst_engine.progress import outputs_label
 
 from .. import __version__
@@ -82,9 +85,9 @@ class Worker:
         self.outbox = outbox
         self.run_id = run_id
         self.stopping = stopping
-        self.current_job: int | None = None
+        self.current_jobs: tuple[int, ...] = ()  # the jobs computing now (several: one batch)
         self.last_progress = time.monotonic()  # the liveness thread reads this
-        self.lost_claim = False  # set by the liveness thread when another worker took our job
+        self.lost_claims: set[int] = set()  # set by the liveness thread: jobs another worker took over
         self.endings = Endings(config, store, outbox)
         self.publisher = Publisher(on_failure=self.requeue, threaded=write_beside)
         self._resume_at = 0.0  # after a failed write, no claim before this (monotonic)
@@ -102,41 +105,83 @@ class Worker:
         loss_plot([{"step": 1, "total": 1.0, "content": 1.0, "style": 1.0, "tv": 1.0}], title="warm-up")
         log.info("network and helpers loaded in %.1f s", time.perf_counter() - started)
 
+    @property
+    def current_job(self) -> int | None:
+        """The job computing now (a batch's first), or None between jobs."""
+        return self.current_jobs[0] if self.current_jobs else None
+
     def run(self, job: Job) -> JobStatus:
         """Run a job this daemon has claimed, to whatever end; never raises for a job's fault.
         Returns once the job is computed and its ending written, or handed to the publisher's
         thread: the status it ends in once written (`drain` waits for that)."""
-        self.current_job = job.id
-        self.lost_claim = False
-        self.last_progress = time.monotonic()
-        joblog = JobLog(self.config.live_log(job.id))
-        handed = False
+        return self.run_together([job])[0]
+
+    def companions(self, job: Job, **filters: Any) -> list[Job]:
+        """Queued jobs to optimize in one batch with `job`, just claimed, claimed for this worker
+        too: those of its estimate's `together` key (the engine's `planning.together_key`: the
+        same network, layers, sizes and iterations), as many outputs as the batch has room for
+        (`planning.batch_room`, within `[worker] batch`). None where `job` runs alone: `batch =
+        1`, a job resuming a checkpoint, one that shares no batch.
+        `filters`: `Store.claim_next`'s max_size, has_gpu and tags."""
+        estimate = job.record.get("estimate") or {}
+        key, cap = estimate.get("together"), self.config.worker.batch_cap()
+        if key is None or cap == 1 or not estimate.get("scales") or self.config.checkpoint(job.id).is_file():
+            return []
         try:
-            published = self.endings.published(job, run_id=self.run_id)
-            if published is not None:
-                return published.status
-            max_attempts = self.config.worker.max_attempts
-            if job.attempts > max_attempts:
-                status, write = self._fail(
-                    job, joblog, f"the service stopped during this job {job.attempts - 1} times; "
-                    f"giving up (max_attempts = {max_attempts} in config.toml)",
-                    "the job may be too large for this machine: lower size, or raise max_attempts")
-            else:
-                status, write = self._run(job, joblog)
-            if write is not None:
-                # Waits while the job before is still written; the claim is renewed meanwhile.
-                self.publisher.submit(job.id, lambda: self._write(job, write, joblog))
-                handed = True
-            return status
+            params = Params.from_mapping(job.params, limits=self.config.limits)
+            size = tuple(estimate["scales"][-1]["size"])
+            room = batch_room(params, size, memory_budget=self.config.worker.memory_budget(), batch=cap)
+        except (ParamError, ValueError, KeyError, TypeError):  # the job itself will say what is wrong
+            return []
+        if room <= params.outputs:
+            return []
+        return self.store.claim_together(run_id=self.run_id, key=key, pictures=room - params.outputs, **filters)
+
+    def run_together(self, jobs: list[Job]) -> list[JobStatus]:
+        """Run jobs this daemon has claimed (`companions`) as one batch where the engine can
+        (`nst_engine.stylize_many`), each to its own end: its own log, progress, cancel,
+        checkpoint and ending; one job's fault fails that job alone. Returns each job's status,
+        as `run`'s."""
+        self.current_jobs = tuple(job.id for job in jobs)
+        self.lost_claims = set()
+        self.last_progress = time.monotonic()
+        logs = {job.id: JobLog(self.config.live_log(job.id)) for job in jobs}
+        handed: set[int] = set()
+        statuses: dict[int, JobStatus] = {}
+        try:
+            endings: dict[int, tuple[JobStatus, Write]] = {}
+            runs: list[_JobRun] = []
+            for job in jobs:
+                early = self._before(job, logs[job.id])
+                if isinstance(early, _JobRun):
+                    runs.append(early)
+                else:
+                    endings[job.id] = early
+            if runs:
+                results = stylize_many([r.request for r in runs], memory_budget=self.config.worker.memory_budget(),
+                                       batch=self.config.worker.batch_cap())
+                for r, result in zip(runs, results):
+                    endings[r.job.id] = self._after(r, result)
+            for job in jobs:
+                status, write = endings[job.id]
+                statuses[job.id] = status
+                if write is not None:
+                    # Waits while the job before is still written; the claim is renewed meanwhile.
+                    joblog = logs[job.id]
+                    self.publisher.submit(job.id, lambda job=job, write=write, joblog=joblog:
+                                          self._write(job, write, joblog))
+                    handed.add(job.id)
+            return [statuses[job.id] for job in jobs]
         finally:
-            if not handed:
-                joblog.close()
-            self.current_job = None
+            for job_id, joblog in logs.items():
+                if job_id not in handed:
+                    joblog.close()
+            self.current_jobs = ()
             release_heap()  # an idle service does not sit on the last job's pictures
 
     def held_jobs(self) -> tuple[int, ...]:
         """The jobs this worker holds a claim on: the one computing and those being written."""
-        computing = (self.current_job,) if self.current_job is not None else ()
+        computing = self.current_jobs
         return computing + tuple(j for j in self.publisher.held() if j not in computing)
 
     def drain(self) -> None:
@@ -164,7 +209,17 @@ class Worker:
         except Exception:
             log.exception("could not re-queue job %d", job_id)
 
-    def _run(self, job: Job, joblog: JobLog) -> tuple[JobStatus, Write]:
+    def _before(self, job: Job, joblog: JobLog) -> "_JobRun | tuple[JobStatus, Write]":
+        """A job's request to the engine, or its ending where it has one already: published by an
+        earlier attempt, started too often, or inputs or parameters at fault."""
+        published = self.endings.published(job, run_id=self.run_id)
+        if published is not None:
+            return published.status, None
+        max_attempts = self.config.worker.max_attempts
+        if job.attempts > max_attempts:
+            return self._fail(job, joblog, f"the service stopped during this job {job.attempts - 1} times; "
+                              f"giving up (max_attempts = {max_attempts} in config.toml)",
+                              "the job may be too large for this machine: lower size, or raise max_attempts")
         started = time.perf_counter()
         joblog.write(f"job {job.id} {job.name!r} attempt {job.attempts} on {os.uname().nodename}, "
                      f"nst {__version__}, run {self.run_id}")
@@ -177,23 +232,26 @@ class Worker:
         resume = self._load_checkpoint(job.id, joblog, params.outputs)
         device = describe(pick_device(params.device))
         reporter = _Reporter(self, job, joblog, params, rate=self.store.device_rate(device))
-        try:
-            result = stylize(content, styles, params=params, init_image=init, progress=reporter,
-                             memory_budget=self.config.worker.memory_budget(), batch=self.config.worker.batch_cap(),
-                             should_stop=reporter.should_stop, resume=resume)
-        except (ImageError, WeightsError, ValueError) as e:
-            return self._fail(job, joblog, str(e), advice(e))
-        except StoreError as e:
-            joblog.write(f"stopped: {e}")
-            log.error("job %d: %s", job.id, e)
-            return JobStatus.QUEUED, None
-        except Exception as e:  # an internal bug: the job fails loudly, the daemon lives on
-            joblog.write("internal error:\n" + traceback.format_exc())
-            log.exception("job %d: internal error", job.id)
-            return self._fail(job, joblog, f"internal error: {type(e).__name__}: {e}",
-                              "this is a bug in nst; the traceback is in job.log; please report it")
+        request = Request(content, styles, params, init, progress=reporter, should_stop=reporter.should_stop,
+                          resume=resume)
+        return _JobRun(job, joblog, params, request, reporter, started)
 
-        if self.lost_claim:
+    def _after(self, r: "_JobRun", result: Result | Exception) -> tuple[JobStatus, Write]:
+        """What a job's run from the engine comes to: its ending, a checkpoint and the queue
+        again (a shutdown), or nothing (another worker took it over)."""
+        job, joblog, params, reporter = r.job, r.joblog, r.params, r.reporter
+        if isinstance(result, (ImageError, WeightsError, ValueError)):
+            return self._fail(job, joblog, str(result), advice(result))
+        if isinstance(result, StoreError):
+            joblog.write(f"stopped: {result}")
+            log.error("job %d: %s", job.id, result)
+            return JobStatus.QUEUED, None
+        if isinstance(result, Exception):  # an internal bug: the job fails loudly, the daemon lives on
+            joblog.write("internal error:\n" + "".join(traceback.format_exception(result)))
+            log.error("job %d: internal error", job.id, exc_info=result)
+            return self._fail(job, joblog, f"internal error: {type(result).__name__}: {result}",
+                              "this is a bug in nst; the traceback is in job.log; please report it")
+        if job.id in self.lost_claims:
             joblog.write("another worker took this job over; leaving it to that worker")
             return JobStatus.RUNNING, None
         if result.stopped and not reporter.cancelled:
@@ -204,16 +262,19 @@ class Worker:
             self.store.transition(job.id, JobStatus.QUEUED, run_id=self.run_id)
             return JobStatus.QUEUED, None
         status = JobStatus.CANCELLED if reporter.cancelled else JobStatus.DONE
-        elapsed = time.perf_counter() - started
-        if resume is not None and resume.complete(params.outputs):
+        elapsed = time.perf_counter() - r.started
+        if r.request.resume is not None and r.request.resume.complete(params.outputs):
             ending = "rebuilt the kept results"
         elif reporter.cancelled:
             ending = "cancelled; keeping the latest image as a partial result"
         else:
             ending = "finished"
-        joblog.write(f"{ending} in {elapsed:.1f} s; final losses {json.dumps(result.record['final_losses'])}")
+        together = result.record["memory"].get("jobs", 1)
+        shared = f" (in one batch with {together - 1} other job{'s' if together > 2 else ''})" if together > 1 else ""
+        joblog.write(f"{ending} in {elapsed:.1f} s{shared}; final losses {json.dumps(result.record['final_losses'])}")
         for line in face_guard_lines(result.record):
             joblog.write(line)
+        content, styles = r.request.content, r.request.styles
         return status, lambda log_: self._publish(job, log_, params, content, styles, result, status)
 
     def _images(self, job: Job, params: Params):
@@ -345,6 +406,18 @@ class Worker:
         log.info("job %d %r %s -> %s", job.id, job.name, status.value, final)
 
 
+@dataclass
+class _JobRun:
+    """A job handed to the engine: its request and what its ending needs."""
+
+    job: Job
+    joblog: JobLog
+    params: Params
+    request: Request
+    reporter: "_Reporter"
+    started: float  # perf_counter when the worker began it
+
+
 class _Reporter:
     """The engine's progress callback and stop check for one job."""
 
@@ -392,7 +465,7 @@ class _Reporter:
             self._last_checkpoint = time.monotonic()
 
     def should_stop(self) -> bool:
-        return self.cancelled or self.worker.stopping.is_set() or self.worker.lost_claim
+        return self.cancelled or self.worker.stopping.is_set() or self.job.id in self.worker.lost_claims
 
     def _eta(self, p: Progress) -> float:
         """Remaining work times this device's rate from earlier jobs, until this job has measured

@@ -197,6 +197,37 @@ def test_workers_claim_only_what_they_can_run(store):
     assert store.claim_next(run_id="large", max_size=4096).name == "big"
 
 
+def test_jobs_claimed_to_share_a_batch_are_queued_ones_of_the_key_up_to_the_pictures(store):
+    def job(name, together="k1", outputs=1, staged=True, **kw):
+        j, _ = store.enqueue(key=name, name=name, params={"size": 64, "outputs": outputs}, **kw)
+        if staged:
+            store.mark_staged(j.id, [])
+        store.note_estimate(j.id, {"together": together, "batch": outputs})
+        return j
+
+    lead = job("lead")
+    job("other-key", together="k2")
+    job("two", outputs=2)
+    job("gpu", requires_gpu=True)
+    job("tagged", tags=["a100"])
+    job("unstaged", staged=False)
+    job("four", outputs=4)  # more pictures than the room left
+    job("one")
+    job("spare")
+    assert store.claim_next(run_id="w").id == lead.id
+    taken = store.claim_together(run_id="w", key="k1", pictures=4)
+    assert [j.name for j in taken] == ["two", "one", "spare"]  # 2 + 1 + 1 pictures, in queue order
+    assert all(store.get(j.id).state == JobStatus.RUNNING and store.get(j.id).run_id == "w" for j in taken)
+    assert store.claim_together(run_id="w", key="k1", pictures=3) == []  # "four" does not fit in 3
+    gpu = store.claim_together(run_id="g", key="k1", pictures=8, has_gpu=True, tags=["a100"])
+    assert sorted(j.name for j in gpu) == ["four", "gpu", "tagged"]
+    # A job started before (given back, it may resume its checkpoint alone) is not taken to share a batch.
+    again = job("again", priority=10)
+    assert store.claim_next(run_id="x").id == again.id
+    store.transition(again.id, JobStatus.QUEUED, run_id="x")
+    assert store.claim_together(run_id="w", key="k1", pictures=4) == []
+
+
 def test_concurrent_claims_never_share_a_job(database_url):
     setup = Store(database_url)
     setup.migrate()

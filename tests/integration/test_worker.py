@@ -155,9 +155,9 @@ def test_the_next_job_computes_while_the_last_ones_folder_is_written(site, monke
 
     b_computing = threading.Event()
     seen: dict[str, object] = {}
-    real_stylize, real_preview = worker_module.stylize, worker_module.preview
+    real_stylize, real_preview = worker_module.stylize_many, worker_module.preview
 
-    def stylize(*args, **kwargs):
+    def stylize_many(*args, **kwargs):
         if "a folder" in seen:
             b_computing.set()
         return real_stylize(*args, **kwargs)
@@ -169,7 +169,7 @@ def test_the_next_job_computes_while_the_last_ones_folder_is_written(site, monke
             seen["claims renewed"] = worker.held_jobs()  # the liveness thread renews these
         return real_preview(tiles)
 
-    monkeypatch.setattr(worker_module, "stylize", stylize)
+    monkeypatch.setattr(worker_module, "stylize_many", stylize_many)
     monkeypatch.setattr(worker_module, "preview", preview)
     a, b = _queued(site, "a"), _queued(site, "b")
     worker = _worker(site, write_beside=True)
@@ -246,3 +246,47 @@ def test_a_bug_while_writing_fails_that_job_once_and_not_the_next(site, monkeypa
     assert "Traceback" in (folder / "job.log").read_text() and "please report it" in (folder / "error.txt").read_text()
     assert jobs["a"].attempts == 1 and worker.pause_left() == 0
     assert jobs["b"].status == "done" and (site.outbox_dir / jobs["b"].outbox_dir / "b.corrected.png").is_file()
+
+
+def test_queued_jobs_of_one_shape_run_as_one_batch_each_to_its_own_ending(site):
+    """Jobs of one size and iterations (their own weights; one with two outputs) are claimed
+    with the first and optimized as one batch; one cancelled part way ends cancelled with its
+    pictures partial while the others finish; a job of another size waits its turn."""
+    tiny = "size = 64\niterations = 3\nscales = [1.0]\n"
+    _queued(site, "a")
+    _queued(site, "b", tiny + "style_weight = 30000\n")
+    _queued(site, "c", tiny + "outputs = 2\n")
+    _queued(site, "other", "size = 80\niterations = 3\nscales = [1.0]\n")
+    worker = _worker(site)
+    first = _claim(site)
+    companions = worker.companions(first)
+    assert first.name == "a" and [j.name for j in companions] == ["b", "c"]
+    site.store.request_cancel(companions[1].id)  # seen at c's first progress report
+    statuses = worker.run_together([first] + companions)
+    worker.close()
+    assert statuses == [JobStatus.DONE, JobStatus.DONE, JobStatus.CANCELLED]
+    jobs = site.jobs()
+    assert jobs["other"].status == "queued"
+    for name in ("a", "b"):
+        folder = site.outbox_dir / jobs[name].outbox_dir
+        record = json.loads((folder / "job.json").read_text())["record"]
+        assert (record["memory"]["batch"], record["memory"]["jobs"]) == (4, 3)
+        assert "finished in" in (folder / "job.log").read_text()
+        assert "(in one batch with 2 other jobs)" in (folder / "job.log").read_text()
+        assert (folder / f"{name}.stylized.png").is_file()
+    cancelled = site.outbox_dir / jobs["c"].outbox_dir
+    assert sorted(p.name for p in cancelled.glob("c.stylized*")) == ["c.stylized-1-partial.png",
+                                                                      "c.stylized-2-partial.png"]
+
+
+def test_a_worker_told_one_at_a_time_claims_no_companions(tmp_path):
+    box = IntakeDir(tmp_path, worker={"batch": 1})
+    try:
+        _queued(box, "a")
+        _queued(box, "b")
+        first = _claim(box)
+        assert first.record["estimate"]["together"] is not None  # it could share a batch
+        assert _worker(box).companions(first) == []
+        assert box.store.get(box.jobs()["b"].id).status == "queued"
+    finally:
+        box.close()
