@@ -53,8 +53,9 @@ class WorkerConfig:
     retry_seconds: float = setting(30.0, low=0.1, high=86400)
     # What one job may use; 0: from the device (GPU: 90% free; CPU: half available).
     memory_budget_mib: int = setting(0, low=0, high=16 * 2**20)
-    # A job's outputs optimized at once, as one batch; 0: as many as fit the budget where a
-    # batch is faster on the device; 1: one after another.
+    # Pictures optimized at once, as one batch: a job's outputs, and queued jobs of one shape
+    # (their estimate's `together` key); 0: as many as fit the budget where a batch is faster
+    # on the device; 1: each alone.
     batch: int = setting(0, low=0, high=64)
     # One worker process per device ("cuda:0", "cpu"...; "all": every GPU when there are
     # several); empty: one worker inside the daemon on the device the job asks for.
@@ -65,7 +66,7 @@ class WorkerConfig:
         return self.memory_budget_mib * 2**20 if self.memory_budget_mib else None
 
     def batch_cap(self) -> int | None:
-        """Outputs at most in one batch, or None for the engine's choice."""
+        """Pictures at most in one batch, or None for the engine's choice."""
         return self.batch or None
 
 

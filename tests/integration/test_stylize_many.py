@@ -1,13 +1,15 @@
 """Several jobs optimized as one batch (`stylize_many`), with the real weights on tiny images."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import small
 from nst_engine import ImageError, Params, Request, stylize, stylize_many
 
 TINY = dict(size=96, iterations=8, scales=(1.0,))
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
 
 def pixels(img: Image.Image) -> np.ndarray:
@@ -19,7 +21,8 @@ def requests(content_image, style_image):
     """Three jobs that can share a batch: two photographs, two paintings, their own weights and
     seeds, one with two outputs: four pictures."""
     other_photo = ImageOps.mirror(content_image)
-    other_painting = small("the_scream.jpg", 128)
+    other_painting = Image.open(SAMPLES / "the_scream.jpg").convert("RGB")
+    other_painting.thumbnail((128, 128), Image.Resampling.LANCZOS)
     return [
         Request(content_image, [style_image], Params(**TINY, seed=1)),
         Request(other_photo, [other_painting], Params(**TINY, seed=2, style_weight=3e4)),
