@@ -206,3 +206,24 @@ def test_systemd_notifications(service_dir, tmp_path):
     text = "\n".join(messages)
     assert "READY=1" in text and "STATUS=idle" in text and "WATCHDOG=1" in text
     assert "STATUS=running job" in text and "STOPPING=1" in text
+
+
+def test_queued_jobs_of_one_shape_run_in_the_daemon_as_one_batch(service_dir):
+    """Three jobs of one shape queued before the worker starts (a watcher queued them): the
+    daemon's worker claims the first and the two like it, optimizes them as one batch, and
+    each ends in its own folder."""
+    watcher = service_dir(cluster={"roles": ["watch"]}).start()
+    names = ("frame1", "frame2", "frame3")
+    for name in names:
+        watcher.drop(name, {})
+    watcher.wait_for(lambda: sum(j.status == "queued" and j.staged for j in watcher.jobs()) == 3,
+                     what="three jobs queued")
+    watcher.stop()
+    svc = service_dir().start()
+    for name in names:
+        assert svc.wait_job(name).status == "done"
+        record = json.loads((svc.outbox / name / "job.json").read_text())["record"]
+        assert (record["memory"]["batch"], record["memory"]["jobs"]) == (3, 3)
+        assert "(in one batch with 2 other jobs)" in (svc.outbox / name / "job.log").read_text()
+    first = svc.job(names[0]).id
+    assert svc.log_text().count(f"in one batch with job {first}") == 2
