@@ -113,8 +113,9 @@ def _seconds(moment) -> float:
 
 
 def _share(record: dict) -> float:
-    """A job's share of its batch's time: jobs optimized together in one batch each record the
-    batch's time, so each counts for its pictures' share of it (1 alone)."""
+    """A job's share of its batch's optimizing: jobs optimized together in one batch each record
+    the batch's time, so each counts for its pictures' share of it (1 alone). Their set-up,
+    targets and outputs are each job's own."""
     memory = record.get("memory", {})
     if memory.get("jobs", 1) == 1:
         return 1.0
@@ -135,7 +136,7 @@ def _summary(jobs: list, dropped: dict[str, float]) -> dict:
     last_end = max(_seconds(j.finished_at) for j in jobs)
     span = last_end - min(dropped.values())
     run = last_end - _seconds(by_start[0].started_at)  # the worker's run, first start to last end
-    engine = sum(j.record["timings"]["total_s"] * _share(j.record) for j in jobs)
+    engine = sum(phases["targets"]) + sum(phases["optimizing"]) + sum(phases["outputs"])
     batched = [j.record.get("memory", {}).get("jobs", 1) for j in jobs]
     pictures = sum(len([o for o in j.outputs if ".stylized" in o]) for j in jobs)
     totals = {k: round(sum(v), 2) for k, v in phases.items() if k not in ("intake", "waiting")}

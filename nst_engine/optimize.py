@@ -436,6 +436,8 @@ class _Run:
     """The state of one request: its inputs, plan and network, shared by its outputs and scales."""
 
     def __init__(self, planned: _Planned, started: float):
+        """`started`: when its batch began (its elapsed time and ETA count from there)."""
+        constructed = time.perf_counter()
         request, params = planned.request, planned.request.params
         self.params, self.device, self.bf16, self.plan = params, planned.device, planned.bf16, planned.plan
         self.resume = planned.resume
@@ -475,7 +477,7 @@ class _Run:
         # the direct convolution (`VGG19.forward`'s exact); every later pair comes from a
         # step a thousand times longer.
         self.exact_convolutions = False
-        self.setup_seconds = time.perf_counter() - started
+        self.setup_seconds = time.perf_counter() - constructed  # its own: a batch's runs are set up in turn
 
     def alone(self) -> Result:
         """This run's outputs in the groups its plan makes, one batch after another."""

@@ -290,3 +290,67 @@ def test_a_worker_told_one_at_a_time_claims_no_companions(tmp_path):
         assert box.store.get(box.jobs()["b"].id).status == "queued"
     finally:
         box.close()
+
+
+def _three_of_one_shape(site):
+    """Jobs a, b, c of one shape, claimed by one worker as one batch: (worker, jobs)."""
+    for name in ("a", "b", "c"):
+        _queued(site, name, "size = 64\niterations = 6\nscales = [1.0]\n")
+    worker = _worker(site)
+    first = _claim(site)
+    jobs = [first] + worker.companions(first)
+    assert [j.name for j in jobs] == ["a", "b", "c"]
+    return worker, jobs
+
+
+def test_a_job_of_a_batch_that_fails_or_is_taken_over_leaves_the_others_to_finish(site, monkeypatch):
+    """b's archived photograph became a strip the network cannot see (it fails with its advice);
+    another worker takes c over part way (the liveness thread's word: c stops and is left to it);
+    a finishes as one would alone."""
+    from PIL import Image
+
+    worker, (a, b, c) = _three_of_one_shape(site)
+    Image.new("RGB", (600, 8), "red").save(site.config.archive(b.id) / "inputs" / "b.content.jpg")
+    real = site.store.update_progress
+
+    def taken_over(job_id, run_id, progress):
+        if job_id == c.id and progress["step"] >= 2:
+            worker.lost_claims.add(c.id)
+        return real(job_id, run_id, progress)
+
+    monkeypatch.setattr(site.store, "update_progress", taken_over)
+    monkeypatch.setattr("service.pipeline.worker.PROGRESS_EVERY_S", 0.0)  # a report every iteration
+    statuses = worker.run_together([a, b, c])
+    worker.close()
+    assert statuses == [JobStatus.DONE, JobStatus.FAILED, JobStatus.RUNNING]
+    jobs = site.jobs()
+    assert jobs["a"].status == "done" and jobs["b"].status == "failed" and "too narrow" in jobs["b"].error
+    assert jobs["c"].status == "running" and jobs["c"].outbox_dir is None  # left to the other worker
+    record = json.loads((site.outbox_dir / jobs["a"].outbox_dir / "job.json").read_text())["record"]
+    assert record["memory"]["jobs"] == 2 and record["iterations_run"] == 6  # b never joined the batch
+    assert "leaving it to that worker" in site.config.live_log(c.id).read_text()
+
+
+def test_a_shutdown_mid_batch_checkpoints_every_job_of_it_and_each_resumes(site, monkeypatch):
+    worker, jobs = _three_of_one_shape(site)
+    real = site.store.update_progress
+
+    def stop_at_step_3(job_id, run_id, progress):
+        if progress["step"] >= 3:
+            worker.stopping.set()
+        return real(job_id, run_id, progress)
+
+    monkeypatch.setattr(site.store, "update_progress", stop_at_step_3)
+    monkeypatch.setattr("service.pipeline.worker.PROGRESS_EVERY_S", 0.0)
+    assert worker.run_together(jobs) == [JobStatus.QUEUED] * 3
+    for job in jobs:
+        assert site.store.get(job.id).status == "queued"
+        assert site.config.checkpoint(job.id).is_file()
+    monkeypatch.setattr(site.store, "update_progress", real)
+    worker.stopping.clear()
+    first = _claim(site)
+    assert worker.companions(first) == []  # a job with a checkpoint resumes alone
+    assert worker.run(first) == JobStatus.DONE
+    worker.close()
+    log = (site.outbox_dir / site.store.get(first.id).outbox_dir / "job.log").read_text()
+    assert "resuming from checkpoint: output 1/1, scale 1, iteration 3" in log
