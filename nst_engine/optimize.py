@@ -271,7 +271,7 @@ def _run_batch(members: list[_Planned], memory: tuple[ScalePlan, ...] | None) ->
         except Exception as e:
             outcomes[k] = e
     try:
-        if len(runs) == 1 and memory is None:
+        if len(runs) == 1:  # alone, or the one of a batch whose others could not start
             k, run = runs[0]
             outcomes[k] = run.alone()
         elif runs:

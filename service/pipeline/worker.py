@@ -147,7 +147,6 @@ class Worker:
         self.last_progress = time.monotonic()
         logs = {job.id: JobLog(self.config.live_log(job.id)) for job in jobs}
         handed: set[int] = set()
-        statuses: dict[int, JobStatus] = {}
         try:
             endings: dict[int, tuple[JobStatus, Write]] = {}
             runs: list[_JobRun] = []
@@ -163,15 +162,14 @@ class Worker:
                 for r, result in zip(runs, results):
                     endings[r.job.id] = self._after(r, result)
             for job in jobs:
-                status, write = endings[job.id]
-                statuses[job.id] = status
+                _, write = endings[job.id]
                 if write is not None:
                     # Waits while the job before is still written; the claim is renewed meanwhile.
                     joblog = logs[job.id]
                     self.publisher.submit(job.id, lambda job=job, write=write, joblog=joblog:
                                           self._write(job, write, joblog))
                     handed.add(job.id)
-            return [statuses[job.id] for job in jobs]
+            return [endings[job.id][0] for job in jobs]
         finally:
             for job_id, joblog in logs.items():
                 if job_id not in handed:
