@@ -290,13 +290,15 @@ class Store:
 
     @_survives_outages
     def claim_together(
-        self, *, run_id: str, key: str, pictures: int, host: str | None = None, pid: int | None = None,
-        max_size: int | None = None, has_gpu: bool = False, tags: Sequence[str] = (),
+        self, *, run_id: str, key: str, pictures: int, priority: int = 0, host: str | None = None,
+        pid: int | None = None, max_size: int | None = None, has_gpu: bool = False, tags: Sequence[str] = (),
     ) -> list[Job]:
         """Take queued jobs to optimize in one batch with a job this worker has claimed: those whose
-        estimate has its `together` key (`nst_engine.planning.together_key`), never started before
-        (a job given back with a checkpoint resumes alone), with at most `pictures` outputs in all; in queue
-        order, with `claim_next`'s filters, in one transaction."""
+        estimate has its `together` key (`nst_engine.planning.together_key`), of its `priority` (a
+        batch made longer by a lower one's pictures would hold back the queue's other jobs of
+        that priority), never started before (a job given back with a checkpoint resumes alone),
+        with at most `pictures` outputs in all; in queue order, with `claim_next`'s filters, in
+        one transaction."""
         host = host or socket.gethostname()
         pid = pid or os.getpid()
         now = utcnow()
@@ -304,7 +306,7 @@ class Store:
         with self._write() as s:
             # The key in SQL narrows the rows (it is hex: no LIKE wildcard); the estimate decides.
             q = select(Job).where(Job.status == JobStatus.QUEUED.value, Job.staged.is_(True), Job.started_at.is_(None),
-                                  Job.record_json.contains(key))
+                                  Job.priority == priority, Job.record_json.contains(key))
             for job in _claimable(s, q, max_size=max_size, has_gpu=has_gpu, tags=tags):
                 outputs = int(job.params.get("outputs", 1))
                 if job.record.get("estimate", {}).get("together") != key or outputs > pictures:

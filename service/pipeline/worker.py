@@ -135,7 +135,8 @@ class Worker:
             return []
         if room <= params.outputs:
             return []
-        return self.store.claim_together(run_id=self.run_id, key=key, pictures=room - params.outputs, **filters)
+        return self.store.claim_together(run_id=self.run_id, key=key, pictures=room - params.outputs,
+                                         priority=job.priority, **filters)
 
     def run_together(self, jobs: list[Job]) -> list[JobStatus]:
         """Run jobs this daemon has claimed (`companions`) as one batch where the engine can

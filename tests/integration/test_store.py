@@ -213,6 +213,7 @@ def test_jobs_claimed_to_share_a_batch_are_queued_ones_of_the_key_up_to_the_pict
     job("unstaged", staged=False)
     job("four", outputs=4)  # more pictures than the room left
     job("one")
+    job("later", priority=-1)  # of a lower priority: never taken with a job of priority 0
     job("spare")
     assert store.claim_next(run_id="w").id == lead.id
     taken = store.claim_together(run_id="w", key="k1", pictures=4)
@@ -221,11 +222,13 @@ def test_jobs_claimed_to_share_a_batch_are_queued_ones_of_the_key_up_to_the_pict
     assert store.claim_together(run_id="w", key="k1", pictures=3) == []  # "four" does not fit in 3
     gpu = store.claim_together(run_id="g", key="k1", pictures=8, has_gpu=True, tags=["a100"])
     assert sorted(j.name for j in gpu) == ["four", "gpu", "tagged"]
+    assert [j.name for j in store.claim_together(run_id="w", key="k1", pictures=8, priority=-1)] == ["later"]
     # A job started before (given back, it may resume its checkpoint alone) is not taken to share a batch.
     again = job("again", priority=10)
     assert store.claim_next(run_id="x").id == again.id
     store.transition(again.id, JobStatus.QUEUED, run_id="x")
-    assert store.claim_together(run_id="w", key="k1", pictures=4) == []
+    assert store.get(again.id).state == JobStatus.QUEUED and store.get(again.id).attempts == 0
+    assert store.claim_together(run_id="w", key="k1", pictures=4, priority=10) == []
 
 
 def test_concurrent_claims_never_share_a_job(database_url):
