@@ -134,6 +134,31 @@ def test_a_batch_of_outputs_on_the_gpu_makes_the_pictures_made_alone():
         assert diff.mean() < 2.5
 
 
+def test_jobs_batched_together_on_the_gpu_make_the_pictures_made_alone():
+    """The CPU's test of several jobs in one batch (tests/integration/test_stylize_many.py) on
+    CUDA: four jobs of one shape (their own paintings and weights) in one batch, each as alone."""
+    import numpy as np
+    from PIL import ImageOps
+
+    from nst_engine import Params, Request, load_image, stylize, stylize_many
+    from precision import SAMPLES
+
+    photo = load_image(SAMPLES / "tubingen.jpg")
+    requests = [Request(photo if k % 2 == 0 else ImageOps.mirror(photo), [load_image(SAMPLES / f"{name}.jpg")],
+                        Params(size=256, iterations=8, scales=(1.0,), device="cuda", seed=k,
+                               style_weight=1e4 * (k + 1)))
+                for k, name in enumerate(("starry_night", "the_scream", "shipwreck", "starry_night"))]
+    alone = [stylize(r.content, r.styles, params=r.params) for r in requests]
+    together = stylize_many(requests)
+    for a, t in zip(alone, together):
+        assert (t.record["memory"]["batch"], t.record["memory"]["jobs"]) == (4, 4)
+        early = [[h["total"] for h in run.history[:3]] for run in (a, t)]
+        assert early[1] == pytest.approx(early[0], rel=5e-3)
+        diff = np.abs(np.asarray(a.outputs[0].stylized, np.int16) - np.asarray(t.outputs[0].stylized, np.int16))
+        print(json.dumps({"job": t.record["params"]["style_weight"], "mean": float(diff.mean()), "max": int(diff.max())}))
+        assert diff.mean() < 2.5
+
+
 def test_bf16_gram_products_on_cuda_keep_float32_accuracy():
     """The split products (a bf16 product plus its rounding error) run on CUDA once torch keeps
     bf16 reductions in float32, as `stylize` sets: a Gram matrix and its gradient to 1e-4 of the
