@@ -27,7 +27,7 @@ from .lbfgs import LBFGS
 from .losses import LossTerms, StyleTransferLoss, gram, gram_tap
 from .memory import BudgetError, ScalePlan, default_budget, forward_tile, plan_batch
 from .params import ParamError, Params
-from .planning import MIN_SCALE_EDGE, RunPlan, plan_run, together_key
+from .planning import MIN_SCALE_EDGE, RunPlan, most_pictures, plan_run, together_key
 from .progress import Progress
 from . import winograd
 from .tiling import Tile, TiledObjective, halo_for, plan_tiles, tiled_features, tiled_grams
@@ -173,8 +173,8 @@ def stylize_many(requests: Sequence[Request], *, memory_budget: int | None = Non
     (so each is the picture made alone, within round-off) and each request with its own
     progress, stop check and result; a request whose `should_stop` says so leaves the batch at
     that iteration, stopped as `stylize`'s, and the others go on. The rest run one after another.
-    `batch` caps the pictures in one batch (1: none shared). A request resuming a checkpoint
-    part way runs alone.
+    `batch` caps the pictures in one batch (1: none shared; on the CPU at most
+    `planning.CPU_MAX_BATCH`). A request resuming a checkpoint part way runs alone.
 
     Returns the results in the requests' order; a request's failure (a bad picture, a budget it
     cannot fit, a bug) is returned in its place, never raised, so that it costs no other
@@ -231,8 +231,9 @@ def _plan(index: int, request: Request, memory_budget: int | None, tile: int | N
 
 def _batches(planned: list[_Planned], cap: int | None) -> list[tuple[list[_Planned], tuple[ScalePlan, ...] | None]]:
     """The requests as the batches they run in, in the order of their first request: those of one
-    key together while their pictures fit the budget (`memory.plan_batch`) and `cap`, each
-    batch with its memory plan (None: a request alone, as its own plan says)."""
+    key together while their pictures fit the budget (`memory.plan_batch`), `cap` and the
+    device's most (`planning.most_pictures`), each batch with its memory plan (None: a request
+    alone, as its own plan says)."""
     batches: list[tuple[list[_Planned], tuple[ScalePlan, ...] | None]] = []
     open_batch: dict[str, int] = {}  # key -> the batch still taking requests of that key
     for p in planned:
@@ -242,7 +243,7 @@ def _batches(planned: list[_Planned], cap: int | None) -> list[tuple[list[_Plann
             pictures = sum(m.plan.outputs for m in members) + p.plan.outputs
             memory = [plan_batch(m, pictures, p.plan.budget, bf16=p.bf16, winograd=p.fast_convolutions)
                       for m in members[0].plan.memory]
-            if (cap is None or pictures <= cap) and all(memory):
+            if pictures <= most_pictures(p.device.type, cap) and all(memory):
                 batches[at] = (members + [p], tuple(memory))
                 continue
         if p.key is not None:

@@ -134,11 +134,18 @@ def batch_room(params: Params, content_size: tuple[int, int], *, memory_budget: 
     plan = plan_run(params, content_size, bf16=bf16, budget=budget, winograd=fast, device=device.type, batch=batch)
     if together_key(params, plan, device=str(device), bf16=bf16) is None:
         return 1
-    room, most = plan.batch, CPU_MAX_BATCH if device.type == "cpu" else MAX_BATCH
-    while room < min(batch or most, most) and all(
+    room = plan.batch
+    while room < most_pictures(device.type, batch) and all(
             plan_batch(m, room + 1, budget, bf16=bf16, winograd=fast) for m in plan.memory):
         room += 1
     return room
+
+
+def most_pictures(device: str, batch: int | None) -> int:
+    """The most pictures of several jobs in one batch on this kind of device (MAX_BATCH, or
+    CPU_MAX_BATCH on the CPU), at most `batch`."""
+    most = CPU_MAX_BATCH if device == "cpu" else MAX_BATCH
+    return min(batch or most, most)
 
 
 def estimate(params: Params, content_size: tuple[int, int], *, memory_budget: int | None = None,

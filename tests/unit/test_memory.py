@@ -1,11 +1,14 @@
 """The memory planner's choices for a few sizes and budgets."""
 
 import pytest
+import torch
 
 from nst_engine.memory import (FIXED_BYTES, HISTORY_MAX, HISTORY_MIN, HISTORY_PAIR_BYTES_PER_PIXEL,
                                STATE_BYTES_PER_PIXEL, BudgetError, plan_batch, plan_scale)
+from nst_engine import winograd
+from nst_engine.device import use_bf16
 from nst_engine.params import Params
-from nst_engine.planning import plan_run, together_key
+from nst_engine.planning import CPU_MAX_BATCH, MAX_BATCH, batch_room, most_pictures, plan_run, together_key
 from nst_engine.tiling import GRID
 
 LAYERS = ["relu4_2", "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
@@ -120,3 +123,18 @@ def test_jobs_share_a_batch_only_with_the_same_network_layers_sizes_and_iteratio
     assert key(budget=int(1.1 * GIB)) is None  # tiled: each picture needs its own tiles
     assert key(bf16=False) is None  # float32 at 512 px on the CPU: a batch does not pay
     assert key(outputs=4, budget=3 * GIB) is None  # its own outputs do not fit one batch
+
+
+def test_a_batch_of_jobs_holds_what_fits_up_to_the_cap_and_on_the_cpu_four():
+    small = Params(size=128, iterations=10)
+    assert batch_room(small, (128, 96), memory_budget=8 * GIB) == CPU_MAX_BATCH  # the CPU's most
+    assert batch_room(small, (128, 96), memory_budget=8 * GIB, batch=3) == 3
+    assert batch_room(Params(size=128, optimizer="adam"), (128, 96), memory_budget=8 * GIB) == 1
+    # A budget between two and three pictures' batch (this CPU's precision and convolutions).
+    device = torch.device("cpu")
+    bf16 = use_bf16("auto", device)
+    alone = plan_run(small, (128, 96), bf16=bf16, budget=8 * GIB, winograd=winograd.used(device, bf16)).memory[0]
+    two, three = (plan_batch(alone, n, 8 * GIB, bf16=bf16, winograd=winograd.used(device, bf16)).peak_bytes
+                  for n in (2, 3))
+    assert batch_room(small, (128, 96), memory_budget=(two + three) // 2) == 2  # the memory decides first
+    assert most_pictures("cuda", None) == MAX_BATCH and most_pictures("cpu", 2) == 2
