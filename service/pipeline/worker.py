@@ -9,6 +9,7 @@ import os
 import threading
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -151,8 +152,9 @@ class Worker:
         try:
             endings: dict[int, tuple[JobStatus, Write]] = {}
             runs: list[_JobRun] = []
+            decoding = self._decoding(jobs)
             for job in jobs:
-                early = self._before(job, logs[job.id])
+                early = self._before(job, logs[job.id], decoding.get(job.id))
                 if isinstance(early, _JobRun):
                     runs.append(early)
                 else:
@@ -208,9 +210,26 @@ class Worker:
         except Exception:
             log.exception("could not re-queue job %d", job_id)
 
-    def _before(self, job: Job, joblog: JobLog) -> "_JobRun | tuple[JobStatus, Write]":
+    def _decoding(self, jobs: list[Job]) -> dict[int, Future]:
+        """A batch's images decoded side by side, each job's in a thread of its own (the decoders
+        let go of the interpreter): the device waits for them. A job alone decodes in turn."""
+        if len(jobs) < 2:
+            return {}
+
+        def decoded(job: Job):
+            return self._images(job, Params.from_mapping(job.params, limits=self.config.limits))
+
+        pool = ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1), thread_name_prefix="decode")
+        try:
+            return {job.id: pool.submit(decoded, job) for job in jobs}
+        finally:
+            pool.shutdown(wait=False)  # each decoding runs on; its job waits for its own
+
+    def _before(self, job: Job, joblog: JobLog,
+                decoded: Future | None = None) -> "_JobRun | tuple[JobStatus, Write]":
         """A job's request to the engine, or its ending where it has one already: published by an
-        earlier attempt, started too often, or inputs or parameters at fault."""
+        earlier attempt, started too often, or inputs or parameters at fault. `decoded`: its
+        images being decoded (`_decoding`), else they are decoded here."""
         published = self.endings.published(job, run_id=self.run_id)
         if published is not None:
             return published.status, None
@@ -224,7 +243,7 @@ class Worker:
                      f"nst {__version__}, run {self.run_id}")
         try:
             params = Params.from_mapping(job.params, limits=self.config.limits)
-            content, styles, init = self._images(job, params)
+            content, styles, init = decoded.result() if decoded is not None else self._images(job, params)
         except (ImageError, ParamError, ValueError, OSError) as e:
             return self._fail(job, joblog, str(e), advice(e))
         joblog.write("parameters: " + json.dumps(params.to_dict(), sort_keys=True))

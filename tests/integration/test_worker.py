@@ -304,13 +304,11 @@ def _three_of_one_shape(site):
 
 
 def test_a_job_of_a_batch_that_fails_or_is_taken_over_leaves_the_others_to_finish(site, monkeypatch):
-    """b's archived photograph became a strip the network cannot see (it fails with its advice);
-    another worker takes c over part way (the liveness thread's word: c stops and is left to it);
-    a finishes as one would alone."""
-    from PIL import Image
-
+    """b's archived photograph became bytes no decoder reads (it fails with its advice, from the
+    thread that decoded it); another worker takes c over part way (the liveness thread's word: c
+    stops and is left to it); a finishes as one would alone."""
     worker, (a, b, c) = _three_of_one_shape(site)
-    Image.new("RGB", (600, 8), "red").save(site.config.archive(b.id) / "inputs" / "b.content.jpg")
+    (site.config.archive(b.id) / "inputs" / "b.content.jpg").write_bytes(b"not a picture" * 20)
     real = site.store.update_progress
 
     def taken_over(job_id, run_id, progress):
@@ -324,7 +322,8 @@ def test_a_job_of_a_batch_that_fails_or_is_taken_over_leaves_the_others_to_finis
     worker.close()
     assert statuses == [JobStatus.DONE, JobStatus.FAILED, JobStatus.RUNNING]
     jobs = site.jobs()
-    assert jobs["a"].status == "done" and jobs["b"].status == "failed" and "too narrow" in jobs["b"].error
+    assert jobs["a"].status == "done" and jobs["b"].status == "failed" and "not an image" in jobs["b"].error
+    assert "replace the file with a JPEG" in (site.outbox_dir / jobs["b"].outbox_dir / "error.txt").read_text()
     assert jobs["c"].status == "running" and jobs["c"].outbox_dir is None  # left to the other worker
     record = json.loads((site.outbox_dir / jobs["a"].outbox_dir / "job.json").read_text())["record"]
     assert record["memory"]["jobs"] == 2 and record["iterations_run"] == 6  # b never joined the batch
