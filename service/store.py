@@ -302,20 +302,22 @@ class Store:
         host = host or socket.gethostname()
         pid = pid or os.getpid()
         now = utcnow()
-        taken: list[Job] = []
         with self._write() as s:
             # The key in SQL narrows the rows (it is hex: no LIKE wildcard); the estimate decides.
             q = select(Job).where(Job.status == JobStatus.QUEUED.value, Job.staged.is_(True), Job.started_at.is_(None),
                                   Job.priority == priority, Job.record_json.contains(key))
+            chosen: list[Job] = []
             for job in _claimable(s, q, max_size=max_size, has_gpu=has_gpu, tags=tags):
                 outputs = int(job.params.get("outputs", 1))
                 if job.record.get("estimate", {}).get("together") != key or outputs > pictures:
                     continue
-                taken.append(self._claim(s, job, run_id=run_id, host=host, pid=pid, now=now))
+                chosen.append(job)
                 pictures -= outputs
                 if not pictures:
                     break
-        return taken
+            # Claimed once chosen (each row locked as read): a row claimed while the pages were
+            # read would leave the query and shift the next page past a row not yet seen.
+            return [self._claim(s, job, run_id=run_id, host=host, pid=pid, now=now) for job in chosen]
 
     @staticmethod
     def _claim(s: Session, job: Job, *, run_id: str, host: str, pid: int, now: dt.datetime) -> Job:

@@ -231,6 +231,18 @@ def test_jobs_claimed_to_share_a_batch_are_queued_ones_of_the_key_up_to_the_pict
     assert store.claim_together(run_id="w", key="k1", pictures=4, priority=10) == []
 
 
+def test_jobs_claimed_to_share_a_batch_are_found_past_the_first_page(store):
+    """More companions than one page of the claim's query (20 rows): every one is found, none
+    skipped by the rows claimed before the next page is read."""
+    for i in range(26):
+        j, _ = store.enqueue(key=f"f{i}", name=f"f{i}", params={"size": 64})
+        store.mark_staged(j.id, [])
+        store.note_estimate(j.id, {"together": "k1"})
+    assert store.claim_next(run_id="w").name == "f0"
+    taken = store.claim_together(run_id="w", key="k1", pictures=25)
+    assert [j.name for j in taken] == [f"f{i}" for i in range(1, 26)]
+
+
 def test_concurrent_claims_never_share_a_job(database_url):
     setup = Store(database_url)
     setup.migrate()
