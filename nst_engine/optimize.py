@@ -25,9 +25,9 @@ from .heap import release_above, reuse_freed_memory
 from .images import MIN_EDGE, fit_long_edge, to_image, to_tensor, to_uint8
 from .lbfgs import LBFGS
 from .losses import LossTerms, StyleTransferLoss, gram, gram_tap
-from .memory import BudgetError, ScalePlan, default_budget, forward_tile, plan_batch
+from .memory import BudgetError, ScalePlan, forward_tile, plan_batch
 from .params import ParamError, Params
-from .planning import MIN_SCALE_EDGE, RunPlan, most_pictures, plan_run, together_key
+from .planning import MIN_SCALE_EDGE, RunPlan, most_pictures, plan_here
 from .progress import Progress
 from . import winograd
 from .tiling import Tile, TiledObjective, halo_for, plan_tiles, tiled_features, tiled_grams
@@ -213,20 +213,14 @@ def _plan(index: int, request: Request, memory_budget: int | None, tile: int | N
         raise ValueError("at least one style image is needed")
     if params.init_is_image and request.init_image is None:
         raise ValueError(f"init={params.init!r} names an image: pass it as init_image")
-    device = pick_device(params.device)
-    bf16 = use_bf16(params.precision, device)
     content = fit_long_edge(request.content, params.size, what="content image")
-    budget = memory_budget if memory_budget is not None else default_budget(device)
-    fast_convolutions = winograd.used(device, bf16)
-    plan = plan_run(params, content.size, bf16=bf16, budget=budget, tile=tile,
-                    winograd=fast_convolutions, device=device.type, batch=batch)
-    resume = request.resume
+    here = plan_here(params, content.size, memory_budget=memory_budget, tile=tile, batch=batch)
+    plan, resume = here.plan, request.resume
     if resume is not None and not resume.complete(params.outputs):
-        plan, resume = _resumable(plan, resume, bf16=bf16, winograd=fast_convolutions)
+        plan, resume = _resumable(plan, resume, bf16=here.bf16, winograd=here.winograd)
     # A forced tile and a run resumed part way go alone; so does a finished one (rebuilt only).
-    alone = tile is not None or resume is not None
-    key = None if alone else together_key(params, plan, device=str(device), bf16=bf16)
-    return _Planned(index, request, content, device, bf16, fast_convolutions, plan, resume, key)
+    key = None if tile is not None or resume is not None else here.together
+    return _Planned(index, request, content, here.device, here.bf16, here.winograd, plan, resume, key)
 
 
 def _batches(planned: list[_Planned], cap: int | None) -> list[tuple[list[_Planned], tuple[ScalePlan, ...] | None]]:

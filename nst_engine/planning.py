@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Sequence
 
+import torch
+
 from . import winograd
 from .device import describe, pick_device, use_bf16
 from .images import fitted_size
@@ -127,16 +129,13 @@ def batch_room(params: Params, content_size: tuple[int, int], *, memory_budget: 
     """How many pictures of `params`' kind one batch holds on this device within the budget, at
     most `batch` (and MAX_BATCH, or CPU_MAX_BATCH on the CPU): the outputs of the jobs of its
     `together_key` that a worker takes at once. 1 where it shares no batch."""
-    device = pick_device(params.device)
-    budget = memory_budget if memory_budget is not None else default_budget(device)
-    bf16 = use_bf16(params.precision, device)
-    fast = winograd.used(device, bf16)
-    plan = plan_run(params, content_size, bf16=bf16, budget=budget, winograd=fast, device=device.type, batch=batch)
-    if together_key(params, plan, device=str(device), bf16=bf16) is None:
+    here = plan_here(params, content_size, memory_budget=memory_budget, batch=batch)
+    if here.together is None:
         return 1
-    room = plan.batch
-    while room < most_pictures(device.type, batch) and all(
-            plan_batch(m, room + 1, budget, bf16=bf16, winograd=fast) for m in plan.memory):
+    room = here.plan.batch
+    while room < most_pictures(here.device.type, batch) and all(
+            plan_batch(m, room + 1, here.plan.budget, bf16=here.bf16, winograd=here.winograd)
+            for m in here.plan.memory):
         room += 1
     return room
 
@@ -156,16 +155,43 @@ def estimate(params: Params, content_size: tuple[int, int], *, memory_budget: in
     fit the budget even in tiles, and `ImageError` where it is too narrow for the size, so
     that a service can refuse such a job at once. `batch`: as `stylize`'s. `together`: the key
     of the jobs whose runs it can share a batch with (`together_key`; None: it runs alone)."""
-    device = pick_device(params.device)
-    budget = memory_budget if memory_budget is not None else default_budget(device)
-    bf16 = use_bf16(params.precision, device)
-    plan = plan_run(params, content_size, bf16=bf16, budget=budget, winograd=winograd.used(device, bf16),
-                    device=device.type, batch=batch)
-    return {"device": describe(device), "budget_mib": round(budget / 2**20), "batch": plan.batch,
-            "together": together_key(params, plan, device=str(device), bf16=bf16),
+    here = plan_here(params, content_size, memory_budget=memory_budget, batch=batch)
+    plan = here.plan
+    return {"device": describe(here.device), "budget_mib": round(plan.budget / 2**20), "batch": plan.batch,
+            "together": here.together,
             "peak_mib": round(max(m.peak_bytes for m in plan.memory) / 2**20),
             "scales": [m.to_dict() for m in plan.memory], "iterations_per_scale": list(plan.iterations),
             "work_mpix_iterations": round(plan.total_work / 1e6, 3)}
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """A run's plan on the device its parameters name: what `stylize`, `estimate` and
+    `batch_room` each start from."""
+
+    params: Params
+    device: torch.device
+    bf16: bool
+    winograd: bool  # the network runs some convolutions as Winograd (`winograd.used`)
+    plan: RunPlan
+
+    @property
+    def together(self) -> str | None:
+        """The key of the runs this one can share a batch with (`together_key`)."""
+        return together_key(self.params, self.plan, device=str(self.device), bf16=self.bf16)
+
+
+def plan_here(params: Params, content_size: tuple[int, int], *, memory_budget: int | None = None,
+              tile: int | None = None, batch: int | None = None) -> DevicePlan:
+    """`plan_run` on the device `params` names, within `memory_budget` bytes (default: the
+    device's, `memory.default_budget`); `tile`, `batch`: as `plan_run`'s."""
+    device = pick_device(params.device)
+    bf16 = use_bf16(params.precision, device)
+    fast = winograd.used(device, bf16)
+    budget = memory_budget if memory_budget is not None else default_budget(device)
+    plan = plan_run(params, content_size, bf16=bf16, budget=budget, tile=tile, winograd=fast,
+                    device=device.type, batch=batch)
+    return DevicePlan(params, device, bf16, fast, plan)
 
 
 def schedule(size: tuple[int, int], params: Params) -> tuple[list[tuple[int, int]], list[int]]:

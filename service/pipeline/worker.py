@@ -215,13 +215,9 @@ class Worker:
         let go of the interpreter): the device waits for them. A job alone decodes in turn."""
         if len(jobs) < 2:
             return {}
-
-        def decoded(job: Job):
-            return self._images(job, Params.from_mapping(job.params, limits=self.config.limits))
-
         pool = ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1), thread_name_prefix="decode")
         try:
-            return {job.id: pool.submit(decoded, job) for job in jobs}
+            return {job.id: pool.submit(self._inputs, job) for job in jobs}
         finally:
             pool.shutdown(wait=False)  # each decoding runs on; its job waits for its own
 
@@ -229,7 +225,7 @@ class Worker:
                 decoded: Future | None = None) -> "_JobRun | tuple[JobStatus, Write]":
         """A job's request to the engine, or its ending where it has one already: published by an
         earlier attempt, started too often, or inputs or parameters at fault. `decoded`: its
-        images being decoded (`_decoding`), else they are decoded here."""
+        inputs being read (`_decoding`), else they are read here."""
         published = self.endings.published(job, run_id=self.run_id)
         if published is not None:
             return published.status, None
@@ -242,8 +238,7 @@ class Worker:
         joblog.write(f"job {job.id} {job.name!r} attempt {job.attempts} on {os.uname().nodename}, "
                      f"nst {__version__}, run {self.run_id}")
         try:
-            params = Params.from_mapping(job.params, limits=self.config.limits)
-            content, styles, init = decoded.result() if decoded is not None else self._images(job, params)
+            params, content, styles, init = decoded.result() if decoded is not None else self._inputs(job)
         except (ImageError, ParamError, ValueError, OSError) as e:
             return self._fail(job, joblog, str(e), advice(e))
         joblog.write("parameters: " + json.dumps(params.to_dict(), sort_keys=True))
@@ -294,6 +289,11 @@ class Worker:
             joblog.write(line)
         content, styles = r.request.content, r.request.styles
         return status, lambda log_: self._publish(job, log_, params, content, styles, result, status)
+
+    def _inputs(self, job: Job):
+        """The job's parameters and its pictures (`_images`)."""
+        params = Params.from_mapping(job.params, limits=self.config.limits)
+        return (params, *self._images(job, params))
 
     def _images(self, job: Job, params: Params):
         """The job's pictures, each decoded no larger than twice what the run will look at."""
