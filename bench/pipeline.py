@@ -60,10 +60,15 @@ def bench_pipeline(*, jobs: int = 20, size: int = 128, iterations: int | None = 
     sys.path.insert(0, str(ROOT / "tests"))
     from PIL import Image
 
+    from nst_engine import Params
     from servicekit import ServiceDir
 
     with tempfile.TemporaryDirectory() as tmp:
-        schedule = {} if iterations is None else {"iterations": iterations, "scales": [1.0]}
+        # The test kit's daemon runs 4-iteration jobs unless told otherwise: the service's own
+        # defaults (a config that names none: Params', as config.default.toml says) are named here.
+        service = Params()
+        schedule = ({"iterations": service.iterations, "scales": list(service.scales)} if iterations is None
+                    else {"iterations": iterations, "scales": [1.0]})
         site = ServiceDir(Path(tmp), defaults={"size": size, "device": device, **schedule},
                           watch={"settle_seconds": 0.5, "rescan_seconds": 5.0},
                           # The service's own checkpoint interval, not the tests' 0.5 s: a

@@ -73,6 +73,15 @@ def match_colors(image: Image.Image, reference: Image.Image) -> Image.Image:
     return Image.fromarray(corrected[inverse].reshape(rgb.shape), "RGB")
 
 
+def load() -> None:
+    """Import what `match_colors` calls. skimage loads its submodules on first attribute access,
+    so `from skimage import color` alone leaves the conversions' import (about 0.2 s) to the
+    first picture corrected: a long-running caller's first job (`optimize.preload`)."""
+    from skimage import color
+
+    color.rgb2lab, color.lab2rgb  # noqa: B018  (the access is the import)
+
+
 def _distinct_colours(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct colour codes, ascending, and each pixel's index among them."""
     if codes.size <= SORT_PIXELS:

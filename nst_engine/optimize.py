@@ -18,6 +18,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from .version import __version__
+from .color import load as load_colour_code
 from .color import match_colors, preserve_color
 from .device import describe, pick_device, use_bf16
 from .faces import FACE_BLOCK, Face, find_faces, masks, outside, ready as faces_ready
@@ -934,7 +935,7 @@ def preload(params: Params = Params()) -> None:
     """
     device = pick_device(params.device)
     _network(params.weights, params.pooling, device, params.deepest_layer(), use_bf16(params.precision, device))
-    from skimage import color, exposure  # noqa: F401  (imported lazily by color.py)
+    load_colour_code()
     if params.face_guard == "auto":
         faces_ready()
 

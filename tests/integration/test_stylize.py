@@ -1,5 +1,8 @@
 """End-to-end stylizations with the real weights on tiny images."""
 
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -352,6 +355,24 @@ def test_preload_builds_the_network_a_run_then_uses(content_image, style_image):
     stylize(content_image, [style_image], params=params)
     after = optimize._network.cache_info()
     assert after.misses == built.misses and after.hits > built.hits
+
+
+def test_preload_leaves_no_import_to_a_jobs_colour_correction():
+    """A first import inside a job holds the interpreter, and the service's liveness thread with
+    it; skimage imports its conversions on first use, so preload must reach them. In a fresh
+    interpreter: this one has imported everything already."""
+    code = textwrap.dedent("""
+        import sys
+        from PIL import Image
+        from nst_engine import Params, preload
+        from nst_engine.color import match_colors
+        preload(Params(size=64, face_guard="off"))
+        before = set(sys.modules)
+        match_colors(Image.new("RGB", (16, 16), (200, 40, 40)), Image.new("RGB", (16, 16), (20, 40, 200)))
+        print(sorted(m for m in set(sys.modules) - before if not m.startswith("PIL.")))  # Pillow's: a ms
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", f"imported by the first colour correction: {out.stdout}"
 
 
 @pytest.mark.parametrize("photo, painting, floor", [
