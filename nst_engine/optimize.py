@@ -18,7 +18,6 @@ from PIL import Image
 from torch.nn import functional as F
 
 from .version import __version__
-from .color import load as load_colour_code
 from .color import match_colors, preserve_color
 from .device import describe, pick_device, use_bf16
 from .faces import FACE_BLOCK, Face, find_faces, masks, outside, ready as faces_ready
@@ -928,14 +927,13 @@ def _network(weights: str, pooling: str, device: torch.device, last_layer: str, 
 
 
 def preload(params: Params = Params()) -> None:
-    """Load what `stylize(params=params)` will need: the weights, the network, the colour code.
+    """Load what `stylize(params=params)` will need: the weights, the network, the face detector.
 
     A long-running caller (the service) calls it once at start, so that its first job
     starts at full speed and no thread waits on a slow import in the middle of a job.
     """
     device = pick_device(params.device)
     _network(params.weights, params.pooling, device, params.deepest_layer(), use_bf16(params.precision, device))
-    load_colour_code()
     if params.face_guard == "auto":
         faces_ready()
 

@@ -119,8 +119,8 @@ def test_colour_correction_looked_up_by_colour_equals_converting_every_pixel(con
     got = np.asarray(match_colors(image, content_image))
 
     # Every pixel on its own, with the same statistics.
-    src_l, src_ab = nst_color._lab_sample(image, color)
-    ref_l, ref_ab = nst_color._lab_sample(content_image, color)
+    src_l, src_ab = nst_color._lab_sample(image)
+    ref_l, ref_ab = nst_color._lab_sample(content_image)
     levels = np.linspace(0.0, 1.0, 1025)
     lab = color.rgb2lab(rgb)
     lab[..., 0] = np.interp(lab[..., 0], np.quantile(src_l, levels), np.quantile(ref_l, levels))
@@ -131,3 +131,28 @@ def test_colour_correction_looked_up_by_colour_equals_converting_every_pixel(con
         want = (np.clip(color.lab2rgb(lab), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     assert np.abs(got.astype(int) - want).max() <= 1  # float rounding at a half-level at most
     assert (got == want).mean() > 0.999
+
+
+def test_cielab_conversions_are_skimages():
+    """The correction's own conversions of 8-bit colours (a table, and levels looked up in
+    linear light) give what skimage's rgb2lab and lab2rgb give: the colours of every channel's
+    every level, random colours, and CIELAB colours past sRGB's gamut (clipped, as skimage's)."""
+    import warnings
+
+    from skimage import color
+
+    from nst_engine import color as nst_color
+
+    rng = np.random.default_rng(7)
+    ramps = np.stack([np.eye(3, dtype=int)[c] * level for c in range(3) for level in range(256)])
+    rgb = np.concatenate([ramps, np.repeat(np.arange(256)[:, None], 3, axis=1),
+                          rng.integers(0, 256, (100_000, 3))]).astype(np.uint8)
+    assert np.abs(nst_color._lab(rgb) - color.rgb2lab(rgb[None])[0]).max() < 1e-9
+
+    lab = np.stack([rng.uniform(0, 100, 200_000), rng.uniform(-128, 128, 200_000), rng.uniform(-128, 128, 200_000)], 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # skimage's "negative Z values" for colours past the gamut
+        want = (np.clip(color.lab2rgb(lab[None])[0], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    got = nst_color._rgb8(lab)
+    assert np.abs(got.astype(int) - want).max() <= 1  # a half-level tie at most
+    assert (got == want).mean() > 0.9999
