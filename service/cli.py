@@ -6,6 +6,7 @@ once; torch is imported inside the commands that compute.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -118,6 +119,7 @@ def stylize(
     if iterations is not None:
         values["iterations"] = iterations
     params = build_params(config, values)
+    _check_output(Path(output))  # before the run, not after minutes of it
 
     from nst_engine import load_image
     from nst_engine import stylize as run_stylize
@@ -147,8 +149,26 @@ def stylize(
         raise CommandError("interrupted") from None
 
     for path, img in output_paths(Path(output), result.outputs):
-        write_image_atomic(path, img)
+        try:
+            write_image_atomic(path, img)
+        except OSError as e:  # the folder went away or filled up during the run
+            raise CommandError(f"cannot write {path}: {e.strerror or e}; free space or name another -o") from None
         click.echo(str(path))
+
+
+def _check_output(output: Path) -> None:
+    """Refuse an output that cannot be written: a missing or read-only folder, a format by name
+    that is not one of ours (its suffix; none is PNG)."""
+    from .files import IMAGE_FORMATS
+
+    if output.suffix and output.suffix.lower() not in IMAGE_FORMATS:
+        raise CommandError(f"-o {output}: nst writes {' '.join(IMAGE_FORMATS)} files, not {output.suffix}; "
+                           "name the output with one of them")
+    folder = output.parent
+    if not folder.is_dir():
+        raise CommandError(f"-o {output}: the folder {folder} does not exist; create it, or name another")
+    if not os.access(folder, os.W_OK):
+        raise CommandError(f"-o {output}: the folder {folder} is not writable; name another")
 
 
 def _store(ctx: click.Context, *, create: bool = False):

@@ -38,11 +38,13 @@ def write_text_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
 FAST_PNG_PIXELS = 4_000_000
 
 
+# The formats a picture is written in, by its file's suffix (PNG for any other).
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
 def image_bytes(img: Image.Image, suffix: str = ".png", *, fast: bool = False) -> bytes:
     buf = io.BytesIO()
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}.get(
-        suffix.lower(), "PNG"
-    )
+    fmt = IMAGE_FORMATS.get(suffix.lower(), "PNG")
     if fmt in ("JPEG", "WEBP"):
         options = {"quality": 95}
     elif fmt == "PNG":

@@ -89,3 +89,22 @@ def test_running_out_of_memory_is_a_clear_answer_not_a_traceback(tmp_path):
     assert re.search(r"^nst: ran out of memory at \d+x\d+ \(planned peak", r.stderr)
     assert "memory_budget_mib" in r.stderr and r.stderr.count("\n") == 1
     assert "Traceback" not in r.stderr
+
+
+def test_stylize_refuses_an_output_it_cannot_write_before_running(tmp_path, pair_files):
+    """A missing or read-only folder, or a format nst does not write, is one line at once: not a
+    traceback after the whole run (no progress is drawn: the run never started)."""
+    content, style = pair_files
+    read_only = tmp_path / "locked"
+    read_only.mkdir(mode=0o555)
+    cases = [(tmp_path / "missing" / "out.png", f"the folder {tmp_path / 'missing'} does not exist"),
+             (tmp_path / "out.bmp", "nst writes .png .jpg .jpeg .webp .tif .tiff files, not .bmp")]
+    if os.geteuid() != 0:  # root writes anywhere
+        cases.append((read_only / "out.png", f"the folder {read_only} is not writable"))
+    for out, said in cases:
+        r = CliRunner().invoke(main, ["stylize", str(content), str(style), "-o", str(out), "--size", "64",
+                                      "--iterations", "3"])
+        assert r.exit_code == 1, r.output
+        assert r.stderr.startswith(f"nst: -o {out}: ") and said in r.stderr and r.stderr.count("\n") == 1
+        assert "Traceback" not in r.output and "ETA" not in r.stderr
+        assert not out.exists()
