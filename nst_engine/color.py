@@ -144,11 +144,11 @@ def _chroma_transform(src: np.ndarray, ref: np.ndarray) -> np.ndarray:
 def _covariance(ab: np.ndarray) -> np.ndarray:
     """np.cov of the (N, 2) chroma's two columns, from three dot products of contiguous
     columns (np.cov's copy and product of the transposed pair: 5 ms for a 512 px picture)."""
-    a, b = (np.ascontiguousarray(ab[:, k]) for k in (0, 1))
+    a, b = np.ascontiguousarray(ab[:, 0]), np.ascontiguousarray(ab[:, 1])
     a, b = a - a.mean(), b - b.mean()
     n = len(a) - 1
-    ab_ = a @ b / n
-    return np.array([[a @ a / n, ab_], [ab_, b @ b / n]])
+    cross = a @ b / n
+    return np.array([[a @ a / n, cross], [cross, b @ b / n]])
 
 
 def _sqrtm(m: np.ndarray) -> np.ndarray:
