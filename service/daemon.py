@@ -313,12 +313,30 @@ class Daemon:
         self.wake_intake.set()
 
     def _install_signals(self) -> None:
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
+        """SIGTERM and SIGINT stop this daemon; SIGUSR1 wakes a worker process (its daemon queued
+        a job). A thread of their own acts on them, never the handler: Python runs a handler in
+        the main thread between any two of its steps, also while that thread holds an Event's
+        lock (in `wait` just after its timeout, in `clear`), and a handler setting that Event
+        would wait for its own thread forever (an idle worker hung so at its daemon's kill, CI
+        of 2026-12-07). The handlers do nothing; the interpreter writes each signal's number to
+        a pipe (`set_wakeup_fd`), which the thread reads."""
+        read, write = os.pipe()
+        os.set_blocking(write, False)
+        signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT) + ((signal.SIGUSR1,) if self.slot is not None else ()):
+            signal.signal(sig, _noted)  # a handler of ours: the default would end the process
+        threading.Thread(target=self._signal_loop, args=(read,), name="signals", daemon=True).start()
         if self.slot is not None:
-            signal.signal(signal.SIGUSR1, lambda *_: self.wake.set())  # its daemon queued a job
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})  # blocked from its start
             _stop_with_parent()
+
+    def _signal_loop(self, read: int) -> None:
+        while True:
+            for number in os.read(read, 64):
+                if number == signal.SIGUSR1:
+                    self.wake.set()
+                else:
+                    self.stop()
 
     def _acquire_lock(self) -> None:
         # One daemon per state folder on a host; several hosts share a store through the database.
@@ -476,6 +494,11 @@ class Daemon:
                     self.store.heartbeat(self.run_id, current_job=worker.current_job)
                 except Exception as e:
                     log.warning("heartbeat failed: %s", e)
+
+
+def _noted(signum: int, frame) -> None:
+    """The Python handler of the daemon's signals: the wake-up pipe carries them (see
+    `Daemon._install_signals`)."""
 
 
 def _stop_with_parent() -> None:
