@@ -359,8 +359,9 @@ def test_preload_builds_the_network_a_run_then_uses(content_image, style_image):
 
 def test_preload_leaves_no_import_to_a_jobs_colour_correction():
     """A first import inside a job holds the interpreter, and the service's liveness thread with
-    it; skimage imports its conversions on first use, so preload must reach them. In a fresh
-    interpreter: this one has imported everything already."""
+    it: after preload, the first colour correction imports nothing (it once imported skimage's
+    conversions, which load on first use). In a fresh interpreter: this one has imported
+    everything already."""
     code = textwrap.dedent("""
         import sys
         from PIL import Image
