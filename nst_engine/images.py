@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import warnings
@@ -16,6 +17,7 @@ from .errors import UserError
 
 if TYPE_CHECKING:
     import torch
+    from PIL import ImageCms
 
 # The shortest edge VGG-19 can see through its four poolings up to relu5_1.
 MIN_EDGE = 32
@@ -37,7 +39,7 @@ SCALE_DOWN = "scale the picture down (or, in the service, raise [limits] max_ima
 
 def load_image(source: str | os.PathLike | BinaryIO, *, max_pixels: int = 80_000_000,
                name: str | None = None, max_edge: int | None = None) -> Image.Image:
-    """Decode any Pillow-readable image to 8-bit RGB, upright, alpha on white.
+    """Decode any Pillow-readable image to 8-bit sRGB, upright, alpha on white (`to_srgb`).
 
     `source` is a path or a file opened for reading (`name` then names it in messages).
     Dimensions are checked before any pixel is decoded, so a tiny file that
@@ -64,7 +66,8 @@ def load_image(source: str | os.PathLike | BinaryIO, *, max_pixels: int = 80_000
                         f"more than the limit of {max_pixels / 1e6:.0f}; scale it down first", hint=SCALE_DOWN
                     )
                 img.seek(0)  # the first frame of an animation
-                return to_rgb(ImageOps.exif_transpose(_decode(img, max_edge)))
+                profile = img.info.get("icc_profile")
+                return to_srgb(ImageOps.exif_transpose(_decode(img, max_edge)), profile)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -101,6 +104,106 @@ def _decode(img: Image.Image, max_edge: int | None) -> Image.Image:
     reduced = img.reduce(factor)
     reduced.info = img.info  # the EXIF orientation, read after the reduction
     return reduced
+
+
+# What `to_srgb` did with a picture's embedded profile, in the returned image's `info`: the
+# profile's name under CONVERTED, or why it was not used under IGNORED.
+CONVERTED, IGNORED = "nst_converted_from", "nst_profile_ignored"
+_GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def to_srgb(img: Image.Image, icc_profile: bytes | None) -> Image.Image:
+    """`img` as 8-bit sRGB (`to_rgb`), its colours converted from the space its embedded ICC
+    profile describes. The network and the outputs (written untagged, which every viewer reads
+    as sRGB) are sRGB; a phone's Display P3 or a camera's Adobe RGB photograph taken as sRGB
+    numbers came out duller than the photograph looks, its colour-corrected copy too.
+
+    RGB profiles, CMYK ones on CMYK pictures (a print file's) and grey ones on grey pictures are
+    converted (littleCMS, perceptual: for the matrix profiles phones and cameras embed, the same
+    as relative colorimetric); a profile that maps colours to themselves (an sRGB profile, by
+    whatever name: a name is no proof, linear "sRGB" profiles exist) leaves the pixels bit for bit.
+    A damaged profile, or one that does not fit the pixels, is ignored as browsers ignore it:
+    the numbers are read as sRGB (CMYK by Pillow's formula), and `info[IGNORED]` says so. The
+    result carries no profile (saved, it would label sRGB pixels with the source's space)."""
+    source, name = _profile(icc_profile)
+    space = source.profile.xcolor_space.strip() if source is not None else ""
+    rgb = to_rgb(img)
+    rgb.info.pop("icc_profile", None)
+    if source is None:
+        if name:
+            rgb.info[IGNORED] = f"{name}; {_as_read(img)}"
+        return rgb
+    if space == "RGB":
+        pixels = rgb
+    elif space == "GRAY" and img.mode in _GRAY_MODES:
+        pixels = rgb.convert("L")  # a grey picture: R = G = B, so exactly its levels
+    elif space == "CMYK" and img.mode == "CMYK":
+        pixels = img  # its inks through the printer's profile, not Pillow's formula that knows no printer
+    else:
+        rgb.info[IGNORED] = f"its {space} ICC profile does not fit a picture of mode {img.mode}; {_as_read(img)}"
+        return rgb
+    from PIL import ImageCms
+
+    try:
+        transform = ImageCms.buildTransform(source, _srgb(), pixels.mode, "RGB")
+        if space == "RGB" and _maps_to_itself(transform):
+            return rgb
+        converted = transform.apply(pixels)
+    except (ImageCms.PyCMSError, OSError, ValueError) as e:
+        rgb.info[IGNORED] = f"its ICC profile {name!r} could not be applied ({e}); {_as_read(img)}"
+        return rgb
+    converted.info = {k: v for k, v in rgb.info.items() if k != IGNORED} | {CONVERTED: name}
+    return converted
+
+
+def colour_note(img: Image.Image) -> str | None:
+    """What decoding did with the picture's embedded colour profile, in words (for a job's log);
+    None where there was nothing to do."""
+    if CONVERTED in img.info:
+        return f"colours converted to sRGB from its ICC profile {img.info[CONVERTED]!r}"
+    return img.info.get(IGNORED)
+
+
+def _as_read(img: Image.Image) -> str:
+    """How a picture's numbers are read where its profile is not used."""
+    return "its inks converted by Pillow's plain formula" if img.mode == "CMYK" else "its colours taken as sRGB"
+
+
+def _profile(icc_profile: bytes | None) -> "tuple[ImageCms.ImageCmsProfile | None, str]":
+    """The embedded profile and its name; (None, "") where there is none, (None, why) where it
+    cannot be read."""
+    if not icc_profile:
+        return None, ""
+    try:
+        from PIL import ImageCms  # littleCMS: in every Pillow wheel, not in every Pillow
+    except ImportError:
+        return None, "its ICC profile is not read (this Pillow was built without littleCMS)"
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+        name = ImageCms.getProfileDescription(profile).strip() or "unnamed"
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as e:
+        return None, f"its ICC profile is damaged ({e})"
+    return profile, name
+
+
+# Every level of grey and a cube of colours (6 levels a channel): what an RGB profile must map to
+# themselves, within a level of round-off, to be sRGB.
+_PROBE = np.concatenate([np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1),
+                         np.stack(np.meshgrid(*[np.arange(0, 256, 51, dtype=np.uint8)] * 3), -1).reshape(-1, 3)])
+
+
+def _maps_to_itself(transform: "ImageCms.ImageCmsTransform") -> bool:
+    probe = Image.fromarray(_PROBE[None])
+    mapped = np.asarray(transform.apply(probe), dtype=np.int16)[0]
+    return int(np.abs(mapped - _PROBE).max()) <= 1
+
+
+def _srgb() -> "ImageCms.ImageCmsProfile":
+    # Made for each picture (microseconds): littleCMS's profiles are not for sharing between the
+    # threads that decode a batch's pictures side by side.
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -125,7 +125,7 @@ def stylize(
     from nst_engine import stylize as run_stylize
     from nst_engine.errors import advice
 
-    from .display import face_guard_lines
+    from .display import colour_lines, face_guard_lines
     from .files import write_image_atomic
 
     try:
@@ -135,6 +135,9 @@ def stylize(
         init_img = None
         if params.init_is_image:
             init_img = load_image(params.init, max_pixels=limit, max_edge=content_edge)
+        if not quiet:
+            for line in colour_lines(content_img, style_imgs, init_img):
+                click.echo(line, err=True)
         reporter = None if quiet else _TerminalProgress()
         result = run_stylize(content_img, style_imgs, params=params, init_image=init_img, progress=reporter,
                              memory_budget=config.worker.memory_budget(), batch=config.worker.batch_cap())

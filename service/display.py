@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 
@@ -91,3 +94,15 @@ def face_guard_lines(record: dict[str, Any]) -> list[str]:
                              f"so that its eyes and mouth are not painted into the picture "
                              f"(face_guard = \"off\" keeps the face in)")
     return lines
+
+
+def colour_lines(content: Image.Image, styles: Sequence[Image.Image], init: Image.Image | None = None
+                 ) -> list[str]:
+    """What decoding did with each picture's embedded colour profile (nst_engine.images.to_srgb),
+    for the job's log and the terminal: a photograph from a phone or camera converted to sRGB."""
+    from nst_engine.images import colour_note
+
+    named = [("photograph", content)] + [(f"painting {i}" if len(styles) > 1 else "painting", s)
+                                         for i, s in enumerate(styles, start=1)]
+    named += [("init image", init)] if init is not None else []
+    return [f"{what}: {note}" for what, image in named if (note := colour_note(image))]

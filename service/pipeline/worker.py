@@ -28,7 +28,7 @@ from nst_engine.progress import outputs_label
 
 from .. import __version__
 from ..config import Config
-from ..display import face_guard_lines
+from ..display import colour_lines, face_guard_lines
 from ..files import image_bytes, write_bytes_atomic
 from ..models import Job
 from ..status import JobProgress, JobStatus
@@ -242,6 +242,8 @@ class Worker:
         except (ImageError, ParamError, ValueError, OSError) as e:
             return self._fail(job, joblog, str(e), advice(e))
         joblog.write("parameters: " + json.dumps(params.to_dict(), sort_keys=True))
+        for line in colour_lines(content, styles, init):
+            joblog.write(line)
         resume = self._load_checkpoint(job.id, joblog, params.outputs)
         device = describe(pick_device(params.device))
         reporter = _Reporter(self, job, joblog, params, rate=self.store.device_rate(device))

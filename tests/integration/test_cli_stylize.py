@@ -45,6 +45,19 @@ def test_stylize_says_when_a_paintings_face_was_kept_out(tmp_path, pair_files):
                 in result.stderr) == said
 
 
+def test_stylize_says_when_a_photographs_colours_were_converted(tmp_path, pair_files):
+    from iccprofiles import ADOBE_RGB, matrix_profile
+
+    content, style = pair_files
+    tagged = tmp_path / "camera.png"
+    Image.open(content).save(tagged, icc_profile=matrix_profile(ADOBE_RGB, "Adobe RGB (1998) (test)"))
+    result = CliRunner().invoke(main, ["stylize", str(tagged), str(style), "-o", str(tmp_path / "o.png"),
+                                       "--size", "64", "--iterations", "1"])
+    assert result.exit_code == 0, result.output
+    assert "photograph: colours converted to sRGB from its ICC profile 'Adobe RGB (1998) (test)'" in result.stderr
+    assert "painting:" not in result.stderr
+
+
 def test_user_errors_are_one_line_and_exit_1(tmp_path, pair_files):
     content, style = pair_files
     bad = tmp_path / "bad.jpg"

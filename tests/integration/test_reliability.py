@@ -11,6 +11,7 @@ import pace
 import pytest
 from PIL import Image
 
+from iccprofiles import ADOBE_RGB, matrix_profile
 from intakekit import bomb_png
 from servicekit import small_pair
 
@@ -67,6 +68,11 @@ def test_bad_images_each_get_a_clear_answer_and_good_odd_images_work(shared):
     cases["palette"] = "done"
     good.save(inbox / "anim.content.gif", save_all=True, append_images=[style.resize((64, 48))])
     cases["anim"] = "done"
+    # A camera's Adobe RGB photograph, and a profile too damaged to read: both run, the log says what was done.
+    good.save(inbox / "widegamut.content.png", icc_profile=matrix_profile(ADOBE_RGB, "Adobe RGB (1998) (test)"))
+    cases["widegamut"] = "done"
+    good.save(inbox / "badprofile.content.png", icc_profile=b"not a profile" * 16)
+    cases["badprofile"] = "done"
     for name in cases:
         style.save(inbox / f"{name}.style.png")
         (inbox / f"{name}.toml").write_text("")
@@ -77,6 +83,10 @@ def test_bad_images_each_get_a_clear_answer_and_good_odd_images_work(shared):
             error = (svc.outbox / name / "error.txt").read_text()
             assert "How to fix it" in error and job.error in error
             assert "internal error" not in job.error
+    colours = {name: (svc.outbox / name / "job.log").read_text() for name in ("widegamut", "badprofile", "onepixel")}
+    assert "photograph: colours converted to sRGB from its ICC profile 'Adobe RGB (1998) (test)'" in colours["widegamut"]
+    assert "photograph: its ICC profile is damaged" in colours["badprofile"]
+    assert "ICC profile" not in colours["onepixel"]
     svc.drop("good-after-images", {})
     assert svc.wait_job("good-after-images").status == "done"
     assert "Traceback" not in svc.log_text()

@@ -158,3 +158,106 @@ def test_a_small_file_of_a_huge_picture_is_decoded_only_as_large_as_the_job_need
     assert edge == round(512 * 1.6)  # the second output's larger brushwork sees the painting larger
     assert 2 * edge <= kept_edge < 4 * edge
     assert grew_mib < 300, f"eight decodes took {grew_mib} MiB (whole, as RGB: 8 x 227 MiB)"
+
+
+# -- embedded colour profiles (images.to_srgb) -------------------------------------------
+
+def _patches() -> np.ndarray:
+    """Saturated and muted colours, dark and light: where a wide gamut differs most from sRGB."""
+    return np.random.default_rng(7).integers(0, 256, (24, 32, 3)).astype(np.uint8)
+
+
+def test_a_wide_gamut_photograph_is_converted_to_srgb(tmp_path):
+    """An Adobe RGB photograph read as sRGB numbers comes out duller than it looks; converted,
+    each colour is the one computed from the two spaces' primaries (numpy, not littleCMS)."""
+    from iccprofiles import ADOBE_RGB, expected_srgb, matrix_profile
+
+    from nst_engine.images import CONVERTED, colour_note
+
+    pixels = _patches()
+    path = tmp_path / "adobe.png"
+    Image.fromarray(pixels).save(path, icc_profile=matrix_profile(ADOBE_RGB, "Adobe RGB (1998) (test)"))
+    img = load_image(path)
+    got = np.asarray(img).astype(float)
+    assert np.abs(got - expected_srgb(pixels.astype(float), ADOBE_RGB)).max() <= 1.0
+    assert np.abs(got - pixels).mean() > 5.0  # not the numbers as they were
+    assert img.info[CONVERTED] == "Adobe RGB (1998) (test)" and "icc_profile" not in img.info
+    assert colour_note(img) == "colours converted to sRGB from its ICC profile 'Adobe RGB (1998) (test)'"
+
+
+def test_a_large_tagged_jpeg_decoded_smaller_and_turned_upright_is_still_converted(tmp_path):
+    from iccprofiles import ADOBE_RGB, matrix_profile
+
+    from nst_engine.images import CONVERTED
+
+    big = Image.fromarray(np.kron(_patches(), np.ones((20, 20, 1), dtype=np.uint8)))  # 640x480
+    exif = big.getexif()
+    exif[0x0112] = 6
+    path = tmp_path / "camera.jpg"
+    big.save(path, quality=95, exif=exif, icc_profile=matrix_profile(ADOBE_RGB, "Adobe RGB (1998) (test)"))
+    img = load_image(path, max_edge=64)  # a reduced DCT scale, then reduce()
+    assert img.size[0] < img.size[1] and img.info[CONVERTED] == "Adobe RGB (1998) (test)"
+
+
+def test_a_grey_scan_with_a_linear_profile_is_converted(tmp_path):
+    from iccprofiles import gray_profile, srgb_encode
+
+    path = tmp_path / "scan.png"
+    Image.new("L", (40, 40), 128).save(path, icc_profile=gray_profile(1.0, "linear grey (test)"))
+    level = round(float(srgb_encode(np.array(128 / 255))) * 255)  # 188: linear mid-grey is light in sRGB
+    assert load_image(path).getpixel((0, 0)) == (level, level, level)
+
+
+def test_a_print_files_cmyk_is_converted_through_its_printers_profile(tmp_path):
+    """A CMYK JPEG's inks through its profile's table (a test printer whose inks absorb some of
+    their neighbours' light), not Pillow's plain formula, which knows no printer."""
+    from iccprofiles import cmyk_model, cmyk_profile
+
+    from nst_engine.images import CONVERTED
+
+    inks = np.random.default_rng(3).integers(0, 256, (24, 32, 4)).astype(np.uint8)
+    inks[..., 3] //= 3  # some black, not so much that every colour is dark
+    path = tmp_path / "print.tif"  # lossless: the inks as they were
+    Image.fromarray(inks, "CMYK").save(path, icc_profile=cmyk_profile("test printer (test)"))
+    img = load_image(path)
+    expected = cmyk_model(inks / 255.0) * 255.0
+    error = np.abs(np.asarray(img).astype(float) - expected)
+    assert error.mean() < 1.0 and error.max() <= 4.0  # the table's 9 points a side, interpolated
+    plain = np.asarray(Image.fromarray(inks, "CMYK").convert("RGB")).astype(float)
+    assert np.abs(plain - expected).mean() > 10.0  # what the picture was without its profile
+    assert img.info[CONVERTED] == "test printer (test)"
+
+
+def test_a_linear_profile_named_srgb_is_converted_by_what_it_does(tmp_path):
+    from iccprofiles import SRGB, matrix_profile, srgb_encode
+
+    pixels = _patches()
+    path = tmp_path / "linear.png"
+    Image.fromarray(pixels).save(path, icc_profile=matrix_profile(SRGB | {"gamma": 1.0}, "sRGB linear (test)"))
+    expected = np.round(srgb_encode(pixels / 255.0) * 255.0)
+    assert np.abs(np.asarray(load_image(path)).astype(float) - expected).max() <= 1.0
+
+
+def test_srgb_profiles_keep_the_pixels_and_unusable_ones_are_ignored_with_a_reason(tmp_path):
+    from PIL import ImageCms
+
+    from iccprofiles import SRGB, gray_profile, matrix_profile
+
+    from nst_engine.images import CONVERTED, IGNORED, colour_note
+
+    pixels = _patches()
+    builtin = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    cases = {"srgb": (builtin, None), "camera-srgb": (matrix_profile(SRGB, "IEC 61966-2.1 (test)"), None),
+             "damaged": (b"not a profile" * 16, "its ICC profile is damaged"),
+             "grey-on-colour": (gray_profile(2.2, "grey (test)"), "its GRAY ICC profile does not fit a picture of mode RGB")}
+    for name, (profile, why) in cases.items():
+        path = tmp_path / f"{name}.png"
+        Image.fromarray(pixels).save(path, icc_profile=profile)
+        img = load_image(path)
+        assert np.array_equal(np.asarray(img), pixels), name  # bit for bit the numbers in the file
+        assert CONVERTED not in img.info and "icc_profile" not in img.info
+        if why is None:
+            assert IGNORED not in img.info and colour_note(img) is None
+        else:
+            assert colour_note(img) == img.info[IGNORED]
+            assert img.info[IGNORED].startswith(why) and img.info[IGNORED].endswith("; its colours taken as sRGB")
