@@ -62,11 +62,13 @@ def main() -> int:
             print(f"{name} ({space}) x The Scream: the corrected output's mean saturation: "
                   + ", ".join(f"{way} {s:.1f}" for way, s in zip(WAYS, saturation)))
             rows.append(outputs)
-    width, height = max(o.width for r in rows for o in r), max(o.height for r in rows for o in r)
-    sheet = Image.new("RGB", (3 * width + 20, len(rows) * (height + 10) - 10), "white")
-    for j, row in enumerate(rows):
+    width = max(o.width for r in rows for o in r)
+    sheet = Image.new("RGB", (3 * width + 20, sum(r[0].height + 10 for r in rows) - 10), "white")
+    top = 0
+    for row in rows:
         for i, out in enumerate(row):
-            sheet.paste(out, (i * (width + 10), j * (height + 10)))
+            sheet.paste(out, (i * (width + 10), top))
+        top += row[0].height + 10
     sheet.save(args.out)
     print(f"columns: {', '.join(WAYS)} -> {args.out}")
     return 0
