@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -32,7 +33,7 @@ class ImageError(UserError):
         self.incomplete = incomplete
 
 
-REPLACE = "replace the file with a JPEG, PNG, WebP, TIFF, BMP or GIF picture"
+REPLACE = "replace the file with a JPEG, PNG, WebP, HEIC, AVIF, TIFF, BMP or GIF picture"
 REPLACE_INCOMPLETE = "replace the file with a complete picture (it was empty or cut short)"
 SCALE_DOWN = "scale the picture down (or, in the service, raise [limits] max_image_pixels in config.toml)"
 
@@ -49,6 +50,7 @@ def load_image(source: str | os.PathLike | BinaryIO, *, max_pixels: int = 80_000
     own mode before it becomes RGB (a 9.7 KB 1-bit PNG of 8900x8900 px was 240 MB as RGB and
     950 MB as a float tensor; now it is about 3 MB at a 512 px job's needs).
     """
+    _register_heif()
     opened = hasattr(source, "read")
     name = name or (getattr(source, "name", "image") if opened else Path(source).name)
     try:
@@ -81,6 +83,19 @@ def load_image(source: str | os.PathLike | BinaryIO, *, max_pixels: int = 80_000
         raise ImageError(f"{name}: file not found", incomplete=True) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageError(f"{name}: the image is damaged or truncated ({e})", incomplete=True) from None
+
+
+@functools.cache
+def _register_heif() -> None:
+    """Teach Pillow HEIC/HEIF, the format iPhones save photographs in (pillow-heif, libheif;
+    Pillow reads AVIF itself). Once a process, on its first picture: the import is 40 ms that
+    the CLI's other commands need not pay. libheif turns the picture upright (its rotation
+    boxes) and sets the EXIF orientation to 1, so `exif_transpose` does not turn it again."""
+    try:
+        import pillow_heif
+    except ImportError:  # the engine used without it: HEIC is "not an image Pillow can read"
+        return
+    pillow_heif.register_heif_opener()
 
 
 # The modes Pillow's reduce() takes as they are.

@@ -22,7 +22,7 @@ from nst_engine.params import Limits, ParamError, Params
 from ..errors import SidecarError
 from ..safefiles import read_regular, shown
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif")
 PRIORITIES = (-1000, 1000)  # a job's priority, lowest to highest (the sidecar, `nst submit`, the form)
 
 

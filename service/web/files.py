@@ -22,7 +22,7 @@ bp = Blueprint("files", __name__)
 INLINE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
                 ".gif": "image/gif"}
 # Already compressed: stored in a zip as they are, which costs no CPU and loses nothing.
-_STORED = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".zip", ".gz"}
+_STORED = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".heic", ".heif", ".avif", ".zip", ".gz"}
 
 
 @bp.get("/jobs/<int:job_id>/live.jpg")

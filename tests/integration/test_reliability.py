@@ -34,6 +34,9 @@ def shared(tmp_path_factory):
 
 def test_bad_images_each_get_a_clear_answer_and_good_odd_images_work(shared):
     svc = shared
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()  # to write the HEIC case
     content, style = small_pair()
     inbox = svc.inbox
     good = content.resize((64, 48))
@@ -73,6 +76,8 @@ def test_bad_images_each_get_a_clear_answer_and_good_odd_images_work(shared):
     cases["widegamut"] = "done"
     good.save(inbox / "badprofile.content.png", icc_profile=b"not a profile" * 16)
     cases["badprofile"] = "done"
+    good.save(inbox / "iphone.content.heic", format="HEIF")  # paired by its extension like any other
+    cases["iphone"] = "done"
     for name in cases:
         style.save(inbox / f"{name}.style.png")
         (inbox / f"{name}.toml").write_text("")

@@ -1,4 +1,6 @@
 import struct
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -183,6 +185,35 @@ def test_a_wide_gamut_photograph_is_converted_to_srgb(tmp_path):
     assert np.abs(got - pixels).mean() > 5.0  # not the numbers as they were
     assert img.info[CONVERTED] == "Adobe RGB (1998) (test)" and "icc_profile" not in img.info
     assert colour_note(img) == "colours converted to sRGB from its ICC profile 'Adobe RGB (1998) (test)'"
+
+
+def test_an_iphones_heic_is_read_and_its_display_profile_converted(tmp_path):
+    """iPhones save HEIC with a Display P3 profile: read (pillow-heif), and converted."""
+    import pillow_heif
+
+    from iccprofiles import ADOBE_RGB, expected_srgb, matrix_profile
+
+    from nst_engine.images import CONVERTED
+
+    pillow_heif.register_heif_opener()  # to write one; load_image registers it itself
+    pixels = np.kron(_patches(), np.ones((2, 2, 1), dtype=np.uint8))  # 64x48
+    path = tmp_path / "IMG_0001.HEIC"
+    Image.fromarray(pixels).save(path, format="HEIF", quality=-1, chroma=444,  # lossless: levels within one
+                                 icc_profile=matrix_profile(ADOBE_RGB, "Adobe RGB (1998) (test)"))
+    img = load_image(path, max_edge=32)
+    assert img.size == (64, 48) and img.info[CONVERTED] == "Adobe RGB (1998) (test)"
+    # A fresh interpreter, where nothing but load_image has told Pillow about HEIC.
+    read = subprocess.run([sys.executable, "-c", "import sys; from nst_engine.images import load_image; "
+                           "print(load_image(sys.argv[1]).size)", str(path)], capture_output=True, text=True)
+    assert read.returncode == 0 and read.stdout.strip() == "(64, 48)", read.stderr[-2000:]
+    assert np.abs(np.asarray(img).astype(float) - expected_srgb(pixels.astype(float), ADOBE_RGB)).mean() < 1.5
+
+
+def test_an_avif_is_read(tmp_path):
+    path = tmp_path / "photo.avif"
+    Image.new("RGB", (64, 48), (200, 80, 30)).save(path, quality=90)
+    img = load_image(path)
+    assert img.size == (64, 48) and np.abs(np.asarray(img).astype(int) - (200, 80, 30)).max() <= 4
 
 
 def test_a_large_tagged_jpeg_decoded_smaller_and_turned_upright_is_still_converted(tmp_path):
