@@ -19,8 +19,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-P3 = {"red": (0.680, 0.320), "green": (0.265, 0.690), "blue": (0.150, 0.060), "white": (0.3127, 0.3290),
-      "gamma": "srgb"}
 WAYS = ("sRGB original", "tagged, converted", "tagged numbers read as sRGB")
 
 
@@ -41,7 +39,7 @@ def main() -> int:
     args = ap.parse_args()
 
     adobe = ("Adobe RGB", iccprofiles.matrix_profile(iccprofiles.ADOBE_RGB, "Adobe RGB (1998) (test)"))
-    p3 = ("Display P3", iccprofiles.matrix_profile(P3, "Display P3 (test)"))
+    p3 = ("Display P3", iccprofiles.matrix_profile(iccprofiles.DISPLAY_P3, "Display P3 (test)"))
     photos = [("tubingen", Image.open(ROOT / "samples" / "tubingen.jpg").convert("RGB"), adobe),
               ("astronaut", Image.fromarray(data.astronaut()), p3), ("coffee", Image.fromarray(data.coffee()), adobe)]
     painting = load_image(ROOT / "samples" / "the_scream.jpg")

@@ -15,6 +15,8 @@ import numpy as np
 # Adobe RGB (1998): its primaries' and white's chromaticities (xy) and its gamma, 563/256.
 ADOBE_RGB = {"red": (0.6400, 0.3300), "green": (0.2100, 0.7100), "blue": (0.1500, 0.0600),
              "white": (0.3127, 0.3290), "gamma": 563 / 256}
+DISPLAY_P3 = {"red": (0.680, 0.320), "green": (0.265, 0.690), "blue": (0.150, 0.060), "white": (0.3127, 0.3290),
+              "gamma": "srgb"}  # Apple's: the DCI-P3 primaries, D65 and sRGB's curve
 SRGB = {"red": (0.6400, 0.3300), "green": (0.3000, 0.6000), "blue": (0.1500, 0.0600), "white": (0.3127, 0.3290),
         "gamma": "srgb"}
 D50 = np.array([0.9642, 1.0, 0.8249])
@@ -32,14 +34,21 @@ def rgb_to_xyz(space: dict) -> np.ndarray:
     return primaries * scale
 
 
+def decode(levels: np.ndarray, gamma: float | str) -> np.ndarray:
+    """Levels (0..1) to linear light through a tone curve: one gamma, or "srgb"."""
+    if gamma == "srgb":
+        return np.where(levels <= 0.04045, levels / 12.92, ((levels + 0.055) / 1.055) ** 2.4)
+    return levels ** gamma
+
+
 def srgb_encode(linear: np.ndarray) -> np.ndarray:
     linear = np.clip(linear, 0.0, 1.0)
     return np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
 
 
 def expected_srgb(pixels: np.ndarray, space: dict) -> np.ndarray:
-    """8-bit pixels of a gamma-curve `space` as 8-bit sRGB (relative colorimetric, clipped)."""
-    linear = (pixels / 255.0) ** space["gamma"]
+    """8-bit pixels of `space` as 8-bit sRGB (relative colorimetric, clipped)."""
+    linear = decode(pixels / 255.0, space["gamma"])
     to_srgb = np.linalg.inv(rgb_to_xyz(SRGB)) @ rgb_to_xyz(space)  # the same white: no adaptation
     return np.round(srgb_encode(linear @ to_srgb.T) * 255.0)
 
@@ -92,7 +101,7 @@ def cmyk_profile(description: str, grid: int = 9) -> bytes:
 
 def srgb_to_lab_d50(rgb: np.ndarray) -> np.ndarray:
     """sRGB levels (0..1) to CIELAB under D50, the profile connection space (Bradford-adapted)."""
-    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    linear = decode(rgb, "srgb")
     white = rgb_to_xyz(SRGB) @ np.ones(3)
     adapt = np.linalg.inv(BRADFORD) @ np.diag(BRADFORD @ D50 / (BRADFORD @ white)) @ BRADFORD
     xyz = linear @ (adapt @ rgb_to_xyz(SRGB)).T / D50
@@ -126,8 +135,7 @@ def _curve(gamma: float | str) -> bytes:
     """A tone curve: one gamma, or "srgb": sRGB's own curve sampled at 1024 points, as the
     sRGB profiles cameras embed (HP's "sRGB IEC61966-2.1") carry it."""
     if gamma == "srgb":
-        levels = np.linspace(0.0, 1.0, 1024)
-        linear = np.where(levels <= 0.04045, levels / 12.92, ((levels + 0.055) / 1.055) ** 2.4)
+        linear = decode(np.linspace(0.0, 1.0, 1024), "srgb")
         return b"curv\0\0\0\0" + struct.pack(">I", 1024) + np.round(linear * 65535).astype(">u2").tobytes()
     return b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256))
 
