@@ -98,6 +98,24 @@ def _register_heif() -> None:
     pillow_heif.register_heif_opener()
 
 
+def readers() -> dict[str, str | None]:
+    """What this installation reads beyond Pillow's own JPEG, PNG, WebP, TIFF, BMP and GIF: each
+    with its library's version, or None where it is missing (for `nst doctor`)."""
+    from PIL import features
+
+    _register_heif()
+    try:
+        import pillow_heif
+
+        heic = f"pillow-heif {pillow_heif.__version__}, libheif {pillow_heif.libheif_version()}"
+    except ImportError:
+        heic = None
+    avif = features.version("avif") if features.check("avif") else None
+    cms = features.version("littlecms2") if features.check("littlecms2") else None
+    return {"HEIC": heic, "AVIF": f"libavif {avif}" if avif else None,
+            "colour profiles": f"littleCMS {cms}" if cms else None}
+
+
 # The modes Pillow's reduce() takes as they are.
 _REDUCIBLE = ("L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F")
 

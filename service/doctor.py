@@ -19,6 +19,7 @@ def run_checks(config: Config) -> Iterator[Check]:
     yield _database(config)
     yield _weights(config.defaults.weights)
     yield _face_detector(config)
+    yield _pictures()
     yield from _device(config)
     yield _observer(config)
     yield _exposure(config)
@@ -84,6 +85,19 @@ def _face_detector(config: Config) -> Check:
         return True, "face detector", f"MTCNN, weights in {faces.ready()}"
     except WeightsError as e:
         return False, "face detector", f"{e}: {e.hint}"
+
+
+def _pictures() -> Check:
+    from nst_engine.images import readers
+
+    found = readers()
+    have = ", ".join(f"{what} ({version})" for what, version in found.items() if version)
+    missing = [what for what, version in found.items() if not version]
+    if missing:
+        return False, "pictures", (f"cannot read {' or '.join(missing)}" + (f"; reads {have}" if have else "")
+                                   + ": pip install pillow-heif, and a Pillow built with libavif and littleCMS "
+                                   "(PyPI's wheels are)")
+    return True, "pictures", f"reads {have}"
 
 
 def _device(config: Config) -> Iterator[Check]:

@@ -242,10 +242,12 @@ def test_doctor(env):
     _, _, run = env
     r = run("doctor")
     assert r.exit_code == 0, r.output
-    for check in ("config", "inbox", "outbox", "state", "database", "weights", "face detector", "device", "precision",
-                  "observer", "daemon", "web page"):
+    for check in ("config", "inbox", "outbox", "state", "database", "weights", "face detector", "pictures", "device",
+                  "precision", "observer", "daemon", "web page"):
         assert f"] {check}:" in r.output
     assert "daemon: not running" in r.output
+    assert re.search(r"\[ok  \] pictures: reads HEIC \(pillow-heif [\d.]+, libheif [\d.]+\), AVIF \(libavif [\d.]+\), "
+                     r"colour profiles \(littleCMS [\d.]+\)", r.output), r.output
 
 
 def test_doctor_checks_the_weights_jobs_will_load_and_warns_of_an_open_page(env):
