@@ -103,7 +103,6 @@ def readers() -> dict[str, str | None]:
     with its library's version, or None where it is missing (for `nst doctor`)."""
     from PIL import features
 
-    _register_heif()
     try:
         import pillow_heif
 
@@ -159,34 +158,38 @@ def to_srgb(img: Image.Image, icc_profile: bytes | None) -> Image.Image:
     the numbers are read as sRGB (CMYK by Pillow's formula), and `info[IGNORED]` says so. The
     result carries no profile (saved, it would label sRGB pixels with the source's space)."""
     source, name = _profile(icc_profile)
-    space = source.profile.xcolor_space.strip() if source is not None else ""
-    rgb = to_rgb(img)
-    rgb.info.pop("icc_profile", None)
     if source is None:
-        if name:
-            rgb.info[IGNORED] = f"{name}; {_as_read(img)}"
-        return rgb
+        return _untagged(to_rgb(img), f"{name}; {_as_read(img)}" if name else None)
+    space = source.profile.xcolor_space.strip()
     if space == "RGB":
-        pixels = rgb
+        pixels = to_rgb(img)
     elif space == "GRAY" and img.mode in _GRAY_MODES:
-        pixels = rgb.convert("L")  # a grey picture: R = G = B, so exactly its levels
+        pixels = to_rgb(img).convert("L")  # a grey picture: R = G = B, so exactly its levels
     elif space == "CMYK" and img.mode == "CMYK":
         pixels = img  # its inks through the printer's profile, not Pillow's formula that knows no printer
     else:
-        rgb.info[IGNORED] = f"its {space} ICC profile does not fit a picture of mode {img.mode}; {_as_read(img)}"
-        return rgb
+        return _untagged(to_rgb(img), f"its {space} ICC profile does not fit a picture of mode {img.mode}; "
+                                      f"{_as_read(img)}")
     from PIL import ImageCms
 
     try:
         transform = ImageCms.buildTransform(source, _srgb(), pixels.mode, "RGB")
         if space == "RGB" and _maps_to_itself(transform):
-            return rgb
+            return _untagged(pixels)
         converted = transform.apply(pixels)
     except (ImageCms.PyCMSError, OSError, ValueError) as e:
-        rgb.info[IGNORED] = f"its ICC profile {name!r} could not be applied ({e}); {_as_read(img)}"
-        return rgb
-    converted.info = {k: v for k, v in rgb.info.items() if k != IGNORED} | {CONVERTED: name}
+        return _untagged(to_rgb(img), f"its ICC profile {name!r} could not be applied ({e}); {_as_read(img)}")
+    converted.info = {k: v for k, v in img.info.items() if k != "icc_profile"} | {CONVERTED: name}
     return converted
+
+
+def _untagged(rgb: Image.Image, ignored: str | None = None) -> Image.Image:
+    """`rgb` (`to_rgb`'s, whose `info` is its source's) without the profile its numbers are not
+    in, and why that profile was not used."""
+    rgb.info.pop("icc_profile", None)
+    if ignored:
+        rgb.info[IGNORED] = ignored
+    return rgb
 
 
 def colour_note(img: Image.Image) -> str | None:

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pace
+import pillow_heif
 import pytest
 from PIL import Image
 
@@ -34,8 +35,6 @@ def shared(tmp_path_factory):
 
 def test_bad_images_each_get_a_clear_answer_and_good_odd_images_work(shared):
     svc = shared
-    import pillow_heif
-
     pillow_heif.register_heif_opener()  # to write the HEIC case
     content, style = small_pair()
     inbox = svc.inbox
