@@ -54,7 +54,7 @@ def load_image(source: str | os.PathLike | BinaryIO, *, max_pixels: int = 80_000
     opened = hasattr(source, "read")
     name = name or (getattr(source, "name", "image") if opened else Path(source).name)
     try:
-        size = os.fstat(source.fileno()).st_size if opened else Path(source).stat().st_size
+        size = _bytes_left(source) if opened else Path(source).stat().st_size
         if size == 0:
             raise ImageError(f"{name}: the file is empty (0 bytes)", incomplete=True)
         with warnings.catch_warnings():
@@ -83,6 +83,18 @@ def load_image(source: str | os.PathLike | BinaryIO, *, max_pixels: int = 80_000
         raise ImageError(f"{name}: file not found", incomplete=True) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageError(f"{name}: the image is damaged or truncated ({e})", incomplete=True) from None
+
+
+def _bytes_left(f: BinaryIO) -> int:
+    """How many bytes an opened file has from where it stands: a real file by its size, an
+    in-memory one (`io.BytesIO`, a web upload's stream) by seeking, as it has no descriptor."""
+    try:
+        return os.fstat(f.fileno()).st_size - f.tell()
+    except (AttributeError, io.UnsupportedOperation):
+        here = f.tell()
+        end = f.seek(0, os.SEEK_END)
+        f.seek(here)
+        return end - here
 
 
 @functools.cache

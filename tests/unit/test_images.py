@@ -1,3 +1,4 @@
+import io
 import struct
 import subprocess
 import sys
@@ -34,6 +35,17 @@ def test_zero_bytes(tmp_path):
     p.write_bytes(b"")
     with pytest.raises(ImageError, match="empty"):
         load_image(p)
+
+
+def test_a_picture_in_memory_is_read_like_its_file(tmp_path, content_image):
+    """The engine's API takes "a file opened for reading": an in-memory one (io.BytesIO, as a
+    library user holds a download) has no descriptor to measure, and was called damaged."""
+    path = tmp_path / "photo.png"
+    content_image.save(path)
+    memory = io.BytesIO(path.read_bytes())
+    assert np.array_equal(np.asarray(load_image(memory)), np.asarray(load_image(path)))
+    with pytest.raises(ImageError, match="upload: the file is empty"):
+        load_image(io.BytesIO(b""), name="upload")
 
 
 def test_text_named_jpg(tmp_path):
