@@ -105,6 +105,8 @@ class Intake:
         seen: list[Path] = []
         queued = 0
         for entry in sorted(entries, key=lambda e: e.name):
+            if not entry.name.lower().endswith(SIDECAR_EXTS):
+                continue  # most of a busy inbox, told apart without the ignore patterns' cost
             path = Path(entry.path)
             if is_ignored(entry.name, self.config.watch.ignore):
                 continue
@@ -450,7 +452,8 @@ class Intake:
         longer job name: `a.b.content.jpg` belongs to job `a.b` whether or not its sidecar
         `a.b.toml` has arrived yet (images come first), and so does every `a.b.*` once it has."""
         inbox = self.config.inbox
-        entries = listdir(inbox)
+        # Only NAME.* can be the job's or a longer name's: a folder of frames has thousands of others.
+        entries = [e for e in listdir(inbox) if e.name.startswith(name + ".")]
         longer = {job_name(Path(e.name)) for e in entries if Path(e.name).suffix.lower() in SIDECAR_EXTS}
         longer |= {image_owner(e.name) for e in entries}
         longer = {other for other in longer if other and other != name and other.startswith(name + ".")}
