@@ -54,6 +54,9 @@ MISSING_HINT = ("drop the missing image(s) into the inbox before the sidecar, or
                 "(content = \"photo.jpg\", style = \"painting.jpg\"), then drop the sidecar again")
 
 
+TWINS_HINT = "drop the job again with one sidecar (NAME.toml or NAME.json); its files are in this folder's inputs/"
+
+
 class _Incomplete(Exception):
     """An image that is empty or cut short: it may still be arriving."""
 
@@ -176,6 +179,11 @@ class Intake:
         try:
             if refused is not None:
                 raise refused
+            twins = self._twins(sidecar_path)
+            if twins:
+                raise SidecarError(
+                    f"two sidecars for one job: {', '.join(shown(p.name) for p in sorted([sidecar_path, *twins]))}; "
+                    "which one to read is not clear", hint=TWINS_HINT)
             sidecar = self._parse(sidecar_path, data)
             inputs = self._inputs(sidecar, sidecar_path)
             estimate = self._estimate(sidecar, inputs)
@@ -420,7 +428,7 @@ class Intake:
             self._finish_leftover(job.id, sidecar_path)
             return
         own = [_Input("sidecar" if p == sidecar_path else "file", p, True)
-               for p in [sidecar_path] + self._own_files(name, sidecar_path)]
+               for p in [sidecar_path, *self._twins(sidecar_path), *self._own_files(name, sidecar_path)]]
         self._stage(job.id, own)  # not marked staged: no worker may claim it
         self.config.refusal(job.id).write_text(json.dumps({"message": message, "hint": hint}))
         self._waiting.pop(sidecar_path, None)
@@ -446,6 +454,15 @@ class Intake:
         job = self.store.get(job_id)
         final = self.endings.write(job, Ending(JobStatus.CANCELLED, error=job.error), folder=JobFolder(job_id, name))
         log.info("job %d %r cancelled before it started; its inputs are in %s", job_id, name, final)
+
+    def _twins(self, sidecar_path: Path) -> list[Path]:
+        """The job's other sidecars: NAME.json beside NAME.toml (any case). Both in the inbox at
+        once fail together, at once: reading one would silently drop the other's settings, and
+        the other, its images taken, would wait for them until `missing_timeout`."""
+        name = job_name(sidecar_path)
+        return [Path(e.path) for e in listdir(self.config.inbox)
+                if e.name != sidecar_path.name and e.name.startswith(name + ".")
+                and e.name[len(name):].lower() in SIDECAR_EXTS and not e.is_dir(follow_symlinks=False)]
 
     def _own_files(self, name: str, sidecar_path: Path) -> list[Path]:
         """NAME.* in the inbox root, other than sidecars and folders, and other than files of a

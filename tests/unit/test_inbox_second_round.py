@@ -147,6 +147,22 @@ def test_a_sidecar_leaves_a_longer_jobs_images_for_it(box):
     assert box.jobs()["trip.2024"].status == "queued"
 
 
+def test_two_sidecars_of_one_job_fail_it_at_once_with_both(tmp_path):
+    with IntakeDir(tmp_path, missing_timeout=300) as box:  # nothing may wait five minutes
+        box.pair("both")
+        (box.inbox / "both.json").write_text('{"size": 48}')
+        (box.inbox / "both.TOML").write_text("size = 56\n")
+        box.scan()
+        jobs = box.store.list_jobs()
+        assert [j.status for j in jobs] == [JobStatus.FAILED.value]
+        assert "two sidecars for one job: both.TOML, both.json" in jobs[0].error
+        assert os.listdir(box.inbox) == []
+        assert {i["name"] for i in jobs[0].inputs} == {"both.content.jpg", "both.style.png", "both.json", "both.TOML"}
+        (box.inbox / "both.toml").write_text("size = 56\n")  # one sidecar, later: a job of its own
+        box.scan()
+        assert [j.status for j in box.store.list_jobs()] == [JobStatus.QUEUED.value, JobStatus.FAILED.value]
+
+
 @pytest.mark.parametrize("path, why", [
     ("https://example.com/photo.jpg", "a web address"),
     ("~/photo.jpg", "a path in a home folder"),
