@@ -226,6 +226,17 @@ class Store:
                 job.record_json = json.dumps({**json.loads(job.record_json or "{}"), "estimate": estimate})
 
     @_survives_outages
+    def end_waiting(self, job_id: int, why: str) -> bool:
+        """Cancel a job recorded while its sidecar waited for images, if it still waits (not
+        taken by a watcher's staging meanwhile, which clears the note): True if it was."""
+        with self._write() as s:
+            job = s.get(Job, job_id, with_for_update=True)
+            if job is None or job.state != JobStatus.QUEUED or job.staged or not (job.error or "").startswith(WAITING):
+                return False
+            move(job, JobStatus.CANCELLED, expect=JobStatus.QUEUED, error=why)
+            return True
+
+    @_survives_outages
     def begin_staging(self, job_id: int, *, grace_s: float) -> bool:
         """Take the staging of a recorded job: True for one watcher at a time. A job waiting for
         its images, or one whose stager went silent for `grace_s`, may be taken."""

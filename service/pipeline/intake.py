@@ -23,10 +23,10 @@ from typing import Callable
 
 from ..config import Config
 from ..errors import RefusedFile, SidecarError
-from ..models import utcnow
+from ..models import WAITING, Job, utcnow
 from ..safefiles import copy_regular, inside, kind_of, open_regular, refusal, sha256_regular, shown
 from ..status import JobStatus
-from ..store import Store, StoreError
+from ..store import Store
 from .ending import Ending, Endings
 from .inbox import (
     CHECK_EDGE, IMAGE_EXTS, SIDECAR_EXTS, Settle, Sidecar, default_image, image_owner, is_ignored, is_own_file, job_key, job_name, listdir,
@@ -83,8 +83,7 @@ class Intake:
         self.clock = clock
         self.image_check = image_check or _decode_check(config.limits.max_image_pixels, config.inbox)
         self._waiting: dict[Path, float] = {}  # sidecar -> when it first waited for its images
-        self._waiting_jobs: dict[Path, int] = {}  # sidecar -> the job recorded as waiting
-        self._waiting_notes: dict[Path, str] = {}  # sidecar -> what its job was last noted waiting for
+        self._waiting_notes: dict[Path, tuple[str, str]] = {}  # sidecar -> its job's key, what it was noted waiting for
         self._checked: dict[tuple[Path, int, int], None] = {}
         self.inbox_missing_reported = False
 
@@ -134,9 +133,8 @@ class Intake:
         self.settle.keep_only(p for p in list(self.settle.tracked()) if p.exists())
         for gone in [p for p in self._waiting if p not in seen]:
             del self._waiting[gone]
-        for gone in [p for p in self._waiting_jobs if p not in seen]:
-            self._waiting_notes.pop(gone, None)
-            self._forget_waiting(self._waiting_jobs.pop(gone), gone)
+        for gone in [p for p in self._waiting_notes if p not in seen]:
+            del self._waiting_notes[gone]
         return queued
 
     def _watch_images_of(self, sidecar_path: Path) -> None:
@@ -149,33 +147,10 @@ class Intake:
             if image is not None:
                 self.settle.settled(image)
 
-    def _forget_waiting(self, job_id: int, sidecar_path: Path) -> None:
-        """A sidecar that waited for its images left the inbox: staged by another watcher (its
-        sidecar is in the archive), or taken back by its owner: then the job ends, saying so."""
-        job = self.store.get(job_id)
-        taken = (self.config.inputs(job_id) / sidecar_path.name).exists()
-        if job is None or job.staged or taken or job.state != JobStatus.QUEUED:
-            return
-        try:
-            self.store.transition(job_id, JobStatus.CANCELLED, expect=JobStatus.QUEUED,
-                                  error="its sidecar was taken out of the inbox while it waited for its images")
-        except StoreError:
-            pass  # moved on meanwhile (another watcher, a cancel)
-
     def _take(self, sidecar_path: Path) -> bool:
         """Record and stage one settled sidecar. True if a job was queued."""
-        st = sidecar_path.lstat()
         name = job_name(sidecar_path)  # as on disk: it finds the job's files
-        refused: RefusedFile | None = None
-        try:
-            data = read_sidecar(sidecar_path, self.config.inbox)
-            digest = sha256_bytes(data)
-        except RefusedFile as e:
-            data, refused = b"", e
-            digest = f"refused-{kind_of(st.st_mode)}-{st.st_size}"
-        # The drop is identified by its arrival (ctime: set by every create, copy or rename
-        # into the inbox, and kept by `cp -p` or rsync only for mtime), not by its mtime.
-        key = job_key(shown(sidecar_path.name), digest, st.st_ctime_ns)
+        key, data, refused = self._identify(sidecar_path)
         try:
             if refused is not None:
                 raise refused
@@ -193,11 +168,10 @@ class Intake:
         except _Waiting as e:
             # Shown in the history at once: a queued job, and what it waits for. Written when
             # the reason changes, not at every scan of the wait (twice a second).
-            if self._waiting_notes.get(sidecar_path) != e.why:
+            if self._waiting_notes.get(sidecar_path) != (key, e.why):
                 job = self._record(key, name, sidecar)[0]
                 self.store.note_waiting(job.id, e.why)
-                self._waiting_jobs[sidecar_path] = job.id
-                self._waiting_notes[sidecar_path] = e.why
+                self._waiting_notes[sidecar_path] = (key, e.why)
             raise
         job, _created = self._record(key, name, sidecar)
         if job.state != JobStatus.QUEUED or job.staged:
@@ -206,7 +180,6 @@ class Intake:
             return False
         if not self.store.begin_staging(job.id, grace_s=STAGING_GRACE_S):
             return False  # another watcher is staging it right now
-        self._waiting_jobs.pop(sidecar_path, None)
         self._waiting_notes.pop(sidecar_path, None)
         staged = self._stage(job.id, inputs)
         self.store.note_estimate(job.id, estimate)
@@ -215,6 +188,20 @@ class Intake:
         self.settle.forget(sidecar_path)
         log.info("queued job %d %r (%s)", job.id, shown(name), ", ".join(i["name"] for i in staged))
         return True
+
+    def _identify(self, sidecar_path: Path) -> tuple[str, bytes, RefusedFile | None]:
+        """A sidecar's key (`job_key`), its bytes, and why it is refused (then no bytes are read)."""
+        st = sidecar_path.lstat()
+        refused: RefusedFile | None = None
+        try:
+            data = read_sidecar(sidecar_path, self.config.inbox)
+            digest = sha256_bytes(data)
+        except RefusedFile as e:
+            data, refused = b"", e
+            digest = f"refused-{kind_of(st.st_mode)}-{st.st_size}"
+        # The drop is identified by its arrival (ctime: set by every create, copy or rename
+        # into the inbox, and kept by `cp -p` or rsync only for mtime), not by its mtime.
+        return job_key(shown(sidecar_path.name), digest, st.st_ctime_ns), data, refused
 
     def _record(self, key: str, name: str, sidecar: Sidecar):
         return self.store.enqueue(key=key, name=shown(name), params=sidecar.params.to_dict(), priority=sidecar.priority,
@@ -501,11 +488,12 @@ class Intake:
         """Finish jobs whose intake was interrupted, and publish the folders of jobs that ended
         without one: staging cut short by a crash, a refusal while the outbox could not be
         written, a queued job cancelled from the CLI or the web page."""
-        for job in self.store.list_jobs_unstaged():
+        unstaged = self.store.list_jobs_unstaged()
+        self._end_orphans([job for job in unstaged if job.error and job.error.startswith(WAITING)])
+        for job in unstaged:
             if (utcnow() - job.submitted_at).total_seconds() < grace_s:
                 continue  # perhaps being staged right now by another watcher
-            inputs_dir = self.config.inputs(job.id)
-            if not inputs_dir.is_dir() or not any(p.suffix.lower() in SIDECAR_EXTS for p in inputs_dir.iterdir()):
+            if not self._archived_sidecar(job.id):
                 continue  # the sidecar is still in the inbox; the scan will finish it
             if job.error:
                 self._try(self._publish_failure, job.id, job.name, job.error)
@@ -518,6 +506,36 @@ class Intake:
                 self._try(self._publish_cancelled, job.id, job.name)
             elif job.state == JobStatus.FAILED and job.error:
                 self._try(self._publish_failure, job.id, job.name, job.error)
+
+    def _end_orphans(self, waiting: list[Job]) -> None:
+        """End the jobs recorded while their sidecars waited for images whose sidecar has left
+        the inbox: taken back by its owner, or rewritten (a new drop, so a job of its own), also
+        while no daemon ran. Each would otherwise stay queued, waiting, for ever. The folder is
+        the truth: a job lives while a sidecar with its key is in the inbox."""
+        if not waiting:
+            return
+        try:
+            with os.scandir(self.config.inbox) as entries:
+                sidecars = [Path(e.path) for e in entries if e.name.lower().endswith(SIDECAR_EXTS)]
+        except OSError:
+            return  # the inbox is away (a share reconnecting): nothing can be told
+        for job in waiting:
+            shown_name = job.key.rsplit("|", 2)[0]
+            try:
+                if any(self._identify(p)[0] == job.key for p in sidecars if shown(p.name) == shown_name):
+                    continue
+            except OSError:
+                continue  # unreadable for now: look again at the next sweep
+            if self._archived_sidecar(job.id):
+                continue  # after the inbox: staging renames the sidecar from there into the archive, last
+            why = "its sidecar left the inbox (taken back, or rewritten: a new job) while it waited for its images"
+            if self.store.end_waiting(job.id, why):
+                log.info("job %d %r cancelled: %s", job.id, job.name, why)
+
+    def _archived_sidecar(self, job_id: int) -> bool:
+        """Is the job's sidecar in its archive (staged, or staging cut short)?"""
+        inputs_dir = self.config.inputs(job_id)
+        return inputs_dir.is_dir() and any(p.suffix.lower() in SIDECAR_EXTS for p in inputs_dir.iterdir())
 
     def _try(self, publish: Callable[..., None], *args) -> None:
         try:

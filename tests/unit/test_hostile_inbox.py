@@ -348,12 +348,40 @@ def test_a_waiting_sidecar_shows_in_the_history_and_its_job_goes_on_when_the_ima
         box.pair("late")
         (box.inbox / "gone.toml").unlink()  # its owner takes it back
         assert box.scan() == 1
+        box.intake.sweep()
         jobs = box.jobs()
         assert jobs["late"].status == "queued" and jobs["late"].error is None and jobs["late"].staged
         assert len(box.store.list_jobs()) == 2  # the waiting job itself went on: none recorded twice
-        assert jobs["gone"].status == "cancelled" and "taken out of the inbox" in jobs["gone"].error
+        assert jobs["gone"].status == "cancelled" and "left the inbox" in jobs["gone"].error
     finally:
         box.close()
+
+
+def test_a_waiting_job_ends_when_its_sidecar_is_rewritten_or_taken_back_while_no_daemon_runs(tmp_path):
+    """A rewritten sidecar is a new drop, a job of its own; the job recorded for the old one
+    ended only if the sidecar's path left the inbox, and with a rewrite it never did: it stayed
+    queued, "waiting for its images", for ever. So did one whose sidecar went while no daemon ran."""
+    with IntakeDir(tmp_path, missing_timeout=300) as box:
+        (box.inbox / "w.toml").write_text("size = 64\n")
+        (box.inbox / "x.toml").write_text("size = 64\n")
+        box.scan()
+        box.intake.sweep()  # a sidecar still there keeps its job waiting
+        assert [(j.name, j.status, j.size) for j in box.store.list_jobs()] == [("x", "queued", 64), ("w", "queued", 64)]
+        (box.inbox / "w.toml").write_text("size = 48\n")
+        box.scan()
+        box.intake.sweep()
+        jobs = {j.id: j for j in box.store.list_jobs()}
+        assert (jobs[1].status, jobs[1].error) == ("cancelled", "its sidecar left the inbox (taken back, or "
+                                                   "rewritten: a new job) while it waited for its images")
+        assert jobs[3].name == "w" and jobs[3].status == "queued" and jobs[3].size == 48
+        assert jobs[3].error.startswith("waiting for its images: ")
+    (box.inbox / "x.toml").unlink()  # while no daemon runs
+    with IntakeDir(tmp_path, missing_timeout=300) as box:
+        box.intake.recover()
+        box.pair("w")
+        assert box.scan() == 1
+        assert [(j.id, j.status, j.staged) for j in box.store.list_jobs()] == [
+            (3, "queued", True), (2, "cancelled", False), (1, "cancelled", False)]
 
 
 
