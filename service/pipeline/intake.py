@@ -83,6 +83,7 @@ class Intake:
         self.clock = clock
         self.image_check = image_check or _decode_check(config.limits.max_image_pixels, config.inbox)
         self._waiting: dict[Path, float] = {}  # sidecar -> when it first waited for its images
+        self._sidecars: dict[str, list[Path]] = {}  # job name -> its sidecars in the last scan (`_twins`)
         self._waiting_notes: dict[Path, tuple[str, str]] = {}  # sidecar -> its job's key, what it was noted waiting for
         self._checked: dict[tuple[Path, int, int], None] = {}
         self.inbox_missing_reported = False
@@ -103,18 +104,15 @@ class Intake:
         if self.inbox_missing_reported:
             log.warning("inbox %s is back; watching it again", inbox)
             self.inbox_missing_reported = False
-        entries = listdir(inbox)
-        seen: list[Path] = []
+        seen = [Path(entry.path) for entry in sorted(listdir(inbox), key=lambda e: e.name)
+                # Most of a busy inbox is told apart by its name's end, before the ignore patterns.
+                if entry.name.lower().endswith(SIDECAR_EXTS) and not is_ignored(entry.name, self.config.watch.ignore)
+                and Path(entry.name).suffix.lower() in SIDECAR_EXTS]
+        self._sidecars = {}
+        for path in seen:
+            self._sidecars.setdefault(job_name(path), []).append(path)
         queued = 0
-        for entry in sorted(entries, key=lambda e: e.name):
-            if not entry.name.lower().endswith(SIDECAR_EXTS):
-                continue  # most of a busy inbox, told apart without the ignore patterns' cost
-            path = Path(entry.path)
-            if is_ignored(entry.name, self.config.watch.ignore):
-                continue
-            if not (path.suffix.lower() in SIDECAR_EXTS):
-                continue
-            seen.append(path)
+        for path in seen:
             if not self.settle.settled(path):
                 self._watch_images_of(path)
                 continue
@@ -131,9 +129,10 @@ class Intake:
                 log.exception("could not take %s (a bug in nst; please report it)", path.name)
         # Only sidecars and the images they name are ever tracked; forget those that are gone.
         self.settle.keep_only(p for p in list(self.settle.tracked()) if p.exists())
-        for gone in [p for p in self._waiting if p not in seen]:
+        present = set(seen)
+        for gone in [p for p in self._waiting if p not in present]:
             del self._waiting[gone]
-        for gone in [p for p in self._waiting_notes if p not in seen]:
+        for gone in [p for p in self._waiting_notes if p not in present]:
             del self._waiting_notes[gone]
         return queued
 
@@ -443,13 +442,10 @@ class Intake:
         log.info("job %d %r cancelled before it started; its inputs are in %s", job_id, name, final)
 
     def _twins(self, sidecar_path: Path) -> list[Path]:
-        """The job's other sidecars: NAME.json beside NAME.toml (any case). Both in the inbox at
-        once fail together, at once: reading one would silently drop the other's settings, and
-        the other, its images taken, would wait for them until `missing_timeout`."""
-        name = job_name(sidecar_path)
-        return [Path(e.path) for e in listdir(self.config.inbox)
-                if e.name != sidecar_path.name and e.name.startswith(name + ".")
-                and e.name[len(name):].lower() in SIDECAR_EXTS and not e.is_dir(follow_symlinks=False)]
+        """The job's other sidecars in this scan: NAME.json beside NAME.toml (any case). Both in
+        the inbox at once fail together, at once: reading one would silently drop the other's
+        settings, and the other, its images taken, would wait for them until `missing_timeout`."""
+        return [p for p in self._sidecars.get(job_name(sidecar_path), []) if p != sidecar_path and not p.is_dir()]
 
     def _own_files(self, name: str, sidecar_path: Path) -> list[Path]:
         """NAME.* in the inbox root, other than sidecars and folders, and other than files of a
@@ -516,13 +512,15 @@ class Intake:
             return
         try:
             with os.scandir(self.config.inbox) as entries:
-                sidecars = [Path(e.path) for e in entries if e.name.lower().endswith(SIDECAR_EXTS)]
+                sidecars: dict[str, list[Path]] = {}
+                for e in entries:
+                    if e.name.lower().endswith(SIDECAR_EXTS):
+                        sidecars.setdefault(shown(e.name), []).append(Path(e.path))
         except OSError:
             return  # the inbox is away (a share reconnecting): nothing can be told
         for job in waiting:
-            shown_name = job.key.rsplit("|", 2)[0]
             try:
-                if any(self._identify(p)[0] == job.key for p in sidecars if shown(p.name) == shown_name):
+                if any(self._identify(p)[0] == job.key for p in sidecars.get(job.key.rsplit("|", 2)[0], [])):
                     continue
             except OSError:
                 continue  # unreadable for now: look again at the next sweep
