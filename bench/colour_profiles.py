@@ -3,8 +3,10 @@
 Each photograph is stored in a wide-gamut space (Adobe RGB or Display P3, built by
 tests/iccprofiles.py) and run three ways against The Scream: the sRGB original, the tagged file
 (converted to sRGB on reading), and the tagged numbers read as sRGB (what the service did before
-it read profiles). Prints the colour-corrected output's mean saturation (HSV) of each and writes
-the three corrected outputs side by side, a row a photograph.
+it read profiles); an Adobe RGB one also as a camera set to Adobe RGB stores it, without a
+profile, its EXIF declaring the space (ColorSpace uncalibrated, interoperability index "R03").
+Prints the colour-corrected output's mean saturation (HSV) of each and writes the first three
+corrected outputs side by side, a row a photograph.
 
     python bench/colour_profiles.py [--out sheet.png] [--size 256] [--iterations 40]
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-WAYS = ("sRGB original", "tagged, converted", "tagged numbers read as sRGB")
+WAYS = ("sRGB original", "tagged, converted", "tagged numbers read as sRGB", "declared in EXIF only")
 
 
 def main() -> int:
@@ -54,12 +56,21 @@ def main() -> int:
             numbers.save(tagged, icc_profile=icc)
             numbers.info.pop("icc_profile", None)  # ImageCms labels its output with the target profile
             numbers.save(untagged)
-            inputs = (photo, load_image(tagged), load_image(untagged))
+            inputs = [photo, load_image(tagged), load_image(untagged)]
+            if space == "Adobe RGB":
+                declared = Path(tmp) / "declared.png"
+                exif = Image.Exif()
+                exif[0x010F] = "Test camera"  # a Make: Pillow writes no EXIF of nested blocks only
+                exif.get_ifd(0x8769)[0xA001] = 0xFFFF  # ColorSpace: uncalibrated
+                exif.get_ifd(0x8769)[0xA005] = {1: "R03"}  # the DCF option file: Adobe RGB
+                numbers.save(declared, exif=exif)
+                inputs.append(load_image(declared))
             outputs = [stylize(img, [painting], params=params).outputs[0].corrected for img in inputs]
             saturation = [np.asarray(out.convert("HSV"), dtype=float)[..., 1].mean() for out in outputs]
             print(f"{name} ({space}) x The Scream: the corrected output's mean saturation: "
                   + ", ".join(f"{way} {s:.1f}" for way, s in zip(WAYS, saturation)))
             rows.append(outputs)
+    rows = [row[:3] for row in rows]
     width = max(o.width for r in rows for o in r)
     sheet = Image.new("RGB", (3 * width + 20, sum(r[0].height + 10 for r in rows) - 10), "white")
     top = 0
@@ -68,7 +79,7 @@ def main() -> int:
             sheet.paste(out, (i * (width + 10), top))
         top += row[0].height + 10
     sheet.save(args.out)
-    print(f"columns: {', '.join(WAYS)} -> {args.out}")
+    print(f"columns: {', '.join(WAYS[:3])} -> {args.out}")
     return 0
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from .errors import UserError
+from .profiles import adobe_rgb
 
 if TYPE_CHECKING:
     import torch
@@ -68,8 +69,12 @@ def load_image(source: str | os.PathLike | BinaryIO, *, max_pixels: int = 80_000
                         f"more than the limit of {max_pixels / 1e6:.0f}; scale it down first", hint=SCALE_DOWN
                     )
                 img.seek(0)  # the first frame of an animation
-                profile = img.info.get("icc_profile")
-                return to_srgb(ImageOps.exif_transpose(_decode(img, max_edge)), profile)
+                declared = None if img.info.get("icc_profile") else _declared_space(img)
+                profile = adobe_rgb() if declared else img.info.get("icc_profile")
+                result = to_srgb(ImageOps.exif_transpose(_decode(img, max_edge)), profile)
+                if declared and CONVERTED in result.info:
+                    result.info[DECLARED] = declared
+                return result
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -153,6 +158,10 @@ def _decode(img: Image.Image, max_edge: int | None) -> Image.Image:
 # What `to_srgb` did with a picture's embedded profile, in the returned image's `info`: the
 # profile's name under CONVERTED, or why it was not used under IGNORED.
 CONVERTED, IGNORED = "nst_converted_from", "nst_profile_ignored"
+DECLARED = "nst_space_declared_by"  # where a converted picture's space was said, when not by its profile
+# EXIF's ColorSpace (in its Exif IFD) and the interoperability index (in its Interop IFD).
+_COLOR_SPACE, _INTEROP_INDEX = 0xA001, 0x0001
+_UNCALIBRATED, _ADOBE_RGB_SPACE = 0xFFFF, 2
 _GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
@@ -195,6 +204,27 @@ def to_srgb(img: Image.Image, icc_profile: bytes | None) -> Image.Image:
     return converted
 
 
+def _declared_space(img: Image.Image) -> str | None:
+    """Where an RGB picture without an ICC profile declares Adobe RGB in its EXIF, the words for
+    it; else None. A camera set to Adobe RGB writes JPEGs without a profile that say so by the
+    DCF rule: ColorSpace "uncalibrated" and the interoperability index "R03" (the DCF option
+    file; "R98" is sRGB); some write ColorSpace 2. Browsers read them as sRGB numbers, duller than
+    the photograph; photo editors (and now we) read them as Adobe RGB."""
+    if img.mode not in ("RGB", "RGBA", "YCbCr"):
+        return None
+    try:
+        exif = img.getexif()
+        space = exif.get_ifd(ExifTags.IFD.Exif).get(_COLOR_SPACE)
+        index = exif.get_ifd(ExifTags.IFD.Interop).get(_INTEROP_INDEX)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block declares nothing (Pillow raises many kinds)
+        return None
+    if space == _ADOBE_RGB_SPACE:
+        return "its EXIF colour space"
+    if space == _UNCALIBRATED and isinstance(index, str) and index.strip("\0 ") == "R03":
+        return "its EXIF (the DCF option file, as cameras set to Adobe RGB write)"
+    return None
+
+
 def _untagged(rgb: Image.Image, ignored: str | None = None) -> Image.Image:
     """`rgb` (`to_rgb`'s, whose `info` is its source's) without the profile its numbers are not
     in, and why that profile was not used."""
@@ -207,6 +237,8 @@ def _untagged(rgb: Image.Image, ignored: str | None = None) -> Image.Image:
 def colour_note(img: Image.Image) -> str | None:
     """What decoding did with the picture's embedded colour profile, in words (for a job's log);
     None where there was nothing to do."""
+    if DECLARED in img.info:
+        return f"colours converted to sRGB from {img.info[CONVERTED]}, which {img.info[DECLARED]} declares"
     if CONVERTED in img.info:
         return f"colours converted to sRGB from its ICC profile {img.info[CONVERTED]!r}"
     return img.info.get(IGNORED)

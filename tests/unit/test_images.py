@@ -199,6 +199,60 @@ def test_a_wide_gamut_photograph_is_converted_to_srgb(tmp_path):
     assert colour_note(img) == "colours converted to sRGB from its ICC profile 'Adobe RGB (1998) (test)'"
 
 
+def test_the_profile_builders_primaries_are_adobes_published_matrix():
+    """Adobe RGB (1998) Color Image Encoding, 4.3.4.3: linear RGB to XYZ (D65). The profiles the
+    engine builds, and the tests' expected colours, start from `rgb_to_xyz`."""
+    from nst_engine.profiles import ADOBE_RGB, rgb_to_xyz
+
+    published = [[0.57667, 0.18556, 0.18823], [0.29734, 0.62736, 0.07529], [0.02703, 0.07069, 0.99134]]
+    assert np.abs(rgb_to_xyz(ADOBE_RGB) - published).max() < 2e-4
+
+
+def _camera_jpeg(path, pixels, *, color_space=None, interop=None, icc_profile=None) -> np.ndarray:
+    """A JPEG as a camera writes it, with EXIF ColorSpace and interoperability index; returns
+    its pixels as decoded, the numbers a reader starts from."""
+    img = Image.fromarray(np.kron(pixels, np.ones((2, 2, 1), dtype=np.uint8)))
+    exif = Image.Exif()
+    exif[0x0110] = "Test camera"
+    if color_space is not None:
+        exif.get_ifd(0x8769)[0xA001] = color_space
+    if interop is not None:
+        exif.get_ifd(0x8769)[0xA005] = {1: interop}
+    extra = {"icc_profile": icc_profile} if icc_profile else {}
+    img.save(path, quality=98, subsampling=0, exif=exif, **extra)
+    with Image.open(path) as raw:
+        return np.asarray(raw.convert("RGB")).astype(float)
+
+
+def test_a_cameras_adobe_rgb_jpeg_declared_only_in_its_exif_is_converted(tmp_path):
+    """Cameras set to Adobe RGB write no profile: the EXIF says so by the DCF rule (ColorSpace
+    uncalibrated, interoperability index "R03"), or ColorSpace 2. Read as sRGB numbers it came
+    out duller; sRGB ("R98", ColorSpace 1) and undeclared pictures are read as they are, and an
+    embedded profile says more than the EXIF."""
+    from iccprofiles import ADOBE_RGB, DISPLAY_P3, expected_srgb, matrix_profile
+
+    from nst_engine.images import CONVERTED, colour_note
+
+    pixels = _patches()
+    for name, declared in [("_MG_0001.JPG", {"color_space": 0xFFFF, "interop": "R03"}),
+                           ("DSC_0002.JPG", {"color_space": 2})]:
+        raw = _camera_jpeg(tmp_path / name, pixels, **declared)
+        img = load_image(tmp_path / name)
+        assert np.abs(np.asarray(img).astype(float) - expected_srgb(raw, ADOBE_RGB)).max() <= 1.0, name
+        assert img.info[CONVERTED] == "Adobe RGB (1998)" and "EXIF" in colour_note(img)
+    assert colour_note(img) == "colours converted to sRGB from Adobe RGB (1998), which its EXIF colour space declares"
+
+    for name, declared in [("IMG_0003.JPG", {"color_space": 1, "interop": "R98"}),
+                           ("uncalibrated.jpg", {"color_space": 0xFFFF}), ("plain.jpg", {})]:
+        raw = _camera_jpeg(tmp_path / name, pixels, **declared)
+        img = load_image(tmp_path / name)
+        assert np.array_equal(np.asarray(img).astype(float), raw) and colour_note(img) is None, name
+
+    _camera_jpeg(tmp_path / "tagged.jpg", pixels, color_space=0xFFFF, interop="R03",
+                 icc_profile=matrix_profile(DISPLAY_P3, "Display P3 (test)"))
+    assert load_image(tmp_path / "tagged.jpg").info[CONVERTED] == "Display P3 (test)"
+
+
 def test_an_iphones_heic_is_read_and_its_display_profile_converted(tmp_path):
     """iPhones save HEIC with a Display P3 profile: read (pillow-heif), and converted."""
     import pillow_heif
