@@ -38,6 +38,9 @@ log = logging.getLogger("nst.intake")
 
 # A job recorded but not staged for this long was left by a watcher that died mid-way.
 STAGING_GRACE_S = 30.0
+# A waiting job is ended for its sidecar's absence only this long after it was recorded: on a
+# network share another host's listing may lag new files by up to a minute (NFS's acdirmax).
+ORPHAN_GRACE_S = 120.0
 # How often ended jobs whose folder is not yet in the outbox are looked for (a cancel from
 # the CLI or the web page, a failure while the outbox could not be written).
 SWEEP_S = 2.0
@@ -519,6 +522,8 @@ class Intake:
         except OSError:
             return  # the inbox is away (a share reconnecting): nothing can be told
         for job in waiting:
+            if (utcnow() - job.submitted_at).total_seconds() < ORPHAN_GRACE_S:
+                continue
             try:
                 if any(self._identify(p)[0] == job.key for p in sidecars.get(job.key.rsplit("|", 2)[0], [])):
                     continue
