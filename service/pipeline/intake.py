@@ -488,7 +488,8 @@ class Intake:
         without one: staging cut short by a crash, a refusal while the outbox could not be
         written, a queued job cancelled from the CLI or the web page."""
         unstaged = self.store.list_jobs_unstaged()
-        self._end_orphans([job for job in unstaged if job.error and job.error.startswith(WAITING)])
+        dropped = _Dropped(self)
+        self._end_orphans([job for job in unstaged if job.error and job.error.startswith(WAITING)], dropped)
         for job in unstaged:
             if (utcnow() - job.submitted_at).total_seconds() < grace_s:
                 continue  # perhaps being staged right now by another watcher
@@ -499,6 +500,8 @@ class Intake:
                 continue
             self.store.mark_staged(job.id, _describe_archive(self.config, job.id))
         for job in self.store.list_unpublished():
+            if job.state == JobStatus.CANCELLED and not job.staged and not self.config.inputs(job.id).is_dir():
+                self._take_back_cancelled(job, dropped)
             if not (self.config.inputs(job.id)).is_dir():
                 continue
             if job.state == JobStatus.CANCELLED:
@@ -506,34 +509,38 @@ class Intake:
             elif job.state == JobStatus.FAILED and job.error:
                 self._try(self._publish_failure, job.id, job.name, job.error)
 
-    def _end_orphans(self, waiting: list[Job]) -> None:
+    def _end_orphans(self, waiting: list[Job], dropped: "_Dropped") -> None:
         """End the jobs recorded while their sidecars waited for images whose sidecar has left
         the inbox: taken back by its owner, or rewritten (a new drop, so a job of its own), also
         while no daemon ran. Each would otherwise stay queued, waiting, for ever. The folder is
         the truth: a job lives while a sidecar with its key is in the inbox."""
-        if not waiting:
-            return
-        try:
-            with os.scandir(self.config.inbox) as entries:
-                sidecars: dict[str, list[Path]] = {}
-                for e in entries:
-                    if e.name.lower().endswith(SIDECAR_EXTS):
-                        sidecars.setdefault(shown(e.name), []).append(Path(e.path))
-        except OSError:
-            return  # the inbox is away (a share reconnecting): nothing can be told
         for job in waiting:
             if (utcnow() - job.submitted_at).total_seconds() < ORPHAN_GRACE_S:
                 continue
             try:
-                if any(self._identify(p)[0] == job.key for p in sidecars.get(job.key.rsplit("|", 2)[0], [])):
+                if dropped.sidecar_of(job) is not None:
                     continue
             except OSError:
-                continue  # unreadable for now: look again at the next sweep
+                continue  # the inbox or the sidecar is away for now (a share reconnecting): look again later
             if self._archived_sidecar(job.id):
                 continue  # after the inbox: staging renames the sidecar from there into the archive, last
             why = "its sidecar left the inbox (taken back, or rewritten: a new job) while it waited for its images"
             if self.store.end_waiting(job.id, why):
                 log.info("job %d %r cancelled: %s", job.id, job.name, why)
+
+    def _take_back_cancelled(self, job: Job, dropped: "_Dropped") -> None:
+        """A job cancelled (`nst cancel`, the page) while it waited for its images: its sidecar and
+        files leave the inbox for its folder, as a queued job's do, rather than stay for ever."""
+        try:
+            sidecar_path = dropped.sidecar_of(job)
+        except OSError:
+            return
+        if sidecar_path is None:
+            return
+        own = [_Input("sidecar", sidecar_path, True)]
+        own += [_Input("file", p, True) for p in self._own_files(job_name(sidecar_path), sidecar_path)]
+        self._stage(job.id, own)
+        self.store.mark_staged(job.id, _describe_archive(self.config, job.id))
 
     def _archived_sidecar(self, job_id: int) -> bool:
         """Is the job's sidecar in its archive (staged, or staging cut short)?"""
@@ -545,6 +552,30 @@ class Intake:
             publish(*args)
         except OSError as e:
             log.warning("job %d: its outbox folder cannot be written yet (%s); trying again shortly", args[0], e)
+
+
+class _Dropped:
+    """The sidecars in the inbox by key, listed once a sweep and only if asked: which job's
+    sidecar is still there (as the scan identifies drops, `Intake._identify`)."""
+
+    def __init__(self, intake: Intake) -> None:
+        self.intake = intake
+        self._by_name: dict[str, list[Path]] | None = None
+
+    def sidecar_of(self, job: Job) -> Path | None:
+        """The job's sidecar in the inbox, or None. OSError: the inbox cannot be listed, or the
+        sidecar read, now."""
+        if self._by_name is None:
+            by_name: dict[str, list[Path]] = {}
+            with os.scandir(self.intake.config.inbox) as entries:
+                for e in entries:
+                    if e.name.lower().endswith(SIDECAR_EXTS):
+                        by_name.setdefault(shown(e.name), []).append(Path(e.path))
+            self._by_name = by_name
+        for path in self._by_name.get(job.key.rsplit("|", 2)[0], []):
+            if self.intake._identify(path)[0] == job.key:
+                return path
+        return None
 
 
 def _describe_archive(config: Config, job_id: int) -> list[dict]:

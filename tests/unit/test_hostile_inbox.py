@@ -388,6 +388,29 @@ def test_a_waiting_job_ends_when_its_sidecar_is_rewritten_or_taken_back_while_no
 
 
 
+def test_a_job_cancelled_while_it_waits_for_its_images_takes_its_files_out_of_the_inbox(tmp_path):
+    """`nst cancel` says the service moves a cancelled job's inputs to the outbox; a job cancelled
+    while its sidecar waited for images left the sidecar, and the images when they came, in the
+    inbox for ever, looked at twice a second, with no folder."""
+    from service.submit import can_resubmit
+
+    with IntakeDir(tmp_path, missing_timeout=300) as box:
+        (box.inbox / "c.toml").write_text("size = 64\n")
+        (box.inbox / "d.toml").write_text("size = 64\n")
+        box.scan()
+        jobs = box.jobs()
+        box.pair("d")  # its images came: the cancel reaches it before the next scan
+        for name in ("c", "d"):
+            assert box.store.request_cancel(jobs[name].id) == JobStatus.CANCELLED
+        box.intake.sweep()
+        assert os.listdir(box.inbox) == []
+        jobs = box.jobs()
+        assert sorted(os.listdir(box.outbox_dir / "c" / "inputs")) == ["c.toml"]
+        assert sorted(os.listdir(box.outbox_dir / "d" / "inputs")) == ["d.content.jpg", "d.style.png", "d.toml"]
+        assert jobs["d"].status == "cancelled" and can_resubmit(box.config, jobs["d"])
+        assert box.scan() == 0 and len(box.store.list_jobs()) == 2
+
+
 def test_a_file_moved_out_while_being_opened_is_looked_at_again_not_refused(tmp_path, monkeypatch):
     """Another host's watcher stages the same job (renames its files into the archive) between
     this one's check and its open: the opened file then resolves outside the inbox. That is no
