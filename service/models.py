@@ -19,6 +19,8 @@ from .status import TRANSITIONS, JobProgress, JobStatus
 
 # The note on a recorded job whose sidecar waits for its images.
 WAITING = "waiting for its images: "
+# Why a job recorded while it waited ended: nothing of it was taken in.
+SIDECAR_LEFT = "its sidecar left the inbox (taken back, or rewritten: a new job) while it waited for its images"
 
 MAX_ID = 2**63 - 1  # the largest id (and LIMIT) both databases take
 

@@ -13,6 +13,7 @@ from nst_engine.params import INITS
 from .config import Config
 from .errors import SidecarError
 from .files import write_bytes_atomic
+from .models import SIDECAR_LEFT
 from .pipeline.inbox import CHECK_EDGE, IMAGE_EXTS, PRIORITIES, decode_table, in_priority_range, image_role, parse_sidecar, safe_component
 
 
@@ -124,6 +125,8 @@ def resubmit_job(config: Config, job: Any, overrides: dict[str, Any]) -> str:
     settings (`retry_values`)."""
     if not job.state.retryable:
         raise SubmitError(f"job {job.id} is {job.status}; only failed or cancelled jobs can be retried")
+    if job.error == SIDECAR_LEFT:
+        raise SubmitError(f"job {job.id} took nothing in: {SIDECAR_LEFT}; drop the job into the inbox again")
     if not job.outbox_dir:
         raise SubmitError(f"job {job.id} has no outbox folder to take its inputs from yet "
                           "(a cancelled job's folder appears within seconds while the service runs)")

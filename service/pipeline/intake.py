@@ -23,7 +23,7 @@ from typing import Callable
 
 from ..config import Config
 from ..errors import RefusedFile, SidecarError
-from ..models import WAITING, Job, utcnow
+from ..models import SIDECAR_LEFT, WAITING, Job, utcnow
 from ..safefiles import copy_regular, inside, kind_of, open_regular, refusal, sha256_regular, shown
 from ..status import JobStatus
 from ..store import Store
@@ -524,9 +524,8 @@ class Intake:
                 continue  # the inbox or the sidecar is away for now (a share reconnecting): look again later
             if self._archived_sidecar(job.id):
                 continue  # after the inbox: staging renames the sidecar from there into the archive, last
-            why = "its sidecar left the inbox (taken back, or rewritten: a new job) while it waited for its images"
-            if self.store.end_waiting(job.id, why):
-                log.info("job %d %r cancelled: %s", job.id, job.name, why)
+            if self.store.end_waiting(job.id, SIDECAR_LEFT):
+                log.info("job %d %r cancelled: %s", job.id, job.name, SIDECAR_LEFT)
 
     def _take_back_cancelled(self, job: Job, dropped: "_Dropped") -> None:
         """A job cancelled (`nst cancel`, the page) while it waited for its images: its sidecar and

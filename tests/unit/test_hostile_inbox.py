@@ -363,6 +363,8 @@ def test_a_waiting_job_ends_when_its_sidecar_is_rewritten_or_taken_back_while_no
     ended only if the sidecar's path left the inbox, and with a rewrite it never did: it stayed
     queued, "waiting for its images", for ever. So did one whose sidecar went while no daemon ran.
     Its absence counts only after a grace (another host's listing of a share may lag)."""
+    from service.submit import SubmitError, resubmit_job
+
     with IntakeDir(tmp_path, missing_timeout=300) as box:
         (box.inbox / "w.toml").write_text("size = 64\n")
         (box.inbox / "x.toml").write_text("size = 64\n")
@@ -385,6 +387,8 @@ def test_a_waiting_job_ends_when_its_sidecar_is_rewritten_or_taken_back_while_no
         assert box.scan() == 1
         assert [(j.id, j.status, j.staged) for j in box.store.list_jobs()] == [
             (3, "queued", True), (2, "cancelled", False), (1, "cancelled", False)]
+        with pytest.raises(SubmitError, match="job 2 took nothing in: its sidecar left the inbox"):
+            resubmit_job(box.config, box.store.get(2), {})
 
 
 
