@@ -80,8 +80,11 @@ class LBFGS:
         if self.direction is None:
             self.direction = g.neg()
             self.previous_grad = g.clone()
-            # torch's first step: at most a unit step along the steepest descent, by the 1-norm.
-            self.step_length = min(1.0, 1.0 / float(torch.linalg.vector_norm(g, 1)))
+            # torch's first step: at most a unit step along the steepest descent, by the 1-norm. A
+            # zero gradient (every weight 0, or the content alone from the photograph itself, no
+            # noise) is already a minimum: the direction is zero, and so is every later one.
+            norm = float(torch.linalg.vector_norm(g, 1))
+            self.step_length = min(1.0, 1.0 / norm) if norm > 0 else 1.0
         else:
             self._remember(g)
             self._two_loop(g)

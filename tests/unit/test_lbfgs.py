@@ -99,3 +99,21 @@ def test_a_pair_whose_curvature_is_nearly_orthogonal_does_not_fling_the_image(pa
     assert torch_steps[1] > 1000  # the case is the one described: torch's second step flies
     steps, gradients = make_run(lambda x: LBFGS(x, 5, pair_dtype))
     assert steps[1] <= 10 * gradients[1], (steps, gradients)
+
+
+def test_a_zero_gradient_is_a_minimum_not_a_division_by_zero():
+    """Every weight 0 (the sidecar allows it), or the content alone from the photograph itself
+    without noise: the first gradient is zero. It raised ZeroDivisionError mid-job; torch's
+    optimizer stays where it is, and so does ours."""
+    x = torch.full((1, 3, 8, 8), 0.25, requires_grad=True)
+    optimizer = LBFGS(x, history=5, pair_dtype=torch.float32)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = ((x - 0.25) ** 2).sum()
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        assert float(optimizer.step(closure).detach()) == 0.0
+    assert torch.equal(x.detach(), torch.full((1, 3, 8, 8), 0.25))
