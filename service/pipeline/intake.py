@@ -486,7 +486,9 @@ class Intake:
     def sweep(self, grace_s: float = STAGING_GRACE_S) -> None:
         """Finish jobs whose intake was interrupted, and publish the folders of jobs that ended
         without one: staging cut short by a crash, a refusal while the outbox could not be
-        written, a queued job cancelled from the CLI or the web page."""
+        written, a queued job cancelled from the CLI or the web page (one cancelled while it
+        waited for its images first takes its files out of the inbox). End the waiting jobs
+        whose sidecar left the inbox."""
         unstaged = self.store.list_jobs_unstaged()
         dropped = _Dropped(self)
         self._end_orphans([job for job in unstaged if job.error and job.error.startswith(WAITING)], dropped)
