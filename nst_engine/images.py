@@ -69,12 +69,8 @@ def load_image(source: str | os.PathLike | BinaryIO, *, max_pixels: int = 80_000
                         f"more than the limit of {max_pixels / 1e6:.0f}; scale it down first", hint=SCALE_DOWN
                     )
                 img.seek(0)  # the first frame of an animation
-                declared = None if img.info.get("icc_profile") else _declared_space(img)
-                profile = adobe_rgb() if declared else img.info.get("icc_profile")
-                result = to_srgb(ImageOps.exif_transpose(_decode(img, max_edge)), profile)
-                if declared and CONVERTED in result.info:
-                    result.info[DECLARED] = declared
-                return result
+                profile, declared_by = _colour_space(img)
+                return to_srgb(ImageOps.exif_transpose(_decode(img, max_edge)), profile, declared_by=declared_by)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -165,7 +161,7 @@ _UNCALIBRATED, _ADOBE_RGB_SPACE = 0xFFFF, 2
 _GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
-def to_srgb(img: Image.Image, icc_profile: bytes | None) -> Image.Image:
+def to_srgb(img: Image.Image, icc_profile: bytes | None, *, declared_by: str | None = None) -> Image.Image:
     """`img` as 8-bit sRGB (`to_rgb`), its colours converted from the space its embedded ICC
     profile describes. The network and the outputs (written untagged, which every viewer reads
     as sRGB) are sRGB; a phone's Display P3 or a camera's Adobe RGB photograph taken as sRGB
@@ -177,7 +173,8 @@ def to_srgb(img: Image.Image, icc_profile: bytes | None) -> Image.Image:
     whatever name: a name is no proof, linear "sRGB" profiles exist) leaves the pixels bit for bit.
     A damaged profile, or one that does not fit the pixels, is ignored as browsers ignore it:
     the numbers are read as sRGB (CMYK by Pillow's formula), and `info[IGNORED]` says so. The
-    result carries no profile (saved, it would label sRGB pixels with the source's space)."""
+    result carries no profile (saved, it would label sRGB pixels with the source's space).
+    `declared_by` says where the profile came from when the picture did not carry it."""
     source, name = _profile(icc_profile)
     if source is None:
         return _untagged(to_rgb(img), f"{name}; {_as_read(img)}" if name else None)
@@ -201,7 +198,17 @@ def to_srgb(img: Image.Image, icc_profile: bytes | None) -> Image.Image:
     except (ImageCms.PyCMSError, OSError, ValueError) as e:
         return _untagged(to_rgb(img), f"its ICC profile {name!r} could not be applied ({e}); {_as_read(img)}")
     converted.info = {k: v for k, v in img.info.items() if k != "icc_profile"} | {CONVERTED: name}
+    if declared_by:
+        converted.info[DECLARED] = declared_by
     return converted
+
+
+def _colour_space(img: Image.Image) -> tuple[bytes | None, str | None]:
+    """The ICC profile of the space the picture's numbers are in, and where it was declared when
+    the picture does not carry it: its embedded profile, else Adobe RGB's where its EXIF says so."""
+    embedded = img.info.get("icc_profile")
+    declared_by = None if embedded else _declared_space(img)
+    return (adobe_rgb() if declared_by else embedded), declared_by
 
 
 def _declared_space(img: Image.Image) -> str | None:

@@ -98,8 +98,9 @@ def face_guard_lines(record: dict[str, Any]) -> list[str]:
 
 def colour_lines(content: Image.Image, styles: Sequence[Image.Image], init: Image.Image | None = None
                  ) -> list[str]:
-    """What decoding did with each picture's embedded colour profile (nst_engine.images.to_srgb),
-    for the job's log and the terminal: a photograph from a phone or camera converted to sRGB."""
+    """What decoding did with each picture's colour space (nst_engine.images.to_srgb: an embedded
+    profile, or one its EXIF declares), for the job's log and the terminal: a photograph from a
+    phone or camera converted to sRGB."""
     from nst_engine.images import colour_note
 
     named = [("photograph", content)] + [(f"painting {i}" if len(styles) > 1 else "painting", s)

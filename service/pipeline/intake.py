@@ -152,7 +152,7 @@ class Intake:
     def _take(self, sidecar_path: Path) -> bool:
         """Record and stage one settled sidecar. True if a job was queued."""
         name = job_name(sidecar_path)  # as on disk: it finds the job's files
-        key, data, refused = self._identify(sidecar_path)
+        key, data, refused = _identify(sidecar_path, self.config.inbox)
         try:
             if refused is not None:
                 raise refused
@@ -190,20 +190,6 @@ class Intake:
         self.settle.forget(sidecar_path)
         log.info("queued job %d %r (%s)", job.id, shown(name), ", ".join(i["name"] for i in staged))
         return True
-
-    def _identify(self, sidecar_path: Path) -> tuple[str, bytes, RefusedFile | None]:
-        """A sidecar's key (`job_key`), its bytes, and why it is refused (then no bytes are read)."""
-        st = sidecar_path.lstat()
-        refused: RefusedFile | None = None
-        try:
-            data = read_sidecar(sidecar_path, self.config.inbox)
-            digest = sha256_bytes(data)
-        except RefusedFile as e:
-            data, refused = b"", e
-            digest = f"refused-{kind_of(st.st_mode)}-{st.st_size}"
-        # The drop is identified by its arrival (ctime: set by every create, copy or rename
-        # into the inbox, and kept by `cp -p` or rsync only for mtime), not by its mtime.
-        return job_key(shown(sidecar_path.name), digest, st.st_ctime_ns), data, refused
 
     def _record(self, key: str, name: str, sidecar: Sidecar):
         return self.store.enqueue(key=key, name=shown(name), params=sidecar.params.to_dict(), priority=sidecar.priority,
@@ -490,7 +476,7 @@ class Intake:
         waited for its images first takes its files out of the inbox). End the waiting jobs
         whose sidecar left the inbox."""
         unstaged = self.store.list_jobs_unstaged()
-        dropped = _Dropped(self)
+        dropped = _Dropped(self.config.inbox)
         self._end_orphans([job for job in unstaged if job.error and job.error.startswith(WAITING)], dropped)
         for job in unstaged:
             if (utcnow() - job.submitted_at).total_seconds() < grace_s:
@@ -502,8 +488,9 @@ class Intake:
                 continue
             self.store.mark_staged(job.id, _describe_archive(self.config, job.id))
         for job in self.store.list_unpublished():
-            if job.state == JobStatus.CANCELLED and not job.staged and not self.config.inputs(job.id).is_dir():
-                self._take_back_cancelled(job, dropped)
+            if (job.state == JobStatus.CANCELLED and not job.staged and job.error != SIDECAR_LEFT
+                    and not self.config.inputs(job.id).is_dir()):
+                self._take_back_cancelled(job, dropped)  # (a sidecar that left has nothing to take back)
             if not (self.config.inputs(job.id)).is_dir():
                 continue
             if job.state == JobStatus.CANCELLED:
@@ -557,10 +544,10 @@ class Intake:
 
 class _Dropped:
     """The sidecars in the inbox by key, listed once a sweep and only if asked: which job's
-    sidecar is still there (as the scan identifies drops, `Intake._identify`)."""
+    sidecar is still there (as the scan identifies drops, `_identify`)."""
 
-    def __init__(self, intake: Intake) -> None:
-        self.intake = intake
+    def __init__(self, inbox: Path) -> None:
+        self.inbox = inbox
         self._by_name: dict[str, list[Path]] | None = None
 
     def sidecar_of(self, job: Job) -> Path | None:
@@ -568,15 +555,30 @@ class _Dropped:
         sidecar read, now."""
         if self._by_name is None:
             by_name: dict[str, list[Path]] = {}
-            with os.scandir(self.intake.config.inbox) as entries:
+            with os.scandir(self.inbox) as entries:
                 for e in entries:
                     if e.name.lower().endswith(SIDECAR_EXTS):
                         by_name.setdefault(shown(e.name), []).append(Path(e.path))
             self._by_name = by_name
         for path in self._by_name.get(job.key.rsplit("|", 2)[0], []):
-            if self.intake._identify(path)[0] == job.key:
+            if _identify(path, self.inbox)[0] == job.key:
                 return path
         return None
+
+
+def _identify(sidecar_path: Path, inbox: Path) -> tuple[str, bytes, RefusedFile | None]:
+    """A sidecar's key (`job_key`), its bytes, and why it is refused (then no bytes are read)."""
+    st = sidecar_path.lstat()
+    refused: RefusedFile | None = None
+    try:
+        data = read_sidecar(sidecar_path, inbox)
+        digest = sha256_bytes(data)
+    except RefusedFile as e:
+        data, refused = b"", e
+        digest = f"refused-{kind_of(st.st_mode)}-{st.st_size}"
+    # The drop is identified by its arrival (ctime: set by every create, copy or rename into the
+    # inbox, and kept by `cp -p` or rsync only for mtime), not by its mtime.
+    return job_key(shown(sidecar_path.name), digest, st.st_ctime_ns), data, refused
 
 
 def _describe_archive(config: Config, job_id: int) -> list[dict]:
