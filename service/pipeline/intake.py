@@ -85,7 +85,9 @@ class Intake:
         self.settle = Settle(config.watch.settle_seconds, clock)
         self.clock = clock
         self.image_check = image_check or _decode_check(config.limits.max_image_pixels, config.inbox)
-        self._waiting: dict[Path, float] = {}  # sidecar -> when it first waited for its images
+        # sidecar -> its job's key, when that job first waited for its images: a rewritten
+        # sidecar is a new job (a new key) and waits the whole missing_timeout of its own.
+        self._waiting: dict[Path, tuple[str, float]] = {}
         self._sidecars: dict[str, list[Path]] = {}  # job name -> its sidecars in the last scan (`_twins`)
         self._waiting_notes: dict[Path, tuple[str, str]] = {}  # sidecar -> its job's key, what it was noted waiting for
         self._checked: dict[tuple[Path, int, int], None] = {}
@@ -162,7 +164,7 @@ class Intake:
                     f"two sidecars for one job: {', '.join(shown(p.name) for p in sorted([sidecar_path, *twins]))}; "
                     "which one to read is not clear", hint=TWINS_HINT)
             sidecar = self._parse(sidecar_path, data)
-            inputs = self._inputs(sidecar, sidecar_path)
+            inputs = self._inputs(sidecar, sidecar_path, key)
             estimate = self._estimate(sidecar, inputs)
         except SidecarError as e:
             self._fail(key, name, sidecar_path, str(e), e.hint)
@@ -200,7 +202,7 @@ class Intake:
             data, name=job_name(path), suffix=path.suffix, base=self.config.defaults, limits=self.config.limits
         )
 
-    def _inputs(self, sidecar: Sidecar, sidecar_path: Path) -> list[_Input]:
+    def _inputs(self, sidecar: Sidecar, sidecar_path: Path, key: str) -> list[_Input]:
         inbox = self.config.inbox
         missing: list[str] = []
         found: list[_Input] = []
@@ -230,7 +232,7 @@ class Intake:
         if sidecar.params.init_is_image:
             locate("init", sidecar.params.init)
         if missing:
-            self._wait_or_fail(sidecar_path, f"still missing: {', '.join(missing)}", MISSING_HINT)
+            self._wait_or_fail(sidecar_path, key, f"still missing: {', '.join(missing)}", MISSING_HINT)
         undecodable = []
         for item in found:
             if not self.settle.settled(item.source):
@@ -240,7 +242,7 @@ class Intake:
             except _Incomplete as e:
                 undecodable.append(str(e))  # may still be arriving: wait for it
         if undecodable:
-            self._wait_or_fail(sidecar_path, "; ".join(undecodable),
+            self._wait_or_fail(sidecar_path, key, "; ".join(undecodable),
                                "replace the picture with a complete one and drop the job again")
         taken = {item.source for item in found}
         # Every other NAME.* in the inbox root belongs to the job too and moves with it.
@@ -313,8 +315,11 @@ class Intake:
         """An SQLite store and this daemon working: no other worker can ever take a job."""
         return self.config.database.startswith("sqlite") and "work" in self.config.cluster.roles
 
-    def _wait_or_fail(self, sidecar_path: Path, why: str, hint: str) -> None:
-        first = self._waiting.setdefault(sidecar_path, self.clock())
+    def _wait_or_fail(self, sidecar_path: Path, key: str, why: str, hint: str) -> None:
+        waited_key, first = self._waiting.get(sidecar_path, (None, 0.0))
+        if waited_key != key:
+            first = self.clock()
+            self._waiting[sidecar_path] = (key, first)
         if self.clock() - first < self.config.watch.missing_timeout:
             raise _Waiting(why)
         raise SidecarError(f"gave up after waiting {self.config.watch.missing_timeout:.0f} s; {why}", hint=hint)

@@ -391,6 +391,27 @@ def test_a_waiting_job_ends_when_its_sidecar_is_rewritten_or_taken_back_while_no
             resubmit_job(box.config, box.store.get(2), {})
 
 
+def test_a_rewritten_waiting_sidecar_waits_the_whole_missing_timeout_of_its_own(tmp_path):
+    """The rewrite is a new job; its wait for the images was timed from the old sidecar's first
+    scan, kept by path, so a sidecar fixed four minutes in failed one minute later, not five."""
+    now = [0.0]
+    with IntakeDir(tmp_path, missing_timeout=300) as box:
+        box.intake.clock = lambda: now[0]
+        (box.inbox / "w.toml").write_text("size = 64\n")
+        box.scan()
+        now[0] = 250.0
+        (box.inbox / "w.toml").write_text("size = 48\n")  # fixed by its owner, images still to come
+        box.scan()
+        now[0] = 400.0  # 150 s after the rewrite, 400 s after the first drop
+        box.scan()
+        rewritten = next(j for j in box.store.list_jobs() if j.size == 48)
+        assert rewritten.status == "queued" and rewritten.error.startswith("waiting for its images: ")
+        now[0] = 551.0  # 301 s after the rewrite
+        box.scan()
+        rewritten = box.store.get(rewritten.id)
+        assert rewritten.status == "failed" and rewritten.error.startswith("gave up after waiting 300 s")
+
+
 
 def test_a_job_cancelled_while_it_waits_for_its_images_takes_its_files_out_of_the_inbox(tmp_path):
     """`nst cancel` says the service moves a cancelled job's inputs to the outbox; a job cancelled
