@@ -21,7 +21,8 @@ class VGG19(nn.Module):
     of block 4 and ``relu4_2`` its rectified output. Pooling between blocks is
     max (the original) or average (Gatys et al. found it gives smoother images).
     The convolutions named in `winograd_layers` run as Winograd F(4x4, 3x3) (float32 on
-    CPUs without AVX-512, where it is faster: `winograd.worth_it`).
+    CPUs without AVX-512, where it is faster: `winograd.worth_it`), on inputs large enough
+    for it (`winograd.pays`).
     """
 
     def __init__(
@@ -104,7 +105,7 @@ class VGG19(nn.Module):
         for i, (name, conv) in enumerate(self.convs.items()):
             if pool_next:
                 x = F.max_pool2d(x, 2) if self.pooling == "max" else F.avg_pool2d(x, 2)
-            if name in self.winograd_layers and not exact:
+            if name in self.winograd_layers and not exact and winograd.pays(x):
                 x = winograd.conv3x3(x, getattr(self, f"wino_{name}"), getattr(self, f"wino_grad_{name}"), conv.bias)
             else:
                 x = conv(x)

@@ -32,6 +32,12 @@ _AT_F32 = torch.tensor(_AT, dtype=torch.float32)
 # (128 channels, half size) 1.09x, within noise, for transients 4x those of block 3.
 MIN_IN_CHANNELS = 128
 MIN_OUT_CHANNELS = 256
+# Below about a dozen output tiles a pass (an image's deepest layers at a coarse scale, a small
+# job) the 36 weight tiles, four times the kernel's bytes, are read for too little work and the
+# direct convolution is faster: forward and input gradient on an AMD EPYC with AVX2, ms, direct
+# / Winograd, conv4_2 (512 channels) at 4, 9, 12, 30 tiles 4.9/7.0, 6.8/9.0, 11.6/9.1,
+# 26.5/14.3; conv5_1 at 1, 2, 4, 9, 12 tiles 2.0/3.8, 2.5/5.5, 4.4/6.1, 6.9/8.7, 12.6/9.6.
+MIN_TILES = 12
 
 
 def worth_it(device: torch.device, dtype: torch.dtype, in_channels: int, out_channels: int) -> bool:
@@ -39,6 +45,13 @@ def worth_it(device: torch.device, dtype: torch.dtype, in_channels: int, out_cha
     the same job gives the same picture on the same class of machine)."""
     return (device.type == "cpu" and dtype == torch.float32 and not _device.cpu_has_avx512()
             and in_channels >= MIN_IN_CHANNELS and out_channels >= MIN_OUT_CHANNELS)
+
+
+def pays(x: torch.Tensor) -> bool:
+    """Whether a Winograd layer's input `x` (N, C, H, W) is large enough for it (`MIN_TILES`):
+    a fixed rule of the shape, so the same job gives the same picture."""
+    n, _, h, w = x.shape
+    return n * -(-h // _M) * -(-w // _M) >= MIN_TILES
 
 
 def used(device: torch.device, bf16: bool) -> bool:

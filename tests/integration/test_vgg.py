@@ -127,8 +127,14 @@ def test_rectifying_after_max_pooling_changes_nothing():
     assert torch.allclose(x.grad, y.grad, rtol=1e-4, atol=1e-6 * y.grad.abs().max().item())
 
 
-def test_winograd_layers_give_the_direct_convolutions_features_and_gradient():
-    """F(4x4, 3x3) on the real weights, on an edge that is not a multiple of its tile."""
+def test_winograd_layers_give_the_direct_convolutions_features_and_gradient(monkeypatch):
+    """F(4x4, 3x3) on the real weights, on an edge that is not a multiple of its tile. Its
+    arithmetic at every tile count, down to one (the rule of where it runs, `winograd.pays`, has
+    its own test): at a larger size a max-pooling near-tie that round-off tips one way or the
+    other moves a few pixels' gradient, with the direct convolution in another precision too."""
+    from nst_engine import winograd
+
+    monkeypatch.setattr(winograd, "pays", lambda x: True)
     w = load_weights("caffe")
     direct = VGG19(w, last_layer="relu5_1").to(memory_format=torch.channels_last)
     fast = VGG19(w, last_layer="relu5_1", winograd_layers=frozenset(
@@ -147,6 +153,22 @@ def test_winograd_layers_give_the_direct_convolutions_features_and_gradient():
     assert (grads[0] - grads[1]).abs().max() <= 1e-4 * grads[0].abs().max()
     with torch.no_grad():
         assert torch.equal(fast(x, {"relu5_1"}, exact=True)["relu5_1"], direct(x, {"relu5_1"})["relu5_1"])
+
+
+def test_a_winograd_layer_runs_directly_where_its_input_is_too_small_for_it(monkeypatch):
+    """Below a dozen output tiles a pass its weight tiles cost more than its products save
+    (`winograd.MIN_TILES`): a small image's deepest layers run the direct convolution."""
+    from nst_engine import winograd
+
+    fast = VGG19(load_weights("caffe"), last_layer="relu5_1", winograd_layers=frozenset({"conv3_1", "conv5_1"}))
+    ran = []
+    real = winograd.conv3x3
+    monkeypatch.setattr(winograd, "conv3x3", lambda x, *rest: ran.append((x.shape[0], *x.shape[2:])) or real(x, *rest))
+    with torch.no_grad():
+        fast(torch.rand(1, 3, 48, 64), {"relu5_1"})  # conv3_1 at 12 x 16: 3 x 4 tiles; conv5_1 at 3 x 4: one
+        fast(torch.rand(2, 3, 96, 80), {"relu5_1"})  # conv5_1 at 6 x 5: 2 x 2 tiles, twice: 8
+        fast(torch.rand(3, 3, 96, 80), {"relu5_1"})  # three images: 12
+    assert ran == [(1, 12, 16), (2, 24, 20), (3, 24, 20), (3, 6, 5)]
 
 
 def test_a_winograd_run_paints_what_the_direct_convolution_paints(monkeypatch, content_image, style_image):
