@@ -53,7 +53,7 @@ def test_two_worker_processes_share_one_queue_each_job_once(site):
 
 
 def test_a_killed_worker_process_is_started_again_and_its_job_completes_once(site):
-    site.drop("long", {"iterations": 120})
+    site.drop("long", {"iterations": 60})
     site.wait_for(lambda: (j := site.job("long")) is not None and j.status == "running" and j.progress.step > 0,
                   what="job long to make progress")
     victim = next(d for d in workers(site) if d.run_id == site.job("long").run_id)
