@@ -76,6 +76,16 @@ class _Waiting(_NotReady):
         self.why = why
 
 
+@dataclass
+class _Wait:
+    """A sidecar's wait for its images. A rewritten sidecar is a new job (a new key): it waits
+    the whole missing_timeout of its own, and its record is told what it waits for again."""
+
+    key: str  # the job's
+    since: float  # when it first waited (the intake's clock)
+    noted: str | None = None  # what the job's record says it waits for: written when it changes
+
+
 class Intake:
     def __init__(self, config: Config, store: Store, outbox: Outbox,
                  image_check: Callable[[Path], None] | None = None, clock: Callable[[], float] = time.monotonic):
@@ -85,11 +95,8 @@ class Intake:
         self.settle = Settle(config.watch.settle_seconds, clock)
         self.clock = clock
         self.image_check = image_check or _decode_check(config.limits.max_image_pixels, config.inbox)
-        # sidecar -> its job's key, when that job first waited for its images: a rewritten
-        # sidecar is a new job (a new key) and waits the whole missing_timeout of its own.
-        self._waiting: dict[Path, tuple[str, float]] = {}
+        self._waits: dict[Path, _Wait] = {}  # sidecar -> its job's wait for its images
         self._sidecars: dict[str, list[Path]] = {}  # job name -> its sidecars in the last scan (`_twins`)
-        self._waiting_notes: dict[Path, tuple[str, str]] = {}  # sidecar -> its job's key, what it was noted waiting for
         self._checked: dict[tuple[Path, int, int], None] = {}
         self.inbox_missing_reported = False
 
@@ -135,10 +142,8 @@ class Intake:
         # Only sidecars and the images they name are ever tracked; forget those that are gone.
         self.settle.keep_only(p for p in list(self.settle.tracked()) if p.exists())
         present = set(seen)
-        for gone in [p for p in self._waiting if p not in present]:
-            del self._waiting[gone]
-        for gone in [p for p in self._waiting_notes if p not in present]:
-            del self._waiting_notes[gone]
+        for gone in [p for p in self._waits if p not in present]:
+            del self._waits[gone]
         return queued
 
     def _watch_images_of(self, sidecar_path: Path) -> None:
@@ -172,10 +177,11 @@ class Intake:
         except _Waiting as e:
             # Shown in the history at once: a queued job, and what it waits for. Written when
             # the reason changes, not at every scan of the wait (twice a second).
-            if self._waiting_notes.get(sidecar_path) != (key, e.why):
+            wait = self._waits[sidecar_path]
+            if wait.noted != e.why:
                 job = self._record(key, name, sidecar)[0]
                 self.store.note_waiting(job.id, e.why)
-                self._waiting_notes[sidecar_path] = (key, e.why)
+                wait.noted = e.why
             raise
         job, _created = self._record(key, name, sidecar)
         if job.state != JobStatus.QUEUED or job.staged:
@@ -184,11 +190,10 @@ class Intake:
             return False
         if not self.store.begin_staging(job.id, grace_s=STAGING_GRACE_S):
             return False  # another watcher is staging it right now
-        self._waiting_notes.pop(sidecar_path, None)
+        self._waits.pop(sidecar_path, None)
         staged = self._stage(job.id, inputs)
         self.store.note_estimate(job.id, estimate)
         self.store.mark_staged(job.id, staged)
-        self._waiting.pop(sidecar_path, None)
         self.settle.forget(sidecar_path)
         log.info("queued job %d %r (%s)", job.id, shown(name), ", ".join(i["name"] for i in staged))
         return True
@@ -316,11 +321,10 @@ class Intake:
         return self.config.database.startswith("sqlite") and "work" in self.config.cluster.roles
 
     def _wait_or_fail(self, sidecar_path: Path, key: str, why: str, hint: str) -> None:
-        waited_key, first = self._waiting.get(sidecar_path, (None, 0.0))
-        if waited_key != key:
-            first = self.clock()
-            self._waiting[sidecar_path] = (key, first)
-        if self.clock() - first < self.config.watch.missing_timeout:
+        wait = self._waits.get(sidecar_path)
+        if wait is None or wait.key != key:
+            wait = self._waits[sidecar_path] = _Wait(key, self.clock())
+        if self.clock() - wait.since < self.config.watch.missing_timeout:
             raise _Waiting(why)
         raise SidecarError(f"gave up after waiting {self.config.watch.missing_timeout:.0f} s; {why}", hint=hint)
 
@@ -411,7 +415,7 @@ class Intake:
                for p in [sidecar_path, *self._twins(sidecar_path), *self._own_files(name, sidecar_path)]]
         self._stage(job.id, own)  # not marked staged: no worker may claim it
         self.config.refusal(job.id).write_text(json.dumps({"message": message, "hint": hint}))
-        self._waiting.pop(sidecar_path, None)
+        self._waits.pop(sidecar_path, None)
         self._publish_failure(job.id, shown(name), message)
 
     def _publish_failure(self, job_id: int, name: str, message: str) -> None:
