@@ -196,6 +196,20 @@ def default_image(inbox: Path, name: str, role: str) -> Path | None:
     return None
 
 
+def images_in_any_case(entries: list[os.DirEntry]) -> dict[tuple[str, str], Path]:
+    """Default image names however a camera or a case-insensitive file system spelled them
+    (`trip.Content.jpg`, `trip.content.Jpg`), by (job name as on disk, role).
+    `default_image` looks up the usual spellings; this is its fallback, from one listing (the
+    first in its order: the scan's is by name)."""
+    found: dict[tuple[str, str], Path] = {}
+    for entry in entries:
+        role = image_role(entry.name)
+        owner = image_owner(entry.name) if role else None
+        if owner:
+            found.setdefault((owner, role), Path(entry.path))
+    return found
+
+
 def image_owner(filename: str) -> str | None:
     """The job a default image name belongs to: `trip.2024.content.jpg` -> `trip.2024`."""
     role = image_role(filename)

@@ -29,8 +29,8 @@ from ..status import JobStatus
 from ..store import Store
 from .ending import Ending, Endings
 from .inbox import (
-    CHECK_EDGE, IMAGE_EXTS, SIDECAR_EXTS, Settle, Sidecar, default_image, image_owner, is_ignored, is_own_file, job_key, job_name, listdir,
-    parse_sidecar, read_sidecar, resolve_in_inbox, sha256_bytes,
+    CHECK_EDGE, IMAGE_EXTS, SIDECAR_EXTS, Settle, Sidecar, default_image, image_owner, images_in_any_case, is_ignored,
+    is_own_file, job_key, job_name, listdir, parse_sidecar, read_sidecar, resolve_in_inbox, sha256_bytes,
 )
 from .outbox import JobFolder, Outbox
 
@@ -97,6 +97,8 @@ class Intake:
         self.image_check = image_check or _decode_check(config.limits.max_image_pixels, config.inbox)
         self._waits: dict[Path, _Wait] = {}  # sidecar -> its job's wait for its images
         self._sidecars: dict[str, list[Path]] = {}  # job name -> its sidecars in the last scan (`_twins`)
+        self._listing: list[os.DirEntry] = []  # the inbox root at the last scan
+        self._any_case: dict[tuple[str, str], Path] | None = None  # its images in any case, when asked
         self._checked: dict[tuple[Path, int, int], None] = {}
         self.inbox_missing_reported = False
 
@@ -116,7 +118,8 @@ class Intake:
         if self.inbox_missing_reported:
             log.warning("inbox %s is back; watching it again", inbox)
             self.inbox_missing_reported = False
-        seen = [Path(entry.path) for entry in sorted(listdir(inbox), key=lambda e: e.name)
+        self._listing, self._any_case = sorted(listdir(inbox), key=lambda e: e.name), None
+        seen = [Path(entry.path) for entry in self._listing
                 # Most of a busy inbox is told apart by its name's end, before the ignore patterns.
                 if entry.name.lower().endswith(SIDECAR_EXTS) and not is_ignored(entry.name, self.config.watch.ignore)
                 and Path(entry.name).suffix.lower() in SIDECAR_EXTS]
@@ -152,9 +155,20 @@ class Intake:
         job is taken a settle time sooner (1.65 s from drop to queued became about 0.6 s)."""
         name = job_name(sidecar_path)
         for role in ("content", "style"):
-            image = default_image(self.config.inbox, name, role)
+            image = self._default_image(name, role)
             if image is not None:
                 self.settle.settled(image)
+
+    def _default_image(self, name: str, role: str) -> Path | None:
+        """NAME.ROLE.EXT, in the usual spellings or else in any case (`trip.Content.JPG`: a
+        camera's or Windows' habit; such files belong to the job and move with it anyway).
+        The fallback reads the scan's listing once, and only when a job still lacks an image."""
+        path = default_image(self.config.inbox, name, role)
+        if path is None:
+            if self._any_case is None:
+                self._any_case = images_in_any_case(self._listing)
+            path = self._any_case.get((name, role))
+        return path
 
     def _take(self, sidecar_path: Path) -> bool:
         """Record and stage one settled sidecar. True if a job was queued."""
@@ -214,7 +228,7 @@ class Intake:
 
         def locate(role: str, relative: str | None) -> None:
             if relative is None:
-                path = default_image(inbox, sidecar.name, role)
+                path = self._default_image(sidecar.name, role)
                 if path is None:
                     missing.append(f"{shown(sidecar.name)}.{role}{IMAGE_EXTS[0]} (or {', '.join(IMAGE_EXTS[1:])})")
                     return

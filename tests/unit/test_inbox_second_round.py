@@ -210,3 +210,28 @@ def test_a_job_for_another_worker_waits_saying_for_what(tmp_path):
         assert job.status == "queued" and job.staged
         assert job.record["estimate"]["waits_for"] == "a worker with a GPU"
         assert estimate_text(job.record["estimate"], 1.0).startswith("waits for a worker with a GPU")
+
+
+def test_images_named_in_another_case_are_the_jobs_images(box):
+    """A camera's `IMG.Content.JPG`, Windows' `Content`: the job's own files, moved with it, are
+    its images too, not a five-minute wait for `NAME.content.EXT` followed by "missing"."""
+    box.image("trip.Content.jpg")
+    box.image("trip.STYLE.Png", (20, 20, 200))
+    (box.inbox / "trip.toml").write_text("size = 64\n")
+    assert box.scan() == 1
+    job = box.jobs()["trip"]
+    assert job.status == "queued"
+    roles = {i["name"]: i["role"] for i in job.inputs}
+    assert roles == {"trip.Content.jpg": "content", "trip.STYLE.Png": "style", "trip.toml": "sidecar"}
+    assert os.listdir(box.inbox) == []
+
+
+def test_the_usual_spelling_wins_over_another_case_and_both_move_with_the_job(box):
+    box.pair("trip")  # trip.content.jpg, trip.style.png
+    box.image("trip.CONTENT.jpg", (0, 200, 0))
+    (box.inbox / "trip.toml").write_text("")
+    box.scan()
+    inputs = box.jobs()["trip"].inputs
+    assert [i["name"] for i in inputs if i["role"] == "content"] == ["trip.content.jpg"]
+    assert "trip.CONTENT.jpg" in {i["name"] for i in inputs}  # moved with it, as any NAME.* file
+    assert os.listdir(box.inbox) == []
