@@ -185,29 +185,24 @@ def resolve_in_inbox(inbox: Path, relative: str) -> Path:
     return candidate
 
 
-def default_image(inbox: Path, name: str, role: str) -> Path | None:
-    """NAME.content.EXT or NAME.style.EXT in the inbox root, whichever extension is there
-    (whatever kind of file it is: the intake's safe open says if it may be read)."""
-    for ext in IMAGE_EXTS:
-        for variant in (ext, ext.upper()):
-            candidate = inbox / f"{name}.{role}{variant}"
-            if os.path.lexists(candidate):
-                return candidate
-    return None
-
-
-def images_in_any_case(entries: list[os.DirEntry]) -> dict[tuple[str, str], Path]:
-    """Default image names however a camera or a case-insensitive file system spelled them
-    (`trip.Content.jpg`, `trip.content.Jpg`), by (job name as on disk, role).
-    `default_image` looks up the usual spellings; this is its fallback, from one listing (the
-    first in its order: the scan's is by name)."""
-    found: dict[tuple[str, str], Path] = {}
+def default_images(entries: list[os.DirEntry]) -> dict[tuple[str, str], Path]:
+    """Every default image name in one listing of the inbox root, by (job name as on disk, role):
+    `NAME.content.EXT`, `NAME.style.EXT`. Where a job has several, the usual spelling wins (the
+    extension in IMAGE_EXTS's order, lower case before upper), then any other case however a
+    camera or a case-insensitive file system wrote it (`trip.Content.jpg`, `trip.style.Jpg`).
+    Whatever kind of file it is: the intake's safe open says if it may be read."""
+    best: dict[tuple[str, str], tuple[tuple[bool, int, bool], Path]] = {}
     for entry in entries:
         role = image_role(entry.name)
         owner = image_owner(entry.name) if role else None
-        if owner:
-            found.setdefault((owner, role), Path(entry.path))
-    return found
+        if not owner:
+            continue
+        spelled, _, ext = entry.name[len(owner) + 1:].rpartition(".")
+        rank = (spelled != role or ext not in (ext.lower(), ext.upper()), IMAGE_EXTS.index("." + ext.lower()),
+                ext != ext.lower())
+        if (owner, role) not in best or rank < best[owner, role][0]:
+            best[owner, role] = (rank, Path(entry.path))
+    return {key: path for key, (_rank, path) in best.items()}
 
 
 def image_owner(filename: str) -> str | None:

@@ -29,7 +29,7 @@ from ..status import JobStatus
 from ..store import Store
 from .ending import Ending, Endings
 from .inbox import (
-    CHECK_EDGE, IMAGE_EXTS, SIDECAR_EXTS, Settle, Sidecar, default_image, image_owner, images_in_any_case, is_ignored,
+    CHECK_EDGE, IMAGE_EXTS, SIDECAR_EXTS, Settle, Sidecar, default_images, image_owner, is_ignored,
     is_own_file, job_key, job_name, listdir, parse_sidecar, read_sidecar, resolve_in_inbox, sha256_bytes,
 )
 from .outbox import JobFolder, Outbox
@@ -98,7 +98,7 @@ class Intake:
         self._waits: dict[Path, _Wait] = {}  # sidecar -> its job's wait for its images
         self._sidecars: dict[str, list[Path]] = {}  # job name -> its sidecars in the last scan (`_twins`)
         self._listing: list[os.DirEntry] = []  # the inbox root at the last scan
-        self._any_case: dict[tuple[str, str], Path] | None = None  # its images in any case, when asked
+        self._images: dict[tuple[str, str], Path] | None = None  # its default images, when asked
         self._checked: dict[tuple[Path, int, int], None] = {}
         self.inbox_missing_reported = False
 
@@ -118,7 +118,7 @@ class Intake:
         if self.inbox_missing_reported:
             log.warning("inbox %s is back; watching it again", inbox)
             self.inbox_missing_reported = False
-        self._listing, self._any_case = sorted(listdir(inbox), key=lambda e: e.name), None
+        self._listing, self._images = sorted(listdir(inbox), key=lambda e: e.name), None
         seen = [Path(entry.path) for entry in self._listing
                 # Most of a busy inbox is told apart by its name's end, before the ignore patterns.
                 if entry.name.lower().endswith(SIDECAR_EXTS) and not is_ignored(entry.name, self.config.watch.ignore)
@@ -142,6 +142,7 @@ class Intake:
             except Exception:
                 # A bug must not stop the inbox: every other file is still taken.
                 log.exception("could not take %s (a bug in nst; please report it)", path.name)
+        self._listing, self._images = [], None  # this scan's: a crowded inbox's listing is large
         # Only sidecars and the images they name are ever tracked; forget those that are gone.
         self.settle.keep_only(p for p in list(self.settle.tracked()) if p.exists())
         present = set(seen)
@@ -160,15 +161,13 @@ class Intake:
                 self.settle.settled(image)
 
     def _default_image(self, name: str, role: str) -> Path | None:
-        """NAME.ROLE.EXT, in the usual spellings or else in any case (`trip.Content.JPG`: a
-        camera's or Windows' habit; such files belong to the job and move with it anyway).
-        The fallback reads the scan's listing once, and only when a job still lacks an image."""
-        path = default_image(self.config.inbox, name, role)
-        if path is None:
-            if self._any_case is None:
-                self._any_case = images_in_any_case(self._listing)
-            path = self._any_case.get((name, role))
-        return path
+        """NAME.ROLE.EXT as the scan's listing has it, in any case (`trip.Content.JPG`: a
+        camera's or Windows' habit). One table a scan, made when a job first asks: a waiting
+        sidecar costs a lookup, not a file-system probe of every extension (an image that came
+        after the listing is found by the next scan, as it must settle first anyway)."""
+        if self._images is None:
+            self._images = default_images(self._listing)
+        return self._images.get((name, role))
 
     def _take(self, sidecar_path: Path) -> bool:
         """Record and stage one settled sidecar. True if a job was queued."""

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from nst_engine.params import Limits, Params
 from service.config import DEFAULT_IGNORE
 from service.pipeline.inbox import (
-    Settle, Sidecar, SidecarError, default_image, is_ignored, is_own_file, job_key, parse_sidecar,
+    Settle, Sidecar, SidecarError, default_images, is_ignored, is_own_file, job_key, parse_sidecar,
     resolve_in_inbox, safe_component,
 )
 
@@ -114,11 +114,15 @@ def test_paths_must_stay_in_the_inbox(tmp_path):
 
 
 def test_default_pairing_and_ownership(tmp_path):
-    (tmp_path / "cat.content.PNG").write_bytes(b"x")
-    (tmp_path / "cat.style.jpeg").write_bytes(b"x")
-    assert default_image(tmp_path, "cat", "content").name == "cat.content.PNG"
-    assert default_image(tmp_path, "cat", "style").name == "cat.style.jpeg"
-    assert default_image(tmp_path, "dog", "style") is None
+    for name in ("cat.content.PNG", "cat.style.jpeg", "cat.style.tif", "cat.Style.jpg", "cat.2.content.png",
+                 "bird.CONTENT.Jpg", "bird.content.webp", "fish.Style.PNG", "notes.txt", "cat.toml"):
+        (tmp_path / name).write_bytes(b"x")
+    with os.scandir(tmp_path) as it:
+        found = {key: path.name for key, path in default_images(list(it)).items()}
+    assert found == {  # the usual spelling first, in IMAGE_EXTS's order; any other case after it
+        ("cat", "content"): "cat.content.PNG", ("cat", "style"): "cat.style.jpeg",
+        ("cat.2", "content"): "cat.2.content.png", ("bird", "content"): "bird.content.webp",
+        ("fish", "style"): "fish.Style.PNG"}
     assert is_own_file(tmp_path, tmp_path / "cat.style.jpeg", "cat")
     assert not is_own_file(tmp_path, tmp_path / "styles" / "cat.style.jpeg", "cat")
     assert not is_own_file(tmp_path, tmp_path / "category.jpg", "cat")
