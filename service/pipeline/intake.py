@@ -97,7 +97,7 @@ class Intake:
         self.image_check = image_check or _decode_check(config.limits.max_image_pixels, config.inbox)
         self._waits: dict[Path, _Wait] = {}  # sidecar -> its job's wait for its images
         self._sidecars: dict[str, list[Path]] = {}  # job name -> its sidecars in the last scan (`_twins`)
-        self._listing: list[os.DirEntry] = []  # the inbox root at the last scan
+        self._listing: list[os.DirEntry] = []  # the inbox root, during a scan
         self._images: dict[tuple[str, str], Path] | None = None  # its default images, when asked
         self._checked: dict[tuple[Path, int, int], None] = {}
         self.inbox_missing_reported = False
