@@ -27,6 +27,21 @@ def adobe_rgb() -> bytes:
     return matrix_profile(ADOBE_RGB, "Adobe RGB (1998)")
 
 
+def srgb_curve() -> bytes:
+    """sRGB's own tone curve sampled at 1024 levels, as the sRGB profiles cameras embed (HP's
+    "sRGB IEC61966-2.1") carry it; Display P3 has it too."""
+    levels = np.linspace(0.0, 1.0, 1024)
+    return sampled_curve(np.where(levels <= 0.04045, levels / 12.92, ((levels + 0.055) / 1.055) ** 2.4))
+
+
+@functools.cache
+def primaries_profile(red: tuple[float, float], green: tuple[float, float], blue: tuple[float, float],
+                      white: tuple[float, float], description: str) -> bytes:
+    """A profile of these primaries (xy) with sRGB's tone curve: the space a HEIF declares by its
+    colour description (nclx) instead of carrying a profile."""
+    return matrix_profile({"red": red, "green": green, "blue": blue, "white": white}, description, curve=srgb_curve())
+
+
 def rgb_to_xyz(space: dict) -> np.ndarray:
     """The matrix taking linear RGB of `space` to XYZ under its own white (white: Y = 1)."""
     def xyz(xy):

@@ -12,7 +12,7 @@ import struct
 import numpy as np
 
 from nst_engine.profiles import (
-    ADOBE_RGB, BRADFORD, D50, desc_tag, gamma_curve, profile, rgb_to_xyz, s15, sampled_curve, text_tag, xyz_tag,
+    ADOBE_RGB, BRADFORD, D50, desc_tag, gamma_curve, profile, rgb_to_xyz, s15, srgb_curve, text_tag, xyz_tag,
 )
 from nst_engine.profiles import matrix_profile as _matrix_profile
 
@@ -97,5 +97,5 @@ def _curve(gamma: float | str) -> bytes:
     """A tone curve: one gamma, or "srgb": sRGB's own curve sampled at 1024 points, as the
     sRGB profiles cameras embed (HP's "sRGB IEC61966-2.1") carry it."""
     if gamma == "srgb":
-        return sampled_curve(decode(np.linspace(0.0, 1.0, 1024), "srgb"))
+        return srgb_curve()
     return gamma_curve(gamma)

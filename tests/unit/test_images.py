@@ -359,3 +359,59 @@ def test_srgb_profiles_keep_the_pixels_and_unusable_ones_are_ignored_with_a_reas
         else:
             assert colour_note(img) == img.info[IGNORED]
             assert img.info[IGNORED].startswith(why) and img.info[IGNORED].endswith("; its colours taken as sRGB")
+
+
+def _heif(path, pixels, **nclx) -> np.ndarray:
+    """A HEIF with no ICC profile, its space declared by its colour description (nclx) only, as
+    Android phones write it; lossless (RGB, no YCbCr round-off). Returns its numbers as decoded."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()  # to write one; load_image registers it itself
+    Image.fromarray(pixels).save(path, format="HEIF", quality=-1, chroma=444, matrix_coefficients=0,
+                                 full_range_flag=1, **nclx)
+    with Image.open(path) as raw:
+        assert "icc_profile" not in raw.info and raw.info["nclx_profile"]["color_primaries"] == nclx["color_primaries"]
+        return np.asarray(raw.convert("RGB")).astype(float)
+
+
+def test_a_heif_declaring_display_p3_in_its_nclx_box_is_converted(tmp_path):
+    """A HEIF that says Display P3 by its colour description, not a profile, read as sRGB numbers
+    came out duller than it looks. Converted as an embedded Display P3 profile would be; BT.709's
+    primaries (sRGB's own) are read as they are; an HDR one (BT.2020, PQ) is read as sRGB numbers
+    and the log says why (tone mapping is not done)."""
+    from iccprofiles import DISPLAY_P3, expected_srgb
+
+    from nst_engine.images import CONVERTED, colour_note
+
+    pixels = np.kron(_patches(), np.ones((2, 2, 1), dtype=np.uint8))
+    raw = _heif(tmp_path / "PXL_0001.heif", pixels, color_primaries=12, transfer_characteristics=13)
+    img = load_image(tmp_path / "PXL_0001.heif")
+    assert np.abs(np.asarray(img).astype(float) - expected_srgb(raw, DISPLAY_P3)).max() <= 1.0
+    assert np.abs(np.asarray(img).astype(float) - raw).mean() > 3.0  # not the numbers as they were
+    assert img.info[CONVERTED] == "Display P3"
+    assert colour_note(img) == "colours converted to sRGB from Display P3, which its HEIF colour description (nclx) declares"
+
+    raw = _heif(tmp_path / "srgb.heif", pixels, color_primaries=1, transfer_characteristics=13)
+    img = load_image(tmp_path / "srgb.heif")
+    assert np.array_equal(np.asarray(img).astype(float), raw) and colour_note(img) is None
+
+    raw = _heif(tmp_path / "hdr.heif", pixels, color_primaries=9, transfer_characteristics=16)
+    img = load_image(tmp_path / "hdr.heif")
+    assert np.array_equal(np.asarray(img).astype(float), raw)
+    assert colour_note(img).startswith("an HDR picture (BT.2020 primaries, PQ tone curve): its colours taken as sRGB")
+
+
+def test_a_damaged_nclx_colour_description_declares_nothing():
+    """Chromaticities off the diagram, missing, not numbers, or primaries on top of each other
+    (no matrix): the numbers are read as sRGB, never an exception out of the decoder."""
+    from nst_engine.images import _nclx_space
+
+    p3 = {"color_primaries": 12, "transfer_characteristics": 13, "color_primary_red_x": 0.68, "color_primary_red_y": 0.32,
+          "color_primary_green_x": 0.265, "color_primary_green_y": 0.69, "color_primary_blue_x": 0.15,
+          "color_primary_blue_y": 0.06, "color_primary_white_x": 0.3127, "color_primary_white_y": 0.329}
+    assert _nclx_space(p3)[0] is not None
+    for damaged in [p3 | {"color_primary_red_y": 0.0}, p3 | {"color_primary_red_x": float("nan")},
+                    p3 | {"color_primary_white_x": "x"}, {k: v for k, v in p3.items() if "blue" not in k},
+                    p3 | {"color_primary_green_x": 0.68, "color_primary_green_y": 0.32,
+                          "color_primary_blue_x": 0.68, "color_primary_blue_y": 0.32}, "nclx", None]:
+        assert _nclx_space(damaged) == (None, None), damaged
