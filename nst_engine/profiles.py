@@ -34,7 +34,7 @@ def srgb_curve() -> bytes:
     return sampled_curve(np.where(levels <= 0.04045, levels / 12.92, ((levels + 0.055) / 1.055) ** 2.4))
 
 
-@functools.cache
+@functools.lru_cache(maxsize=16)  # a daemon meets few spaces; a hostile inbox could send many
 def primaries_profile(red: tuple[float, float], green: tuple[float, float], blue: tuple[float, float],
                       white: tuple[float, float], description: str) -> bytes:
     """A profile of these primaries (xy) with sRGB's tone curve: the space a HEIF declares by its
