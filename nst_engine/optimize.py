@@ -843,11 +843,16 @@ def _faces_record(params: Params, faces: list[list[Face]]) -> dict:
 def _out_of_memory(plan: RunPlan, where: Callable[[], tuple[int, int]]):
     """Memory running out anyway (another process took it, or the cost model is wrong) becomes
     a BudgetError with the plan and advice, on the CPU as on a GPU, instead of a traceback.
-    torch gives the CPU's case no type of its own: its allocator's message is the sign."""
+    torch gives the CPU's case no type of its own: its allocator's message is the sign, and
+    oneDNN's bare "could not create a primitive" (making a convolution's primitive allocates its
+    JIT code and scratchpad; a shape it cannot do fails earlier, at the primitive's descriptor,
+    in other words). Seen under an address-space limit on the AVX2 class, where the first pass
+    at a new size creates its primitives."""
     try:
         yield
     except (torch.OutOfMemoryError, RuntimeError) as e:
-        if not isinstance(e, torch.OutOfMemoryError) and "can't allocate memory" not in str(e):
+        if not isinstance(e, torch.OutOfMemoryError) and "can't allocate memory" not in str(e) \
+                and str(e).strip() != "could not create a primitive":
             raise
         size = where()
         raise BudgetError(

@@ -138,3 +138,26 @@ def test_a_batch_of_jobs_holds_what_fits_up_to_the_cap_and_on_the_cpu_four():
                   for n in (2, 3))
     assert batch_room(small, (128, 96), memory_budget=(two + three) // 2) == 2  # the memory decides first
     assert most_pictures("cuda", None) == MAX_BATCH and most_pictures("cpu", 2) == 2
+
+
+@pytest.mark.parametrize("message, memory", [
+    ("DefaultCPUAllocator: can't allocate memory: you tried to allocate 123 bytes", True),
+    ("could not create a primitive", True),  # oneDNN making a convolution's JIT code under a limit
+    ("could not create a primitive descriptor for a convolution forward propagation primitive", False),
+    ("shape '[2, 3]' is invalid for input of size 5", False),
+])
+def test_memory_running_out_mid_run_is_told_from_other_errors(message, memory):
+    """The CPU's out-of-memory has no type of its own: the allocator's and oneDNN's messages are
+    the signs. One of them is a BudgetError with the plan and advice; anything else, a bug, is
+    raised as it was."""
+    from nst_engine.memory import BudgetError
+    from nst_engine.optimize import _out_of_memory
+
+    plan = plan_run(Params(size=256), (256, 192), bf16=False, budget=GIB)
+    with pytest.raises(BudgetError if memory else RuntimeError) as raised:
+        with _out_of_memory(plan, lambda: (256, 192)):
+            raise RuntimeError(message)
+    if memory:
+        assert str(raised.value).startswith("ran out of memory at 256x192 (planned peak") and message[:40] in str(raised.value)
+    else:
+        assert type(raised.value) is RuntimeError and str(raised.value) == message
