@@ -69,11 +69,10 @@ def load_image(source: str | os.PathLike | BinaryIO, *, max_pixels: int = 80_000
                         f"more than the limit of {max_pixels / 1e6:.0f}; scale it down first", hint=SCALE_DOWN
                     )
                 img.seek(0)  # the first frame of an animation
-                profile, declared_by = _colour_space(img)
-                hdr = _hdr_note(img)
+                profile, declared_by, unread = _colour_space(img)
                 rgb = to_srgb(ImageOps.exif_transpose(_decode(img, max_edge)), profile, declared_by=declared_by)
-                if hdr:
-                    rgb.info[IGNORED] = hdr
+                if unread:
+                    rgb.info[IGNORED] = unread
                 return rgb
     except ImageError:
         raise
@@ -207,16 +206,16 @@ def to_srgb(img: Image.Image, icc_profile: bytes | None, *, declared_by: str | N
     return converted
 
 
-def _colour_space(img: Image.Image) -> tuple[bytes | None, str | None]:
-    """The ICC profile of the space the picture's numbers are in, and where it was declared when
-    the picture does not carry it: its embedded profile, else Adobe RGB's where its EXIF says so,
-    else the primaries a HEIF's colour description (nclx) gives."""
+def _colour_space(img: Image.Image) -> tuple[bytes | None, str | None, str | None]:
+    """The ICC profile of the space the picture's numbers are in, where it was declared when
+    the picture does not carry it, and why a declared space is not used: its embedded profile,
+    else Adobe RGB's where its EXIF says so, else what a HEIF's colour description (nclx) says."""
     embedded = img.info.get("icc_profile")
     if embedded:
-        return embedded, None
+        return embedded, None, None
     declared_by = _declared_space(img)
     if declared_by:
-        return adobe_rgb(), declared_by
+        return adobe_rgb(), declared_by, None
     return _nclx_space(img.info.get("nclx_profile"))
 
 
@@ -228,38 +227,32 @@ _NCLX_SDR_CURVES = {1, 6, 13, 14, 15}
 _NCLX_HDR_CURVES = {16: "PQ", 18: "HLG"}
 
 
-def _nclx_space(nclx: dict | None) -> tuple[bytes | None, str | None]:
+def _nclx_space(nclx: dict | None) -> tuple[bytes | None, str | None, str | None]:
     """A profile of the primaries a HEIF declares in its colour description where it carries
     no ICC profile (pillow-heif gives them as xy), as cameras and converters write HEIF.
-    BT.709's (sRGB's own), unspecified ones and HDR tone curves give none."""
+    BT.709's (sRGB's own) and unspecified ones give none; an HDR tone curve gives none and the
+    words for it (its numbers are read as sRGB: no tone mapping)."""
     if not isinstance(nclx, dict):
-        return None, None
+        return None, None, None
     code, curve = nclx.get("color_primaries"), nclx.get("transfer_characteristics")
+    if curve in _NCLX_HDR_CURVES:
+        return None, None, (
+            f"an HDR picture ({_NCLX_PRIMARIES.get(code, 'its')} primaries, {_NCLX_HDR_CURVES[curve]} tone curve): "
+            "its colours taken as sRGB, without tone mapping, so it looks flatter than on an HDR screen; export it "
+            "as SDR for true colours")
     if code in (1, 2) or curve not in _NCLX_SDR_CURVES:
-        return None, None
+        return None, None, None
     name = _NCLX_PRIMARIES.get(code, f"the primaries of H.273 code {code}")
     try:
         xy = {c: (float(nclx[f"color_primary_{c}_x"]), float(nclx[f"color_primary_{c}_y"]))
               for c in ("red", "green", "blue", "white")}
         if not all(0.0 < v < 1.0 for pair in xy.values() for v in pair):
-            return None, None  # not chromaticities: a damaged box declares nothing
+            return None, None, None  # not chromaticities: a damaged box declares nothing
         with np.errstate(all="raise"):
             profile = primaries_profile(xy["red"], xy["green"], xy["blue"], xy["white"], name)
     except (KeyError, TypeError, ValueError, ArithmeticError, np.linalg.LinAlgError):
-        return None, None  # ArithmeticError: numpy's FloatingPointError, primaries on one line
-    return profile, "its HEIF colour description (nclx)"
-
-
-def _hdr_note(img: Image.Image) -> str | None:
-    """Words for a HEIF in an HDR tone curve: its numbers are read as sRGB (no tone mapping)."""
-    nclx = img.info.get("nclx_profile")
-    curve = nclx.get("transfer_characteristics") if isinstance(nclx, dict) and not img.info.get("icc_profile") else None
-    if curve not in _NCLX_HDR_CURVES:
-        return None
-    primaries = _NCLX_PRIMARIES.get(nclx.get("color_primaries"), "its")
-    return (f"an HDR picture ({primaries} primaries, {_NCLX_HDR_CURVES[curve]} tone curve): its colours taken "
-            "as sRGB, without tone mapping, so it looks flatter than on an HDR screen; export it as SDR for "
-            "true colours")
+        return None, None, None  # ArithmeticError: numpy's FloatingPointError, primaries on one line
+    return profile, "its HEIF colour description (nclx)", None
 
 
 def _declared_space(img: Image.Image) -> str | None:

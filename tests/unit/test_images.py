@@ -414,4 +414,4 @@ def test_a_damaged_nclx_colour_description_declares_nothing():
                     p3 | {"color_primary_white_x": "x"}, {k: v for k, v in p3.items() if "blue" not in k},
                     p3 | {"color_primary_green_x": 0.68, "color_primary_green_y": 0.32,
                           "color_primary_blue_x": 0.68, "color_primary_blue_y": 0.32}, "nclx", None]:
-        assert _nclx_space(damaged) == (None, None), damaged
+        assert _nclx_space(damaged) == (None, None, None), damaged
