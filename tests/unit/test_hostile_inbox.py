@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from intakekit import IntakeDir
-from service.pipeline.inbox import safe_component
+from service.pipeline.inbox import read_sidecar, safe_component
 from service.pipeline.outbox import JobFolder, Outbox
 from service.status import JobStatus
 from service.submit import resubmit_job
@@ -411,6 +411,41 @@ def test_a_rewritten_waiting_sidecar_waits_the_whole_missing_timeout_of_its_own(
         rewritten = box.store.get(rewritten.id)
         assert rewritten.status == "failed" and rewritten.error.startswith("gave up after waiting 300 s")
 
+
+
+def test_a_waiting_sidecar_is_read_once_while_it_waits_and_again_whenever_it_is_replaced(tmp_path, monkeypatch, secret):
+    """A sidecar waiting for its images was read, hashed and parsed at every scan (twice a
+    second while anything settles: 300 waiting cost 60-80 ms a scan). It is read once; a
+    rewrite (even to the same size, its mtime put back as `cp -p` or rsync do) or a link
+    swapped in is read again, and the link refused."""
+    from service.pipeline import intake
+
+    reads = []
+    monkeypatch.setattr(intake, "read_sidecar", lambda path, inbox: reads.append(path.name) or read_sidecar(path, inbox))
+    with IntakeDir(tmp_path, missing_timeout=300) as box:
+        sidecar = box.inbox / "w.toml"
+        sidecar.write_text("size = 64\n")
+        stamp = sidecar.stat().st_mtime_ns
+        box.scan(times=5)
+        assert reads == ["w.toml"]
+        sidecar.write_text("size = 48\n")
+        os.utime(sidecar, ns=(stamp, stamp))
+        box.scan(times=3)
+        assert reads == ["w.toml"] * 2
+        box.pair("w")
+        assert box.scan() == 1
+        assert [(j.size, j.status, j.staged) for j in box.store.list_jobs()] == [(48, "queued", True), (64, "queued", False)]
+
+        (box.inbox / "v.toml").write_text("size = 64\n")
+        box.scan(times=2)
+        os.replace(box.inbox / "v.toml", tmp_path / "v.toml")
+        os.symlink(secret / "secret.txt", box.inbox / "v.toml")
+        box.scan()
+        box.pair("v")
+        box.scan()
+        linked = [j for j in box.store.list_jobs() if j.name == "v" and j.status == "failed"]
+        assert len(linked) == 1 and "a link that points outside the inbox" in linked[0].error
+        assert MARKER not in box.everything_written()
 
 
 def test_a_job_cancelled_while_it_waits_for_its_images_takes_its_files_out_of_the_inbox(tmp_path):
