@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from .boxes import avif_nclx
 from .errors import UserError
 from .profiles import adobe_rgb, primaries_profile
 
@@ -209,27 +210,31 @@ def to_srgb(img: Image.Image, icc_profile: bytes | None, *, declared_by: str | N
 def _colour_space(img: Image.Image) -> tuple[bytes | None, str | None, str | None]:
     """The ICC profile of the space the picture's numbers are in, where it was declared when
     the picture does not carry it, and why a declared space is not used: its embedded profile,
-    else Adobe RGB's where its EXIF says so, else what a HEIF's colour description (nclx) says."""
+    else Adobe RGB's where its EXIF says so, else what a HEIF's or an AVIF's colour description
+    (nclx) says."""
     embedded = img.info.get("icc_profile")
     if embedded:
         return embedded, None, None
     declared_by = _declared_space(img)
     if declared_by:
         return adobe_rgb(), declared_by, None
+    if img.format == "AVIF" and img.fp is not None:  # Pillow's reader tells only a profile
+        return _nclx_space(avif_nclx(img.fp), "AVIF")
     return _nclx_space(img.info.get("nclx_profile"))
 
 
-# H.273 (ISO/IEC 23091-2) code points a HEIF's nclx box uses. Primaries by name, for the log; the
-# tone curves read as sRGB's, as browsers read them (BT.709, BT.601, sRGB, BT.2020's 10 and 12 bit);
-# the HDR ones, which need tone mapping that is not done here.
+# H.273 (ISO/IEC 23091-2) code points a HEIF's or an AVIF's nclx box uses. Primaries by name, for
+# the log; the tone curves read as sRGB's, as browsers read them (BT.709, BT.601, sRGB, BT.2020's
+# 10 and 12 bit); the HDR ones, which need tone mapping that is not done here.
 _NCLX_PRIMARIES = {9: "BT.2020", 11: "DCI-P3", 12: "Display P3"}
 _NCLX_SDR_CURVES = {1, 6, 13, 14, 15}
 _NCLX_HDR_CURVES = {16: "PQ", 18: "HLG"}
 
 
-def _nclx_space(nclx: dict | None) -> tuple[bytes | None, str | None, str | None]:
-    """A profile of the primaries a HEIF declares in its colour description where it carries
-    no ICC profile (pillow-heif gives them as xy), as cameras and converters write HEIF.
+def _nclx_space(nclx: dict | None, container: str = "HEIF") -> tuple[bytes | None, str | None, str | None]:
+    """A profile of the primaries a HEIF or AVIF declares in its colour description where it
+    carries no ICC profile (pillow-heif gives them as xy, `boxes.avif_nclx` as pillow-heif
+    does), as cameras and converters write them.
     BT.709's (sRGB's own) and unspecified ones give none; an HDR tone curve gives none and the
     words for it (its numbers are read as sRGB: no tone mapping)."""
     if not isinstance(nclx, dict):
@@ -252,7 +257,7 @@ def _nclx_space(nclx: dict | None) -> tuple[bytes | None, str | None, str | None
             profile = primaries_profile(xy["red"], xy["green"], xy["blue"], xy["white"], name)
     except (KeyError, TypeError, ValueError, ArithmeticError, np.linalg.LinAlgError):
         return None, None, None  # ArithmeticError: numpy's FloatingPointError, primaries on one line
-    return profile, "its HEIF colour description (nclx)", None
+    return profile, f"its {container} colour description (nclx)", None
 
 
 def _declared_space(img: Image.Image) -> str | None:

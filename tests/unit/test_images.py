@@ -415,3 +415,106 @@ def test_a_damaged_nclx_colour_description_declares_nothing():
                     p3 | {"color_primary_green_x": 0.68, "color_primary_green_y": 0.32,
                           "color_primary_blue_x": 0.68, "color_primary_blue_y": 0.32}, "nclx", None]:
         assert _nclx_space(damaged) == (None, None, None), damaged
+
+
+def _avif(path, pixels, primaries: int, transfer: int) -> np.ndarray:
+    """An AVIF with no ICC profile whose colour description (nclx) declares `primaries` and
+    `transfer` (Pillow writes BT.709 and sRGB's curve; the box's two numbers are set after, as a
+    phone or converter would have written them). Returns its numbers as libavif decodes them."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="AVIF", quality=100, subsampling="4:4:4")
+    data = bytearray(buffer.getvalue())
+    at = data.index(b"colrnclx") + 8
+    assert struct.unpack_from(">HH", data, at) == (1, 13)
+    struct.pack_into(">HH", data, at, primaries, transfer)
+    path.write_bytes(bytes(data))
+    with Image.open(buffer) as raw:
+        assert "icc_profile" not in raw.info
+        return np.asarray(raw.convert("RGB")).astype(float)
+
+
+def test_an_avif_declaring_display_p3_in_its_nclx_box_is_converted(tmp_path):
+    """Pillow's AVIF reader gives an embedded profile only: an AVIF that says Display P3 by its
+    colour description was read as sRGB numbers, duller than it looks (13 levels off on these
+    patches). Converted as a HEIF's is; BT.709's primaries are read as they are; an HDR one
+    is read as sRGB numbers and the log says why."""
+    from iccprofiles import DISPLAY_P3, expected_srgb
+
+    from nst_engine.images import CONVERTED, colour_note
+
+    pixels = np.kron(_patches(), np.ones((4, 4, 1), dtype=np.uint8))
+    raw = _avif(tmp_path / "PXL_0002.avif", pixels, primaries=12, transfer=13)
+    img = load_image(tmp_path / "PXL_0002.avif")
+    assert np.abs(np.asarray(img).astype(float) - expected_srgb(raw, DISPLAY_P3)).max() <= 1.0
+    assert np.abs(np.asarray(img).astype(float) - raw).mean() > 3.0  # not the numbers as they were
+    assert img.info[CONVERTED] == "Display P3"
+    assert colour_note(img) == "colours converted to sRGB from Display P3, which its AVIF colour description (nclx) declares"
+    with open(tmp_path / "PXL_0002.avif", "rb") as f:  # as the web page's upload gives it: an open file
+        assert np.array_equal(np.asarray(load_image(f)), np.asarray(img))
+
+    raw = _avif(tmp_path / "srgb.avif", pixels, primaries=1, transfer=13)
+    img = load_image(tmp_path / "srgb.avif")
+    assert np.array_equal(np.asarray(img).astype(float), raw) and colour_note(img) is None
+
+    raw = _avif(tmp_path / "hdr.avif", pixels, primaries=9, transfer=16)
+    img = load_image(tmp_path / "hdr.avif")
+    assert np.array_equal(np.asarray(img).astype(float), raw)
+    assert colour_note(img).startswith("an HDR picture (BT.2020 primaries, PQ tone curve): its colours taken as sRGB")
+
+
+def _box(kind: bytes, body: bytes, version: int | None = None, flags: int = 0) -> bytes:
+    if version is not None:  # a full box
+        body = bytes([version]) + flags.to_bytes(3, "big") + body
+    return struct.pack(">I4s", 8 + len(body), kind) + body
+
+
+def _colr(primaries: int) -> bytes:
+    return _box(b"colr", b"nclx" + struct.pack(">HHHB", primaries, 13, 6, 0x80))
+
+
+@pytest.mark.parametrize("ipma_version, wide", [(0, False), (1, False), (0, True), (1, True)])
+def test_an_avifs_colour_description_is_its_primary_pictures(ipma_version, wide):
+    """A file holds several items (tiles of a grid, an alpha plane, a thumbnail), each with its
+    properties; the one that counts is the primary item's (`pitm`), found through `ipma` in each
+    of its four layouts (16- or 32-bit item numbers, 7- or 15-bit property indices), past a
+    box with a 64-bit size. (Checked by hand on libavif's avifenc output too: one picture, with
+    alpha, a 2x2 grid, 10-bit HDR.)"""
+    from nst_engine.boxes import avif_nclx
+
+    def associations(item: int, index: int) -> bytes:
+        number = struct.pack(">I" if ipma_version else ">H", item)
+        return number + b"\x01" + (struct.pack(">H", 0x8000 | index) if wide else bytes([0x80 | index]))
+
+    def avif(primary: int) -> bytes:
+        ipma = _box(b"ipma", struct.pack(">I", 2) + associations(1, 1) + associations(2, 2),
+                    version=ipma_version, flags=int(wide))
+        meta = _box(b"meta", _box(b"pitm", struct.pack(">H", primary), version=0)
+                    + _box(b"iprp", _box(b"ipco", _colr(1) + _colr(12)) + ipma), version=0)
+        free = struct.pack(">I4sQ", 1, b"free", 16 + 5) + b"\x00" * 5  # a 64-bit size
+        return _box(b"ftyp", b"avif\x00\x00\x00\x00mif1avif") + free + meta + _box(b"mdat", b"")
+
+    assert avif_nclx(io.BytesIO(avif(primary=2)))["color_primaries"] == 12
+    assert avif_nclx(io.BytesIO(avif(primary=1)))["color_primaries"] == 1
+    assert avif_nclx(io.BytesIO(avif(primary=3))) is None  # no properties: declares nothing
+
+
+def test_a_damaged_avif_box_declares_nothing_and_never_raises(tmp_path):
+    """The boxes are a user's bytes: cut short anywhere, or any byte of them changed, the reader
+    gives a description or None, and leaves the file where it was."""
+    from nst_engine.boxes import avif_nclx
+
+    _avif(tmp_path / "p3.avif", np.kron(_patches(), np.ones((2, 2, 1), dtype=np.uint8)), 12, 13)
+    data = (tmp_path / "p3.avif").read_bytes()
+    meta_end = data.index(b"mdat") - 4  # the meta box ends where the pictures' data begins
+    assert avif_nclx(io.BytesIO(data[:meta_end]))["color_primaries"] == 12
+    rng = np.random.default_rng(0)
+    for cut in range(meta_end):
+        f = io.BytesIO(data[:cut])
+        f.seek(cut // 2)
+        assert avif_nclx(f) is None and f.tell() == cut // 2
+    for _ in range(2000):
+        damaged = bytearray(data)
+        for at in rng.integers(0, meta_end, 3):
+            damaged[at] = int(rng.integers(0, 256))
+        found = avif_nclx(io.BytesIO(bytes(damaged)))
+        assert found is None or isinstance(found["color_primaries"], int)
