@@ -56,10 +56,15 @@ def avif_nclx(fp: BinaryIO) -> dict | None:
     primaries, transfer, matrix, full_range = found
     nclx = {"color_primaries": primaries, "transfer_characteristics": transfer,
             "matrix_coefficients": matrix, "full_range_flag": full_range}
-    if primaries in PRIMARIES:
-        for colour, (x, y) in zip(("red", "green", "blue", "white"), PRIMARIES[primaries]):
-            nclx[f"color_primary_{colour}_x"], nclx[f"color_primary_{colour}_y"] = x, y
-    return nclx
+    return nclx | chromaticities(primaries)
+
+
+def chromaticities(code: int) -> dict:
+    """H.273 primaries `code`'s chromaticities in pillow-heif's words (`color_primary_red_x`,
+    ...); empty for a code not in the table."""
+    return {f"color_primary_{colour}_{axis}": value
+            for colour, xy in zip(("red", "green", "blue", "white"), PRIMARIES.get(code, ()))
+            for axis, value in zip("xy", xy)}
 
 
 def _top_level_meta(fp: BinaryIO) -> bytes | None:

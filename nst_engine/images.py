@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from .boxes import avif_nclx
+from .boxes import avif_nclx, chromaticities
 from .errors import UserError
 from .profiles import adobe_rgb, primaries_profile
 
@@ -225,38 +225,42 @@ def _colour_space(img: Image.Image) -> tuple[bytes | None, str | None, str | Non
 
 # H.273 (ISO/IEC 23091-2) code points a HEIF's or an AVIF's nclx box uses. Primaries by name, for
 # the log; the tone curves read as sRGB's, as browsers read them (BT.709, BT.601, sRGB, BT.2020's
-# 10 and 12 bit); the HDR ones, which need tone mapping that is not done here.
-_NCLX_PRIMARIES = {9: "BT.2020", 11: "DCI-P3", 12: "Display P3"}
+# 10 and 12 bit); the HDR ones (BT.2100), tone-mapped for an SDR screen (`profiles.roll_off`).
+_NCLX_PRIMARIES = {1: "BT.709", 9: "BT.2020", 11: "DCI-P3", 12: "Display P3"}
 _NCLX_SDR_CURVES = {1, 6, 13, 14, 15}
 _NCLX_HDR_CURVES = {16: "PQ", 18: "HLG"}
 
 
 def _nclx_space(nclx: dict | None, container: str = "HEIF") -> tuple[bytes | None, str | None, str | None]:
-    """A profile of the primaries a HEIF or AVIF declares in its colour description where it
-    carries no ICC profile (pillow-heif gives them as xy, `boxes.avif_nclx` as pillow-heif
-    does), as cameras and converters write them.
-    BT.709's (sRGB's own) and unspecified ones give none; an HDR tone curve gives none and the
-    words for it (its numbers are read as sRGB: no tone mapping)."""
+    """A profile of the primaries and tone curve a HEIF or AVIF declares in its colour
+    description where it carries no ICC profile (pillow-heif gives the primaries as xy,
+    `boxes.avif_nclx` as pillow-heif does), as cameras and converters write them. BT.709's
+    primaries (sRGB's own) with an SDR curve, and unspecified ones, give none. An HDR curve
+    (PQ, HLG) gives a profile whose curve maps its light onto SDR's (`profiles.roll_off`); where
+    its primaries cannot be read, the words for its numbers read as sRGB."""
     if not isinstance(nclx, dict):
         return None, None, None
     code, curve = nclx.get("color_primaries"), nclx.get("transfer_characteristics")
-    if curve in _NCLX_HDR_CURVES:
-        return None, None, (
-            f"an HDR picture ({_NCLX_PRIMARIES.get(code, 'its')} primaries, {_NCLX_HDR_CURVES[curve]} tone curve): "
-            "its colours taken as sRGB, without tone mapping, so it looks flatter than on an HDR screen; export it "
-            "as SDR for true colours")
-    if code in (1, 2) or curve not in _NCLX_SDR_CURVES:
+    hdr = _NCLX_HDR_CURVES.get(curve)
+    if hdr is None and (code in (1, 2) or curve not in _NCLX_SDR_CURVES):
         return None, None, None
+    if hdr is not None and code == 2:  # unspecified: BT.2100's own
+        code, nclx = 9, nclx | chromaticities(9)
     name = _NCLX_PRIMARIES.get(code, f"the primaries of H.273 code {code}")
+    if hdr is not None:
+        name += f" with the {hdr} tone curve (HDR; highlights rolled off for an SDR screen)"
     try:
         xy = {c: (float(nclx[f"color_primary_{c}_x"]), float(nclx[f"color_primary_{c}_y"]))
               for c in ("red", "green", "blue", "white")}
         if not all(0.0 < v < 1.0 for pair in xy.values() for v in pair):
-            return None, None, None  # not chromaticities: a damaged box declares nothing
+            raise ValueError("not chromaticities")
         with np.errstate(all="raise"):
-            profile = primaries_profile(xy["red"], xy["green"], xy["blue"], xy["white"], name)
+            profile = primaries_profile(xy["red"], xy["green"], xy["blue"], xy["white"], name, hdr or "sRGB")
     except (KeyError, TypeError, ValueError, ArithmeticError, np.linalg.LinAlgError):
-        return None, None, None  # ArithmeticError: numpy's FloatingPointError, primaries on one line
+        # A damaged box declares nothing (ArithmeticError: numpy's FloatingPointError, primaries
+        # on one line); an HDR picture's numbers read as they are look flat: the log says so.
+        return None, None, (f"an HDR picture ({hdr} tone curve, its primaries unreadable): its colours taken as "
+                            "sRGB, so it looks flat; export it as SDR for true colours") if hdr else None
     return profile, f"its {container} colour description (nclx)", None
 
 

@@ -34,12 +34,56 @@ def srgb_curve() -> bytes:
     return sampled_curve(np.where(levels <= 0.04045, levels / 12.92, ((levels + 0.055) / 1.055) ** 2.4))
 
 
+# HDR pictures (BT.2100's PQ and HLG signals) shown on an SDR screen, as the outputs are: the
+# reference white (BT.2408's 203 cd/m2, where a picture's paper and faces sit) is SDR's white, a
+# picture below KNEE of it is kept as mastered, and the highlights up to HDR_PEAK (the usual
+# mastering peak; brighter is clipped) are rolled off into the rest. So the reference white
+# comes out at 88 % linear light (level 241), 18 % grey at 18 % (level 118).
+REFERENCE_WHITE = 203.0  # cd/m2
+HDR_PEAK = 1000.0  # cd/m2
+KNEE = 0.75  # of the reference white
+
+
+def pq_to_nits(signal: np.ndarray) -> np.ndarray:
+    """SMPTE ST 2084's (PQ's) display light for a signal in 0..1, in cd/m2."""
+    m1, m2, c1, c2, c3 = 2610 / 16384, 2523 / 4096 * 128, 3424 / 4096, 2413 / 4096 * 32, 2392 / 4096 * 32
+    e = np.clip(signal, 0.0, 1.0) ** (1 / m2)
+    return 10000.0 * (np.maximum(e - c1, 0.0) / (c2 - c3 * e)) ** (1 / m1)
+
+
+def hlg_to_nits(signal: np.ndarray) -> np.ndarray:
+    """BT.2100 HLG's display light for a signal in 0..1 on a 1000 cd/m2 display, in cd/m2: the
+    inverse OETF, then the OOTF's system gamma 1.2 taken per channel."""
+    a = 0.17883277
+    b, c = 1 - 4 * a, 0.5 - a * np.log(4 * a)
+    signal = np.clip(signal, 0.0, 1.0)
+    scene = np.where(signal <= 0.5, signal**2 / 3, (np.exp((np.maximum(signal, 0.5) - c) / a) + b) / 12)
+    return 1000.0 * scene**1.2
+
+
+def roll_off(light: np.ndarray) -> np.ndarray:
+    """HDR light (1 = the reference white) as SDR light in 0..1: itself below KNEE, above it
+    Reinhard's curve, extended so that HDR_PEAK lands on 1 with no bend at the knee."""
+    span = 1.0 - KNEE
+    t = np.maximum(light - KNEE, 0.0) / span
+    top = (HDR_PEAK / REFERENCE_WHITE - KNEE) / span
+    rolled = KNEE + span * t * (1 + t / top**2) / (1 + t)
+    return np.where(light <= KNEE, light, np.minimum(rolled, 1.0))
+
+
+def hdr_curve(transfer: str) -> bytes:
+    """The tone curve of a PQ or HLG signal as SDR light (`roll_off`), sampled at 4096 levels."""
+    to_nits = {"PQ": pq_to_nits, "HLG": hlg_to_nits}[transfer]
+    return sampled_curve(roll_off(to_nits(np.linspace(0.0, 1.0, 4096)) / REFERENCE_WHITE))
+
+
 @functools.lru_cache(maxsize=16)  # a daemon meets few spaces; a hostile inbox could send many
 def primaries_profile(red: tuple[float, float], green: tuple[float, float], blue: tuple[float, float],
-                      white: tuple[float, float], description: str) -> bytes:
-    """A profile of these primaries (xy) with sRGB's tone curve: the space a HEIF declares by its
-    colour description (nclx) instead of carrying a profile."""
-    return matrix_profile({"red": red, "green": green, "blue": blue, "white": white}, description, curve=srgb_curve())
+                      white: tuple[float, float], description: str, transfer: str = "sRGB") -> bytes:
+    """A profile of these primaries (xy) and tone curve (sRGB's, or an HDR one's: "PQ", "HLG"):
+    the space a HEIF or AVIF declares by its colour description (nclx) instead of carrying a profile."""
+    curve = srgb_curve() if transfer == "sRGB" else hdr_curve(transfer)
+    return matrix_profile({"red": red, "green": green, "blue": blue, "white": white}, description, curve=curve)
 
 
 def rgb_to_xyz(space: dict) -> np.ndarray:

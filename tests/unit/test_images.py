@@ -377,8 +377,7 @@ def _heif(path, pixels, **nclx) -> np.ndarray:
 def test_a_heif_declaring_display_p3_in_its_nclx_box_is_converted(tmp_path):
     """A HEIF that says Display P3 by its colour description, not a profile, read as sRGB numbers
     came out duller than it looks. Converted as an embedded Display P3 profile would be; BT.709's
-    primaries (sRGB's own) are read as they are; an HDR one (BT.2020, PQ) is read as sRGB numbers
-    and the log says why (tone mapping is not done)."""
+    primaries (sRGB's own) are read as they are; an HDR one (BT.2020, PQ) is tone-mapped (below)."""
     from iccprofiles import DISPLAY_P3, expected_srgb
 
     from nst_engine.images import CONVERTED, colour_note
@@ -395,10 +394,10 @@ def test_a_heif_declaring_display_p3_in_its_nclx_box_is_converted(tmp_path):
     img = load_image(tmp_path / "srgb.heif")
     assert np.array_equal(np.asarray(img).astype(float), raw) and colour_note(img) is None
 
-    raw = _heif(tmp_path / "hdr.heif", pixels, color_primaries=9, transfer_characteristics=16)
-    img = load_image(tmp_path / "hdr.heif")
-    assert np.array_equal(np.asarray(img).astype(float), raw)
-    assert colour_note(img).startswith("an HDR picture (BT.2020 primaries, PQ tone curve): its colours taken as sRGB")
+    _heif(tmp_path / "hdr.heif", pixels, color_primaries=9, transfer_characteristics=16)
+    assert colour_note(load_image(tmp_path / "hdr.heif")) == (
+        "colours converted to sRGB from BT.2020 with the PQ tone curve (HDR; highlights rolled off for an SDR "
+        "screen), which its HEIF colour description (nclx) declares")
 
 
 def test_a_damaged_nclx_colour_description_declares_nothing():
@@ -415,6 +414,10 @@ def test_a_damaged_nclx_colour_description_declares_nothing():
                     p3 | {"color_primary_green_x": 0.68, "color_primary_green_y": 0.32,
                           "color_primary_blue_x": 0.68, "color_primary_blue_y": 0.32}, "nclx", None]:
         assert _nclx_space(damaged) == (None, None, None), damaged
+    hdr = p3 | {"transfer_characteristics": 16}
+    profile, _by, unread = _nclx_space(hdr | {"color_primary_red_y": 0.0})
+    assert profile is None and unread.startswith("an HDR picture (PQ tone curve, its primaries unreadable): its colours")
+    assert _nclx_space(hdr | {"color_primaries": 2})[0] is not None  # unspecified: BT.2100's own, BT.2020
 
 
 def _avif(path, pixels, primaries: int, transfer: int) -> np.ndarray:
@@ -437,7 +440,7 @@ def test_an_avif_declaring_display_p3_in_its_nclx_box_is_converted(tmp_path):
     """Pillow's AVIF reader gives an embedded profile only: an AVIF that says Display P3 by its
     colour description was read as sRGB numbers, duller than it looks (13 levels off on these
     patches). Converted as a HEIF's is; BT.709's primaries are read as they are; an HDR one
-    is read as sRGB numbers and the log says why."""
+    (BT.2020, HLG) is tone-mapped (below)."""
     from iccprofiles import DISPLAY_P3, expected_srgb
 
     from nst_engine.images import CONVERTED, colour_note
@@ -456,10 +459,10 @@ def test_an_avif_declaring_display_p3_in_its_nclx_box_is_converted(tmp_path):
     img = load_image(tmp_path / "srgb.avif")
     assert np.array_equal(np.asarray(img).astype(float), raw) and colour_note(img) is None
 
-    raw = _avif(tmp_path / "hdr.avif", pixels, primaries=9, transfer=16)
-    img = load_image(tmp_path / "hdr.avif")
-    assert np.array_equal(np.asarray(img).astype(float), raw)
-    assert colour_note(img).startswith("an HDR picture (BT.2020 primaries, PQ tone curve): its colours taken as sRGB")
+    _avif(tmp_path / "hdr.avif", pixels, primaries=9, transfer=18)
+    assert colour_note(load_image(tmp_path / "hdr.avif")) == (
+        "colours converted to sRGB from BT.2020 with the HLG tone curve (HDR; highlights rolled off for an SDR "
+        "screen), which its AVIF colour description (nclx) declares")
 
 
 def _box(kind: bytes, body: bytes, version: int | None = None, flags: int = 0) -> bytes:
@@ -518,3 +521,54 @@ def test_a_damaged_avif_box_declares_nothing_and_never_raises(tmp_path):
             damaged[at] = int(rng.integers(0, 256))
         found = avif_nclx(io.BytesIO(bytes(damaged)))
         assert found is None or isinstance(found["color_primaries"], int)
+
+
+# BT.2100's signals from display light, written from the standard (the reader's inverses): PQ
+# (SMPTE ST 2084) of cd/m2, HLG's OETF of scene light whose OOTF (gamma 1.2, 1000 cd/m2) gives it.
+def _pq_signal(nits: np.ndarray) -> np.ndarray:
+    m1, m2, c1, c2, c3 = 0.1593017578125, 78.84375, 0.8359375, 18.8515625, 18.6875
+    y = (np.asarray(nits, dtype=float) / 10000) ** m1
+    return ((c1 + c2 * y) / (1 + c3 * y)) ** m2
+
+
+def _hlg_signal(nits: np.ndarray) -> np.ndarray:
+    a, b, c = 0.17883277, 0.28466892, 0.55991073
+    scene = (np.asarray(nits, dtype=float) / 1000) ** (1 / 1.2)
+    signal = np.where(scene <= 1 / 12, np.sqrt(3 * scene), a * np.log(np.maximum(12 * scene - b, 1e-12)) + c)
+    return np.minimum(signal, 1.0)  # its display's peak: brighter is that
+
+
+BT709_TO_BT2020 = np.array([[0.6274, 0.3293, 0.0433], [0.0691, 0.9195, 0.0114], [0.0164, 0.0880, 0.8956]])  # BT.2087
+
+
+@pytest.mark.parametrize("curve, signal", [(16, _pq_signal), (18, _hlg_signal)], ids=["PQ", "HLG"])
+def test_an_hdr_picture_is_tone_mapped_for_an_sdr_screen(tmp_path, curve, signal):
+    """An HDR HEIF or AVIF (BT.2020, PQ or HLG) read as sRGB numbers came out grey and flat (its
+    reference white, 203 cd/m2, is PQ level 148). Now the reference white is near SDR's (level
+    241, leaving room for the highlights), 18 % grey stays 18 % grey, 1000 cd/m2 is white, the
+    levels keep their order, and a picture's colours below the highlights come out as they were
+    mastered: an sRGB picture put into BT.2020 PQ or HLG at 203 cd/m2 comes back as its 8-bit
+    HDR levels say (within one level; those levels lose up to 13 sRGB levels in dark saturated
+    colours, a mean of 0.5-0.9)."""
+    from iccprofiles import decode, srgb_encode
+
+    nits = np.array([0.0, 0.18 * 203, 203.0, 1000.0, 4000.0])
+    greys = np.repeat(np.round(signal(nits) * 255).astype(np.uint8)[None, :, None], 3, axis=2)
+    ramp = np.repeat(np.arange(256, dtype=np.uint8).reshape(16, 16)[..., None], 3, axis=2)
+    _heif(tmp_path / "greys.heif", np.kron(greys, np.ones((8, 8, 1), dtype=np.uint8)), color_primaries=9,
+          transfer_characteristics=curve)
+    _heif(tmp_path / "ramp.heif", ramp, color_primaries=9, transfer_characteristics=curve)
+    read = np.asarray(load_image(tmp_path / "greys.heif"))[4, 4::8, 0].astype(int)
+    assert read[0] == 0 and abs(read[1] - 118) <= 2 and abs(read[2] - 241) <= 2 and read[3] == read[4] == 255, read
+    levels = np.asarray(load_image(tmp_path / "ramp.heif"))[..., 1].ravel().astype(int)
+    assert np.all(np.diff(levels) >= 0) and levels[-1] == 255
+
+    pixels = np.kron(_patches() // 4 * 3, np.ones((2, 2, 1), dtype=np.uint8))  # below the highlights
+    light = decode(pixels.astype(float) / 255, "srgb") @ BT709_TO_BT2020.T * 203
+    hdr = np.round(signal(light) * 255).astype(np.uint8)
+    _heif(tmp_path / "mastered.heif", hdr, color_primaries=9, transfer_characteristics=curve)
+    back = np.asarray(load_image(tmp_path / "mastered.heif")).astype(float)
+    table = np.concatenate([[0.0], np.geomspace(1e-5, 10000, 400_000)])  # the signal inverted by table
+    said = np.interp(hdr / 255, signal(table), table) / 203 @ np.linalg.inv(BT709_TO_BT2020).T
+    assert np.abs(back - np.round(srgb_encode(said) * 255)).max() <= 1
+    assert np.abs(back - pixels).mean() < 1.0
