@@ -374,32 +374,6 @@ def _heif(path, pixels, **nclx) -> np.ndarray:
         return np.asarray(raw.convert("RGB")).astype(float)
 
 
-def test_a_heif_declaring_display_p3_in_its_nclx_box_is_converted(tmp_path):
-    """A HEIF that says Display P3 by its colour description, not a profile, read as sRGB numbers
-    came out duller than it looks. Converted as an embedded Display P3 profile would be; BT.709's
-    primaries (sRGB's own) are read as they are; an HDR one (BT.2020, PQ) is tone-mapped (below)."""
-    from iccprofiles import DISPLAY_P3, expected_srgb
-
-    from nst_engine.images import CONVERTED, colour_note
-
-    pixels = np.kron(_patches(), np.ones((2, 2, 1), dtype=np.uint8))
-    raw = _heif(tmp_path / "PXL_0001.heif", pixels, color_primaries=12, transfer_characteristics=13)
-    img = load_image(tmp_path / "PXL_0001.heif")
-    assert np.abs(np.asarray(img).astype(float) - expected_srgb(raw, DISPLAY_P3)).max() <= 1.0
-    assert np.abs(np.asarray(img).astype(float) - raw).mean() > 3.0  # not the numbers as they were
-    assert img.info[CONVERTED] == "Display P3"
-    assert colour_note(img) == "colours converted to sRGB from Display P3, which its HEIF colour description (nclx) declares"
-
-    raw = _heif(tmp_path / "srgb.heif", pixels, color_primaries=1, transfer_characteristics=13)
-    img = load_image(tmp_path / "srgb.heif")
-    assert np.array_equal(np.asarray(img).astype(float), raw) and colour_note(img) is None
-
-    _heif(tmp_path / "hdr.heif", pixels, color_primaries=9, transfer_characteristics=16)
-    assert colour_note(load_image(tmp_path / "hdr.heif")) == (
-        "colours converted to sRGB from BT.2020 with the PQ tone curve (HDR; highlights rolled off for an SDR "
-        "screen), which its HEIF colour description (nclx) declares")
-
-
 def test_a_damaged_nclx_colour_description_declares_nothing():
     """Chromaticities off the diagram, missing, not numbers, or primaries on top of each other
     (no matrix): the numbers are read as sRGB, never an exception out of the decoder."""
@@ -420,49 +394,51 @@ def test_a_damaged_nclx_colour_description_declares_nothing():
     assert _nclx_space(hdr | {"color_primaries": 2})[0] is not None  # unspecified: BT.2100's own, BT.2020
 
 
-def _avif(path, pixels, primaries: int, transfer: int) -> np.ndarray:
-    """An AVIF with no ICC profile whose colour description (nclx) declares `primaries` and
-    `transfer` (Pillow writes BT.709 and sRGB's curve; the box's two numbers are set after, as a
+def _avif(path, pixels, *, color_primaries: int, transfer_characteristics: int) -> np.ndarray:
+    """An AVIF with no ICC profile whose colour description (nclx) declares these primaries and
+    tone curve (Pillow writes BT.709 and sRGB's curve; the box's two numbers are set after, as a
     phone or converter would have written them). Returns its numbers as libavif decodes them."""
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="AVIF", quality=100, subsampling="4:4:4")
     data = bytearray(buffer.getvalue())
     at = data.index(b"colrnclx") + 8
     assert struct.unpack_from(">HH", data, at) == (1, 13)
-    struct.pack_into(">HH", data, at, primaries, transfer)
+    struct.pack_into(">HH", data, at, color_primaries, transfer_characteristics)
     path.write_bytes(bytes(data))
     with Image.open(buffer) as raw:
         assert "icc_profile" not in raw.info
         return np.asarray(raw.convert("RGB")).astype(float)
 
 
-def test_an_avif_declaring_display_p3_in_its_nclx_box_is_converted(tmp_path):
-    """Pillow's AVIF reader gives an embedded profile only: an AVIF that says Display P3 by its
-    colour description was read as sRGB numbers, duller than it looks (13 levels off on these
-    patches). Converted as a HEIF's is; BT.709's primaries are read as they are; an HDR one
-    (BT.2020, HLG) is tone-mapped (below)."""
+@pytest.mark.parametrize("container", ["HEIF", "AVIF"])
+def test_a_heif_or_avif_declaring_display_p3_in_its_nclx_box_is_converted(tmp_path, container):
+    """A HEIF or AVIF that says Display P3 by its colour description, not a profile, read as sRGB
+    numbers came out duller than it looks (Pillow's AVIF reader tells only a profile: 13 levels
+    off on these patches). Converted as an embedded Display P3 profile would be; BT.709's
+    primaries (sRGB's own) are read as they are; an HDR one is tone-mapped (below)."""
     from iccprofiles import DISPLAY_P3, expected_srgb
 
     from nst_engine.images import CONVERTED, colour_note
 
+    write, suffix = (_heif, "heif") if container == "HEIF" else (_avif, "avif")
     pixels = np.kron(_patches(), np.ones((4, 4, 1), dtype=np.uint8))
-    raw = _avif(tmp_path / "PXL_0002.avif", pixels, primaries=12, transfer=13)
-    img = load_image(tmp_path / "PXL_0002.avif")
+    raw = write(tmp_path / f"PXL_0001.{suffix}", pixels, color_primaries=12, transfer_characteristics=13)
+    img = load_image(tmp_path / f"PXL_0001.{suffix}")
     assert np.abs(np.asarray(img).astype(float) - expected_srgb(raw, DISPLAY_P3)).max() <= 1.0
     assert np.abs(np.asarray(img).astype(float) - raw).mean() > 3.0  # not the numbers as they were
     assert img.info[CONVERTED] == "Display P3"
-    assert colour_note(img) == "colours converted to sRGB from Display P3, which its AVIF colour description (nclx) declares"
-    with open(tmp_path / "PXL_0002.avif", "rb") as f:  # as the web page's upload gives it: an open file
+    assert colour_note(img) == f"colours converted to sRGB from Display P3, which its {container} colour description (nclx) declares"
+    with open(tmp_path / f"PXL_0001.{suffix}", "rb") as f:  # as the web page's upload gives it: an open file
         assert np.array_equal(np.asarray(load_image(f)), np.asarray(img))
 
-    raw = _avif(tmp_path / "srgb.avif", pixels, primaries=1, transfer=13)
-    img = load_image(tmp_path / "srgb.avif")
+    raw = write(tmp_path / f"srgb.{suffix}", pixels, color_primaries=1, transfer_characteristics=13)
+    img = load_image(tmp_path / f"srgb.{suffix}")
     assert np.array_equal(np.asarray(img).astype(float), raw) and colour_note(img) is None
 
-    _avif(tmp_path / "hdr.avif", pixels, primaries=9, transfer=18)
-    assert colour_note(load_image(tmp_path / "hdr.avif")) == (
+    write(tmp_path / f"hdr.{suffix}", pixels, color_primaries=9, transfer_characteristics=18)
+    assert colour_note(load_image(tmp_path / f"hdr.{suffix}")) == (
         "colours converted to sRGB from BT.2020 with the HLG tone curve (HDR; highlights rolled off for an SDR "
-        "screen), which its AVIF colour description (nclx) declares")
+        f"screen), which its {container} colour description (nclx) declares")
 
 
 def _box(kind: bytes, body: bytes, version: int | None = None, flags: int = 0) -> bytes:
@@ -506,7 +482,8 @@ def test_a_damaged_avif_box_declares_nothing_and_never_raises(tmp_path):
     gives a description or None, and leaves the file where it was."""
     from nst_engine.boxes import avif_nclx
 
-    _avif(tmp_path / "p3.avif", np.kron(_patches(), np.ones((2, 2, 1), dtype=np.uint8)), 12, 13)
+    _avif(tmp_path / "p3.avif", np.kron(_patches(), np.ones((2, 2, 1), dtype=np.uint8)), color_primaries=12,
+          transfer_characteristics=13)
     data = (tmp_path / "p3.avif").read_bytes()
     meta_end = data.index(b"mdat") - 4  # the meta box ends where the pictures' data begins
     assert avif_nclx(io.BytesIO(data[:meta_end]))["color_primaries"] == 12
