@@ -49,7 +49,7 @@ def avif_nclx(fp: BinaryIO) -> dict | None:
         finally:
             fp.seek(here)
         found = _primary_colr(meta) if meta is not None else None
-    except (OSError, ValueError, IndexError, struct.error):
+    except (OSError, ValueError, IndexError, OverflowError, struct.error):  # Overflow: a seek past 2**63
         return None
     if found is None:
         return None

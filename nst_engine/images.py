@@ -88,6 +88,22 @@ def load_image(source: str | os.PathLike | BinaryIO, *, max_pixels: int = 80_000
         raise ImageError(f"{name}: file not found", incomplete=True) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageError(f"{name}: the image is damaged or truncated ({e})", incomplete=True) from None
+    except RuntimeError as e:
+        if not _raised_by_a_decoder(e):
+            raise  # ours: a bug, loudly
+        raise ImageError(f"{name}: the image is damaged or truncated ({e})", incomplete=True) from None
+
+
+def _raised_by_a_decoder(error: BaseException) -> bool:
+    """Was `error` raised inside Pillow or pillow-heif? Pillow's AVIF reader says a damaged
+    picture by RuntimeError ("Failed to decode frame 0: Decoding of color planes failed",
+    "Invalid image grid"), which had reached the intake as a bug: a traceback at every scan
+    and no answer."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    return module.startswith(("PIL.", "pillow_heif."))
 
 
 def _bytes_left(f: BinaryIO) -> int:

@@ -492,6 +492,9 @@ def test_a_damaged_avif_box_declares_nothing_and_never_raises(tmp_path):
         f = io.BytesIO(data[:cut])
         f.seek(cut // 2)
         assert avif_nclx(f) is None and f.tell() == cut // 2
+    huge = struct.pack(">I4sQ", 1, b"free", 2**64 - 1)  # a box of a 64-bit size past any seek
+    ftyp = struct.unpack(">I", data[:4])[0]
+    assert avif_nclx(io.BytesIO(data[:ftyp] + huge + data[ftyp:])) is None
     for _ in range(2000):
         damaged = bytearray(data)
         for at in rng.integers(0, meta_end, 3):
@@ -549,3 +552,30 @@ def test_an_hdr_picture_is_tone_mapped_for_an_sdr_screen(tmp_path, curve, signal
     said = np.interp(hdr / 255, signal(table), table) / 203 @ np.linalg.inv(BT709_TO_BT2020).T
     assert np.abs(back - np.round(srgb_encode(said) * 255)).max() <= 1
     assert np.abs(back - pixels).mean() < 1.0
+
+
+def test_a_damaged_avif_is_a_clear_answer_not_a_traceback(tmp_path, monkeypatch):
+    """Pillow's AVIF reader says a damaged picture by RuntimeError (libavif's "Decoding of color
+    planes failed"), which went past `load_image`: the intake logged it as a bug at every scan and
+    the job never had an answer. It is a damaged picture like any other; a RuntimeError of
+    our own code is still raised."""
+    from nst_engine import images
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.kron(_patches(), np.ones((2, 2, 1), dtype=np.uint8))).save(buffer, format="AVIF", quality=90)
+    data = bytearray(buffer.getvalue())
+    start = data.index(b"mdat") + 4 + 16  # the picture's AV1 data after its first bytes
+    data[start:] = b"\xff" * (len(data) - start)
+    (tmp_path / "IMG_7.avif").write_bytes(bytes(data))
+    with pytest.raises(RuntimeError, match="Decoding of color planes failed"), Image.open(tmp_path / "IMG_7.avif") as raw:
+        raw.load()  # what Pillow says
+    with pytest.raises(ImageError, match=r"IMG_7.avif: the image is damaged or truncated \(Failed to decode frame 0"):
+        load_image(tmp_path / "IMG_7.avif")
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("a bug of ours")
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "fine.png")
+    monkeypatch.setattr(images, "to_srgb", broken)
+    with pytest.raises(RuntimeError, match="a bug of ours"):
+        load_image(tmp_path / "fine.png")
