@@ -18,20 +18,20 @@ from __future__ import annotations
 import struct
 from typing import BinaryIO
 
-# The chromaticities (x, y) of H.273's colour primaries: red, green, blue, white.
-_D65 = (0.3127, 0.3290)
-_C = (0.310, 0.316)
+_D65, _C = (0.3127, 0.3290), (0.310, 0.316)  # whites
+# H.273's colour primaries: a name for the log where the picture's space is a familiar one, and
+# the chromaticities (x, y) of red, green, blue and white.
 PRIMARIES = {
-    1: ((0.640, 0.330), (0.300, 0.600), (0.150, 0.060), _D65),  # BT.709, sRGB
-    4: ((0.670, 0.330), (0.210, 0.710), (0.140, 0.080), _C),  # BT.470 System M
-    5: ((0.640, 0.330), (0.290, 0.600), (0.150, 0.060), _D65),  # BT.601 625 lines
-    6: ((0.630, 0.340), (0.310, 0.595), (0.155, 0.070), _D65),  # BT.601 525 lines
-    7: ((0.630, 0.340), (0.310, 0.595), (0.155, 0.070), _D65),  # SMPTE 240M
-    8: ((0.681, 0.319), (0.243, 0.692), (0.145, 0.049), _C),  # generic film
-    9: ((0.708, 0.292), (0.170, 0.797), (0.131, 0.046), _D65),  # BT.2020, BT.2100
-    11: ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060), (0.314, 0.351)),  # DCI-P3
-    12: ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060), _D65),  # Display P3
-    22: ((0.630, 0.340), (0.295, 0.605), (0.155, 0.077), _D65),  # EBU Tech 3213
+    1: ("BT.709", ((0.640, 0.330), (0.300, 0.600), (0.150, 0.060), _D65)),  # sRGB's
+    4: (None, ((0.670, 0.330), (0.210, 0.710), (0.140, 0.080), _C)),  # BT.470 System M
+    5: (None, ((0.640, 0.330), (0.290, 0.600), (0.150, 0.060), _D65)),  # BT.601 625 lines
+    6: (None, ((0.630, 0.340), (0.310, 0.595), (0.155, 0.070), _D65)),  # BT.601 525 lines
+    7: (None, ((0.630, 0.340), (0.310, 0.595), (0.155, 0.070), _D65)),  # SMPTE 240M
+    8: (None, ((0.681, 0.319), (0.243, 0.692), (0.145, 0.049), _C)),  # generic film
+    9: ("BT.2020", ((0.708, 0.292), (0.170, 0.797), (0.131, 0.046), _D65)),  # and BT.2100
+    11: ("DCI-P3", ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060), (0.314, 0.351))),
+    12: ("Display P3", ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060), _D65)),
+    22: (None, ((0.630, 0.340), (0.295, 0.605), (0.155, 0.077), _D65)),  # EBU Tech 3213
 }
 MAX_META = 1 << 20  # bytes: a picture's meta box is a few hundred; a tiled one a few thousand
 MAX_BOXES = 64  # top-level boxes looked through for `meta` (ftyp, meta, mdat come first)
@@ -63,8 +63,13 @@ def chromaticities(code: int) -> dict:
     """H.273 primaries `code`'s chromaticities in pillow-heif's words (`color_primary_red_x`,
     ...); empty for a code not in the table."""
     return {f"color_primary_{colour}_{axis}": value
-            for colour, xy in zip(("red", "green", "blue", "white"), PRIMARIES.get(code, ()))
+            for colour, xy in zip(("red", "green", "blue", "white"), PRIMARIES.get(code, (None, ()))[1])
             for axis, value in zip("xy", xy)}
+
+
+def primaries_name(code: int) -> str:
+    """H.273 primaries `code` in words, for the log."""
+    return PRIMARIES.get(code, (None,))[0] or f"the primaries of H.273 code {code}"
 
 
 def _top_level_meta(fp: BinaryIO) -> bytes | None:

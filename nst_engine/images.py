@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from .boxes import avif_nclx, chromaticities
+from .boxes import avif_nclx, chromaticities, primaries_name
 from .errors import UserError
 from .profiles import adobe_rgb, primaries_profile
 
@@ -86,10 +86,8 @@ def load_image(source: str | os.PathLike | BinaryIO, *, max_pixels: int = 80_000
         ) from None
     except FileNotFoundError:
         raise ImageError(f"{name}: file not found", incomplete=True) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageError(f"{name}: the image is damaged or truncated ({e})", incomplete=True) from None
-    except RuntimeError as e:
-        if not _raised_by_a_decoder(e):
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not _raised_by_a_decoder(e):
             raise  # ours: a bug, loudly
         raise ImageError(f"{name}: the image is damaged or truncated ({e})", incomplete=True) from None
 
@@ -239,10 +237,9 @@ def _colour_space(img: Image.Image) -> tuple[bytes | None, str | None, str | Non
     return _nclx_space(img.info.get("nclx_profile"))
 
 
-# H.273 (ISO/IEC 23091-2) code points a HEIF's or an AVIF's nclx box uses. Primaries by name, for
-# the log; the tone curves read as sRGB's, as browsers read them (BT.709, BT.601, sRGB, BT.2020's
+# H.273 (ISO/IEC 23091-2) tone curves a HEIF's or an AVIF's nclx box names (its primaries:
+# `boxes.PRIMARIES`): those read as sRGB's, as browsers read them (BT.709, BT.601, sRGB, BT.2020's
 # 10 and 12 bit); the HDR ones (BT.2100), tone-mapped for an SDR screen (`profiles.roll_off`).
-_NCLX_PRIMARIES = {1: "BT.709", 9: "BT.2020", 11: "DCI-P3", 12: "Display P3"}
 _NCLX_SDR_CURVES = {1, 6, 13, 14, 15}
 _NCLX_HDR_CURVES = {16: "PQ", 18: "HLG"}
 
@@ -262,7 +259,7 @@ def _nclx_space(nclx: dict | None, container: str = "HEIF") -> tuple[bytes | Non
         return None, None, None
     if hdr is not None and code == 2:  # unspecified: BT.2100's own
         code, nclx = 9, nclx | chromaticities(9)
-    name = _NCLX_PRIMARIES.get(code, f"the primaries of H.273 code {code}")
+    name = primaries_name(code)
     if hdr is not None:
         name += f" with the {hdr} tone curve (HDR; highlights rolled off for an SDR screen)"
     try:

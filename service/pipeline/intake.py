@@ -177,13 +177,14 @@ class Intake:
     def _take(self, sidecar_path: Path) -> bool:
         """Record and stage one settled sidecar. True if a job was queued."""
         name = job_name(sidecar_path)  # as on disk: it finds the job's files
-        seen = _seen(sidecar_path.lstat())
+        st = sidecar_path.lstat()
+        seen = _seen(st)
         wait = self._waits.get(sidecar_path)
         known = wait.sidecar if wait is not None and wait.seen == seen else None
         if known is not None:
             key, refused = wait.key, None
         else:
-            key, data, refused = _identify(sidecar_path, self.config.inbox)
+            key, data, refused = _identify(sidecar_path, self.config.inbox, st)
         try:
             if refused is not None:
                 raise refused
@@ -600,9 +601,11 @@ class _Dropped:
         return None
 
 
-def _identify(sidecar_path: Path, inbox: Path) -> tuple[str, bytes, RefusedFile | None]:
-    """A sidecar's key (`job_key`), its bytes, and why it is refused (then no bytes are read)."""
-    st = sidecar_path.lstat()
+def _identify(sidecar_path: Path, inbox: Path,
+              st: os.stat_result | None = None) -> tuple[str, bytes, RefusedFile | None]:
+    """A sidecar's key (`job_key`), its bytes, and why it is refused (then no bytes are read);
+    `st`: its `lstat`, where the caller has it."""
+    st = st or sidecar_path.lstat()
     refused: RefusedFile | None = None
     try:
         data = read_sidecar(sidecar_path, inbox)
